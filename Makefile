@@ -1,0 +1,39 @@
+# The front door. Two commands for a newcomer on a fresh machine:
+#   make demo   - install what is needed, start a local Kafka broker and a worker, plan sample goals
+#   make test   - install what is needed and run the whole test suite on real services
+# Both are idempotent: a second run reuses the venv, pip's cache and the Kafka jar cache.
+
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+KAFKA_STAMP := .cache/kafka.ok
+
+.PHONY: demo test bench install kafka-jars clean
+
+demo: install
+	$(VENV)/bin/chimera demo
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.psplib
+
+install: $(STAMP) $(KAFKA_STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	@command -v java >/dev/null || { echo "Installing a Java runtime (Kafka needs Java 17+)"; apt-get update -q && apt-get install -y -q openjdk-17-jre-headless maven; }
+	@command -v mvn >/dev/null || { apt-get update -q && apt-get install -y -q maven; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip==24.3.1
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+$(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml
+	$(PY) -m infra.kafka fetch
+	mkdir -p .cache && touch $@
+
+clean:
+	rm -rf $(VENV) .cache

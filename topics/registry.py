@@ -1,0 +1,70 @@
+"""Every Chimera topic in one place: name, key, partitions, configs, schema.
+
+Plan-keyed topics share one partition count so that a plan's goal, feedback and
+approvals land in the same partition of the same worker (co-partitioning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+PLAN_PARTITIONS = 4
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str                       # the field the record key holds
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    is_input: bool = False         # inputs get a <name>.dlq
+    internal: bool = False         # written and read only by Chimera's workers
+    schema: str = ""               # schema file stem; defaults to the topic name
+
+    @property
+    def schema_name(self) -> str:
+        return self.schema or self.name
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+_RETAIN = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}
+_COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1"}
+
+GOALS_CREATED = TopicSpec("goals.created", "goal_id", PLAN_PARTITIONS, _RETAIN, is_input=True)
+RESOURCES_AVAILABILITY = TopicSpec("resources.availability", "resource_id", 1, _COMPACT, is_input=True)
+EXECUTION_FEEDBACK = TopicSpec("execution.feedback", "plan_id", PLAN_PARTITIONS, _RETAIN, is_input=True)
+PLANS_APPROVALS = TopicSpec("plans.approvals", "plan_id", PLAN_PARTITIONS, _RETAIN, is_input=True)
+PLANS_CREATED = TopicSpec("plans.created", "plan_id", PLAN_PARTITIONS, _RETAIN)
+PLANS_UPDATED = TopicSpec("plans.updated", "plan_id", PLAN_PARTITIONS, _RETAIN)
+TASKS_ASSIGNED = TopicSpec("tasks.assigned", "plan_id", PLAN_PARTITIONS, _RETAIN)
+RISKS_ALERTS = TopicSpec("risks.alerts", "plan_id", PLAN_PARTITIONS, _RETAIN)
+# Goals re-keyed by plan_id so the planner's state is co-partitioned with feedback.
+GOALS_BY_PLAN = TopicSpec(
+    "chimera.goals.by_plan", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True, schema="goals.created"
+)
+
+TOPICS: tuple[TopicSpec, ...] = (
+    GOALS_CREATED, RESOURCES_AVAILABILITY, EXECUTION_FEEDBACK, PLANS_APPROVALS,
+    PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN,
+)
+BY_NAME = {t.name: t for t in TOPICS}
+DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}
+
+
+def all_topic_names() -> list[str]:
+    """Every topic Chimera needs, dead-letter topics included."""
+    names = [t.name for t in TOPICS]
+    names += [t.dlq for t in TOPICS if t.is_input]
+    return names
+
+
+def spec(name: str) -> TopicSpec:
+    """The spec of a topic or of a dead-letter topic (one partition, no schema)."""
+    if name in BY_NAME:
+        return BY_NAME[name]
+    if name.endswith(".dlq") and name[:-4] in BY_NAME and BY_NAME[name[:-4]].is_input:
+        return TopicSpec(name, BY_NAME[name[:-4]].key, 1, DLQ_CONFIG)
+    raise KeyError(f"unknown topic {name!r}; known: {', '.join(all_topic_names())}")
