@@ -33,12 +33,19 @@ class Project:
         # accept any sequences; store tuples of ints so the value is hashable and immutable
         sa = object.__setattr__
         sa(self, "durations", tuple(map(int, self.durations)))
-        sa(self, "successors", tuple(tuple(map(int, s)) for s in self.successors))
         sa(self, "capacities", tuple(map(int, self.capacities)))
-        demands = self.demands
+        succ, demands = self.successors, self.demands
         if not demands and self.durations and not self.capacities:
             demands = tuple(() for _ in self.durations)
-        sa(self, "demands", tuple(tuple(map(int, d)) for d in demands))
+        # fast path: already tuples of plain ints (the common case) -> keep as is
+        if not (type(succ) is tuple and all([type(s) is tuple for s in succ])
+                and set(map(type, [v for s in succ for v in s])) <= {int}):
+            succ = tuple([tuple(map(int, s)) for s in succ])
+        if not (type(demands) is tuple and all([type(d) is tuple for d in demands])
+                and set(map(type, [v for d in demands for v in d])) <= {int}):
+            demands = tuple([tuple(map(int, d)) for d in demands])
+        sa(self, "successors", succ)
+        sa(self, "demands", demands)
         self.validate()
 
     # ------------------------------------------------------------------ validation
@@ -56,24 +63,28 @@ class Project:
             raise PlanningError("negative_duration", f"activity {j} has duration {self.durations[j]}")
         if nres and min(caps) < 0:
             raise PlanningError("invalid_project", f"negative capacity in {caps}")
-        for j, succ in enumerate(self.successors):
-            for s in succ:
-                if not 0 <= s < n:
-                    raise PlanningError("dangling_dependency", f"activity {j} -> unknown activity {s}")
-                if s == j:
-                    raise PlanningError("cyclic_dependency", f"activity {j} depends on itself")
-        for j, row in enumerate(self.demands):
-            if len(row) != nres:
-                raise PlanningError("invalid_project", f"activity {j} has {len(row)} demands for {nres} resources")
-            if nres and (min(row) < 0 or any(q > c for q, c in zip(row, caps))):
-                for k, q in enumerate(row):
-                    if q < 0:
-                        raise PlanningError("invalid_project", f"activity {j} has negative demand {q} on resource {k}")
-                    if q > caps[k]:
-                        raise PlanningError(
-                            "infeasible_demand",
-                            f"activity {j} needs {q} of resource {k}, capacity is {caps[k]}",
-                        )
+        flat = [s for succ in self.successors for s in succ]
+        if flat and (min(flat) < 0 or max(flat) >= n):
+            for j, succ in enumerate(self.successors):
+                for s in succ:
+                    if not 0 <= s < n:
+                        raise PlanningError("dangling_dependency", f"activity {j} -> unknown activity {s}")
+        rows = self.demands
+        if any(len(row) != nres for row in rows):
+            j = next(j for j, row in enumerate(rows) if len(row) != nres)
+            raise PlanningError("invalid_project", f"activity {j} has {len(rows[j])} demands for {nres} resources")
+        if nres and n:
+            col_max = [max(col) for col in zip(*rows)]
+            if min(map(min, rows)) < 0 or any(m > c for m, c in zip(col_max, caps)):
+                for j, row in enumerate(rows):
+                    for k, q in enumerate(row):
+                        if q < 0:
+                            raise PlanningError("invalid_project", f"activity {j} has negative demand {q} on resource {k}")
+                        if q > caps[k]:
+                            raise PlanningError(
+                                "infeasible_demand",
+                                f"activity {j} needs {q} of resource {k}, capacity is {caps[k]}",
+                            )
         if len(self.topo_order) != n:
             done = set(self.topo_order)
             rest = [j for j in range(n) if j not in done]
@@ -114,7 +125,7 @@ class Project:
     @cached_property
     def requests(self) -> tuple[tuple[tuple[int, int], ...], ...]:
         """Per activity, the (resource, demand) pairs with demand > 0."""
-        return tuple(tuple((k, q) for k, q in enumerate(row) if q) for row in self.demands)
+        return tuple([tuple([(k, q) for k, q in enumerate(row) if q]) for row in self.demands])
 
     @cached_property
     def times(self) -> tuple[list[int], list[int], int]:

@@ -124,13 +124,16 @@ def justify(net: _Net, starts, ms, max_rounds: int = 50):
     dur, rank = net.dur, net.rank
     n = net.n
     idx = range(n)
+    H = net.horizon + 1
     for _ in range(max_rounds):
         # backward pass: latest finish first (ties: later start, later topological rank)
-        order = sorted(idx, key=lambda j: (-(starts[j] + dur[j]), -starts[j], -rank[j]))
+        kb = [((s + d) * H + s) * n + r for s, d, r in zip(starts, dur, rank)]
+        order = sorted(idx, key=kb.__getitem__, reverse=True)
         bst, bms = serial_sgs(order, dur, net.succs, net.req, net.caps, net.horizon)
-        # forward times of the right-justified schedule: start = bms - (b + d)
-        fst = [bms - bst[j] - dur[j] for j in idx]
-        order = sorted(idx, key=lambda j: (fst[j], fst[j] + dur[j], rank[j]))
+        # forward times of the right-justified schedule: start = bms - (b + d);
+        # sort by (start, finish, rank) ascending == (-(b+d), -b, rank)
+        kf = [((H - b - d) * H + (H - b)) * n + r for b, d, r in zip(bst, dur, rank)]
+        order = sorted(idx, key=kf.__getitem__)
         nst, nms = serial_sgs(order, dur, net.preds, net.req, net.caps, net.horizon)
         if nms < ms:
             starts, ms = nst, nms
@@ -164,7 +167,7 @@ def fast_schedule(project: Project, *, iterations: int = 24, seed: int = 0, fbi:
     lft = net.lft
     best_st, best_ms = _forward(net, priority_list(net, [(lft[j], j) for j in range(n)]))
     if fbi and best_ms > lb:
-        best_st, best_ms = justify(net, best_st, best_ms)
+        best_st, best_ms = justify(net, best_st, best_ms, 1 if iterations <= 1 else 50)
     rng = random.Random(seed)
     span = max(1, max(lft) - min(lft))
     it = 1
