@@ -1,0 +1,17 @@
+"""Project-started Apache Kafka 4.1.1 (KRaft, single node, no Docker). See infra/README.md."""
+
+from .broker import (
+    KAFKA_VERSION,
+    KafkaBroker,
+    KafkaSetupError,
+    bootstrap_or_start,
+    check_java,
+    default_cache_dir,
+    ensure_jars,
+    kafka_cluster,
+)
+
+__all__ = [
+    "KAFKA_VERSION", "KafkaBroker", "KafkaSetupError", "bootstrap_or_start", "check_java",
+    "default_cache_dir", "ensure_jars", "kafka_cluster",
+]
