@@ -1,0 +1,213 @@
+"""`chimera`: run the stack, the demo, produce goals, tail topics, approve plans."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from processors.ids import plan_id as derive_plan_id
+from streams import client, samples, services
+from topics import registry as T
+from topics.admin import BrokerUnreachable, create_topics, list_topics
+from topics.serde import SerdeError
+
+app = typer.Typer(help="Chimera: goals in, executable plans out, on Kafka.", no_args_is_help=True)
+topics_app = typer.Typer(help="Create or list the Chimera topics.", no_args_is_help=True)
+produce_app = typer.Typer(help="Produce records to Chimera topics.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(produce_app, name="produce")
+console = Console()
+err = Console(stderr=True)
+
+
+def _bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except BrokerUnreachable as exc:
+        _fail(str(exc))
+    except (SerdeError, KeyError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@topics_app.command("create")
+def topics_create() -> None:
+    """Create every Chimera topic that is missing (idempotent)."""
+    created = _run(create_topics(_bootstrap()))
+    console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
+
+
+@topics_app.command("list")
+def topics_list() -> None:
+    """Topics on the broker with their partition counts."""
+    for name, parts in sorted(_run(list_topics(_bootstrap())).items()):
+        console.print(f"{name}\t{parts}")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _load_jsonl(path: Path) -> list[dict]:
+    goals = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                goals.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                _fail(f"{path}:{n}: not JSON: {exc}")
+    return goals
+
+
+@produce_app.command("goals")
+def produce_goals(file: Optional[Path] = typer.Argument(None, help="JSON lines, one goal per line"),
+                  sample: int = typer.Option(0, "--sample", help="produce N sample goals instead")) -> None:
+    """Produce goals to goals.created (Avro, keyed by goal_id)."""
+    if (file is None) == (sample == 0):
+        _fail("give either FILE.jsonl or --sample N")
+    goals = samples.sample_goals(sample, _now_ms()) if sample else _load_jsonl(file)
+    for g in goals:
+        g.setdefault("created_at_ms", _now_ms())
+    n = _run(client.produce(_bootstrap(), T.GOALS_CREATED.name, [(g.get("goal_id", ""), g) for g in goals]))
+    for g in goals:
+        console.print(f"{g['goal_id']} -> {derive_plan_id(g['goal_id'])}")
+    console.print(f"produced {n} goal(s) to {T.GOALS_CREATED.name}")
+
+
+@app.command()
+def tail(topic: str, from_beginning: bool = typer.Option(True, "--from-beginning/--latest"),
+         idle: Optional[float] = typer.Option(None, help="stop after this many idle seconds")) -> None:
+    """Print a topic's records, decoded, one JSON object per line (Ctrl-C stops)."""
+    async def go():
+        async for rec in client.read(_bootstrap(), topic, from_beginning=from_beginning, idle_timeout_s=idle):
+            print(rec.as_json(), flush=True)
+    try:
+        _run(go())
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def approve(plan: str, version: int = typer.Option(..., help="the version being approved"),
+            by: str = typer.Option(os.environ.get("USER", "cli")), reject: bool = False,
+            reason: str = "") -> None:
+    """Approve (or --reject) a plan version that waits for approval."""
+    record = {"plan_id": plan, "version": version, "decision": "REJECT" if reject else "APPROVE", "by": by,
+              "reason": reason, "decided_at_ms": _now_ms()}
+    _run(client.produce(_bootstrap(), T.PLANS_APPROVALS.name, [(plan, record)]))
+    console.print(f"{record['decision'].lower()} sent for {plan} v{version}")
+
+
+@app.command()
+def worker(loglevel: str = "info") -> None:
+    """Run one planner worker in the foreground (KAFKA_BOOTSTRAP must point at a broker)."""
+    from streams.worker import main
+    main(loglevel)
+
+
+@app.command()
+def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs")) -> None:
+    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics and a worker; Ctrl-C stops all."""
+    with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w):
+        console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
+        console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
+        try:
+            while w.alive():
+                time.sleep(1)
+            err.print(f"[red]worker exited[/]\n{w.log_tail()}")
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress: Progress) -> dict:
+    """Wait for every goal's plan, then gather updates and alerts that follow it."""
+    wanted = {derive_plan_id(g["goal_id"]): g for g in goals}
+    seen: dict[str, dict] = {}
+    task = progress.add_task("planning", total=len(wanted))
+    async for rec in client.read(bootstrap, T.PLANS_CREATED.name, deadline_s=timeout_s):
+        if rec.value and rec.value["plan_id"] in wanted and rec.value["plan_id"] not in seen:
+            seen[rec.value["plan_id"]] = rec.value
+            progress.update(task, completed=len(seen))
+        if len(seen) == len(wanted):
+            break
+    others = {}
+    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq):
+        others[topic] = [r async for r in client.read(bootstrap, topic, idle_timeout_s=3.0, deadline_s=20)]
+    return {"plans": seen, "wanted": wanted, **others}
+
+
+def _summary(result: dict) -> None:
+    table = Table(title="Plans")
+    for col in ("goal", "plan", "strategy", "tasks", "makespan h", "refined h", "cost", "approval", "risks", "alerts",
+                "assigned"):
+        table.add_column(col)
+    updates, alerts, assigned = (result[T.PLANS_UPDATED.name], result[T.RISKS_ALERTS.name],
+                                 result[T.TASKS_ASSIGNED.name])
+    for pid, plan in result["plans"].items():
+        ups = [u.value["plan"] for u in updates if u.value and u.value["plan"]["plan_id"] == pid]
+        refined = min((u["makespan_hours"] for u in ups), default=None)
+        table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"], str(len(plan["tasks"])),
+                      f"{plan['makespan_hours']:g}", f"{refined:g}" if refined is not None else "-",
+                      f"{plan['cost']['total']:,.0f}", ups[-1]["approval"] if ups else plan["approval"],
+                      str(len(plan["risks"])), str(sum(1 for a in alerts if a.value and a.value["plan_id"] == pid)),
+                      str(sum(1 for a in assigned if a.value and a.value["plan_id"] == pid)))
+    console.print(table)
+    atable = Table(title="Risk alerts")
+    for col in ("plan", "category", "severity", "score", "risk"):
+        atable.add_column(col)
+    for a in alerts:
+        if a.value and a.value["plan_id"] in result["plans"]:
+            r = a.value["risk"]
+            atable.add_row(a.value["plan_id"][:13], r["category"], r["severity"], f"{r['score']:.2f}", r["title"][:60])
+    console.print(atable)
+    dlq = result[T.GOALS_CREATED.dlq]
+    if dlq:
+        console.print(f"{len(dlq)} dead letter(s) on {T.GOALS_CREATED.dlq}: "
+                      + "; ".join(d.headers.get("chimera.dlq.reason", "?") for d in dlq))
+
+
+@app.command()
+def demo(goals: int = typer.Option(5, help="how many sample goals"), timeout: float = 180.0) -> None:
+    """The main job: start a broker and a worker, plan sample goals, print plans and alerts, stop all."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        starting = progress.add_task("starting Kafka broker and planner worker", total=None)
+        try:
+            with services.stack() as (bootstrap, w):
+                progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}", total=1,
+                                completed=1)
+                sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
+                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in sample]))
+                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [("bad-goal", b"{not avro}")]))
+                result = asyncio.run(_collect(bootstrap, sample, timeout, progress))
+                if len(result["plans"]) < len(sample):
+                    err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
+                    raise typer.Exit(1)
+        except BrokerUnreachable as exc:
+            _fail(str(exc))
+    _summary(result)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Producing and reading Chimera topics from outside the worker (CLI, demo, tests)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from topics.admin import BrokerUnreachable
+from topics.registry import spec
+from topics.serde import SerdeError, serde
+
+
+@dataclass
+class Received:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: dict | None            # decoded value (None for a dead letter)
+    raw: bytes | None
+    headers: dict[str, str]
+
+    def as_json(self) -> str:
+        body = self.value if self.value is not None else {"raw": (self.raw or b"").decode("utf-8", "replace")}
+        return json.dumps({"topic": self.topic, "partition": self.partition, "offset": self.offset,
+                           "key": self.key, "headers": self.headers, "value": body}, sort_keys=True)
+
+
+async def _started(client, bootstrap: str):
+    try:
+        await client.start()
+    except (KafkaConnectionError, OSError) as exc:
+        await client.stop()
+        raise BrokerUnreachable(f"no Kafka broker answers at {bootstrap}: {exc}; "
+                                "start one with `chimera up` or set KAFKA_BOOTSTRAP") from exc
+    return client
+
+
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict | bytes]]) -> int:
+    """Send (key, value) pairs; dict values are Avro-encoded first (a bad one raises SerdeError)."""
+    encoded = [(k, v if isinstance(v, bytes) else serde(topic).encode(v)) for k, v in records]
+    producer = await _started(AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                               enable_idempotence=True), bootstrap)
+    try:
+        futures = [await producer.send(topic, key=k.encode(), value=v) for k, v in encoded]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(encoded)
+
+
+async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_timeout_s: float | None = None,
+               deadline_s: float | None = None) -> AsyncIterator[Received]:
+    """Yield decoded records of a topic; stops after idle_timeout_s without records or at deadline_s."""
+    spec(topic)  # unknown topics fail fast with the list of known ones
+    consumer = await _started(AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                               auto_offset_reset="earliest" if from_beginning else "latest"),
+                              bootstrap)
+    try:
+        await consumer.topics()  # loads metadata for every topic
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            raise KeyError(f"topic {topic!r} does not exist on {bootstrap}: run `chimera topics create`")
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        is_dlq = topic.endswith(".dlq")
+        started = last = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if deadline_s is not None and now - started > deadline_s:
+                return
+            if idle_timeout_s is not None and now - last > idle_timeout_s:
+                return
+            batch = await consumer.getmany(timeout_ms=200)
+            for msgs in batch.values():
+                for m in msgs:
+                    last = time.monotonic()
+                    headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
+                    value = None
+                    if not is_dlq:
+                        try:
+                            value = serde(topic).decode(m.value)
+                        except SerdeError as exc:
+                            headers["chimera.decode.error"] = str(exc)
+                    yield Received(m.topic, m.partition, m.offset, m.key.decode() if m.key else None,
+                                   value, m.value, headers)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,132 @@
+"""Avro records (dicts) <-> domain objects. The only place that knows both shapes."""
+from __future__ import annotations
+
+from typing import Any
+
+from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, Milestone, Phase, Plan,
+                              PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity, Task,
+                              TaskSpec)
+from processors.ids import event_id
+
+HOUR_MS = 3_600_000
+
+
+def goal_from_record(r: dict[str, Any]) -> Goal:
+    """A decoded goals.created value as a Goal; empty required fields raise PlanningError."""
+    for name in ("goal_id", "title"):
+        if not str(r.get(name) or "").strip():
+            raise PlanningError("missing_field", f"goal field {name!r} is empty")
+    c = r.get("constraints") or {}
+    deadline_ms = c.get("deadline_ms")
+    deadline_hours = None if deadline_ms is None else (deadline_ms - r["created_at_ms"]) / HOUR_MS
+    if deadline_hours is not None and deadline_hours <= 0:
+        raise PlanningError("invalid_constraint", "deadline is not after created_at")
+    if c.get("budget") is not None and c["budget"] < 0:
+        raise PlanningError("invalid_constraint", "budget is negative")
+    if c.get("max_parallelism") is not None and c["max_parallelism"] < 1:
+        raise PlanningError("invalid_constraint", "max_parallelism must be >= 1")
+    return Goal(
+        goal_id=r["goal_id"], title=r["title"], created_at_ms=r["created_at_ms"],
+        description=r.get("description", ""), domain=r.get("domain") or "software",
+        priority=Priority(r.get("priority", "MEDIUM")), objectives=tuple(r.get("objectives", ())),
+        success_criteria=tuple(r.get("success_criteria", ())),
+        constraints=Constraints(deadline_hours=deadline_hours, budget=c.get("budget"),
+                                max_parallelism=c.get("max_parallelism"),
+                                capacities=dict(c.get("capacities") or {}),
+                                required_capabilities=tuple(c.get("required_capabilities") or ())),
+        strategy=r.get("strategy"),
+        tasks=tuple(TaskSpec(task_id=t["task_id"], name=t["name"], duration_hours=t["duration_hours"],
+                             depends_on=tuple(t.get("depends_on", ())), resources=dict(t.get("resources") or {}),
+                             capabilities=tuple(t.get("capabilities", ()))) for t in r.get("tasks", ())),
+        submitted_by=r.get("submitted_by", ""),
+    )
+
+
+def task_record(st: ScheduledTask) -> dict[str, Any]:
+    t = st.task
+    return {
+        "task_id": t.task_id, "name": t.name, "description": t.description, "phase": t.phase,
+        "component": t.component, "depends_on": list(t.depends_on),
+        "estimate": {"optimistic": t.estimate.optimistic, "most_likely": t.estimate.most_likely,
+                     "pessimistic": t.estimate.pessimistic},
+        "resources": dict(t.resources), "capabilities": list(t.capabilities),
+        "success_criteria": list(t.success_criteria), "validation": list(t.validation),
+        "risk_mitigation": t.risk_mitigation, "start_hours": st.start_hours, "finish_hours": st.finish_hours,
+        "earliest_start_hours": st.earliest_start_hours, "latest_start_hours": st.latest_start_hours,
+        "slack_hours": st.slack_hours, "critical": st.critical,
+    }
+
+
+def task_from_record(r: dict[str, Any]) -> ScheduledTask:
+    e = r["estimate"]
+    task = Task(task_id=r["task_id"], name=r["name"], description=r.get("description", ""),
+                phase=r.get("phase", ""), component=r.get("component", ""), depends_on=tuple(r["depends_on"]),
+                estimate=Estimate(e["optimistic"], e["most_likely"], e["pessimistic"]),
+                resources=dict(r["resources"]), capabilities=tuple(r["capabilities"]),
+                success_criteria=tuple(r.get("success_criteria", ())), validation=tuple(r.get("validation", ())),
+                risk_mitigation=r.get("risk_mitigation", False))
+    return ScheduledTask(task=task, start_hours=r["start_hours"], finish_hours=r["finish_hours"],
+                         earliest_start_hours=r["earliest_start_hours"], latest_start_hours=r["latest_start_hours"],
+                         slack_hours=r["slack_hours"], critical=r["critical"])
+
+
+def risk_record(k: Risk) -> dict[str, Any]:
+    return {"risk_id": k.risk_id, "category": k.category.value, "title": k.title, "description": k.description,
+            "probability": k.probability, "impact": k.impact, "score": round(k.score, 6),
+            "severity": k.severity.value, "mitigations": list(k.mitigations), "task_ids": list(k.task_ids)}
+
+
+def risk_from_record(r: dict[str, Any]) -> Risk:
+    return Risk(risk_id=r["risk_id"], category=RiskCategory(r["category"]), title=r["title"],
+                description=r.get("description", ""), probability=r["probability"], impact=r["impact"],
+                severity=Severity(r["severity"]), mitigations=tuple(r.get("mitigations", ())),
+                task_ids=tuple(r.get("task_ids", ())))
+
+
+def plan_record(p: Plan) -> dict[str, Any]:
+    return {
+        "event_id": event_id("plan", p.plan_id, p.version),
+        "plan_id": p.plan_id, "goal_id": p.goal_id, "version": p.version, "strategy": p.strategy,
+        "approval": p.approval.value, "schedule_method": p.schedule_method, "reason": p.reason,
+        "makespan_hours": p.makespan_hours, "lower_bound_hours": p.lower_bound_hours,
+        "critical_path": list(p.critical_path), "tasks": [task_record(st) for st in p.tasks],
+        "phases": [{"name": ph.name, "start_hours": ph.start_hours, "finish_hours": ph.finish_hours,
+                    "task_ids": list(ph.task_ids)} for ph in p.phases],
+        "milestones": [{"name": m.name, "at_hours": m.at_hours, "task_ids": list(m.task_ids)} for m in p.milestones],
+        "risks": [risk_record(k) for k in p.risks],
+        "cost": {"total": p.cost.total, "currency": p.cost.currency, "by_resource": dict(p.cost.by_resource)},
+        "violations": list(p.violations), "created_at_ms": p.created_at_ms,
+    }
+
+
+def plan_from_record(r: dict[str, Any]) -> Plan:
+    return Plan(
+        plan_id=r["plan_id"], goal_id=r["goal_id"], version=r["version"], strategy=r["strategy"],
+        tasks=tuple(task_from_record(t) for t in r["tasks"]), critical_path=tuple(r["critical_path"]),
+        makespan_hours=r["makespan_hours"],
+        phases=tuple(Phase(ph["name"], ph["start_hours"], ph["finish_hours"], tuple(ph["task_ids"]))
+                     for ph in r.get("phases", ())),
+        milestones=tuple(Milestone(m["name"], m["at_hours"], tuple(m["task_ids"])) for m in r.get("milestones", ())),
+        risks=tuple(risk_from_record(k) for k in r.get("risks", ())),
+        cost=Cost(r["cost"]["total"], r["cost"].get("currency", "USD"), dict(r["cost"].get("by_resource", {}))),
+        approval=ApprovalState(r["approval"]), schedule_method=r["schedule_method"],
+        lower_bound_hours=r.get("lower_bound_hours", 0.0), reason=r.get("reason", ""),
+        violations=tuple(r.get("violations", ())), created_at_ms=r["created_at_ms"])
+
+
+def update_record(p: Plan, previous: Plan, *, progress_pct: float = 0.0, variance_hours: float = 0.0) -> dict:
+    return {"event_id": event_id("plan-update", p.plan_id, p.version), "plan": plan_record(p),
+            "previous_version": previous.version, "previous_makespan_hours": previous.makespan_hours,
+            "progress_pct": progress_pct, "variance_hours": variance_hours}
+
+
+def assignment_record(p: Plan, st: ScheduledTask) -> dict[str, Any]:
+    return {"event_id": event_id("assign", p.plan_id, st.task.task_id), "plan_id": p.plan_id,
+            "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": None,
+            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS)}
+
+
+def alert_record(p: Plan, k: Risk) -> dict[str, Any]:
+    return {"event_id": event_id("alert", p.plan_id, p.version, k.risk_id), "plan_id": p.plan_id,
+            "goal_id": p.goal_id, "plan_version": p.version, "risk": risk_record(k),
+            "raised_at_ms": p.created_at_ms}
