@@ -1,0 +1,167 @@
+"""Matching goal text against domain knowledge, and choosing a strategy.
+
+Everything here is a pure function of the goal and the template.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from ..config import DEFAULT_CAPACITIES
+from ..model import Goal, PlanningError, Priority
+from .templates import DomainTemplate, RiskSpec, Unit
+
+STRATEGIES: tuple[str, ...] = ("hierarchical", "functional", "temporal", "resource", "risk", "hybrid")
+EXPLICIT = "explicit"
+
+MAX_UNITS = 6            # components/functions per goal
+MAX_OBJECTIVE_GROUPS = 8  # objectives that get their own task group
+LARGE_OBJECTIVES = 5      # this many objectives or more -> hybrid
+LARGE_COMPONENTS = 6      # this many selected components or more -> hybrid
+
+
+def normalize(text: str) -> str:
+    return " " + re.sub(r"[^a-z0-9&/+\-]+", " ", text.lower()).strip() + " "
+
+
+def goal_text(goal: Goal) -> str:
+    parts = [goal.title, goal.description, *goal.objectives, *goal.success_criteria]
+    return normalize(" ".join(parts))
+
+
+def hits(text: str, keywords: tuple[str, ...]) -> int:
+    """How many keywords occur in normalized `text`, each as a word prefix."""
+    n = 0
+    for kw in keywords:
+        k = normalize(kw).strip()
+        if k and re.search(r"(?<![a-z0-9])" + re.escape(k), text):
+            n += 1
+    return n
+
+
+def slug(text: str, max_len: int = 24) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if len(s) > max_len:
+        s = s[:max_len].rsplit("-", 1)[0] if "-" in s[:max_len] else s[:max_len]
+    return s.strip("-") or "x"
+
+
+def select_units(units: tuple[Unit, ...], text: str, limit: int = MAX_UNITS) -> tuple[Unit, ...]:
+    """Core units plus those whose keywords the goal mentions, in template order.
+
+    Over `limit`, keep core units and the most-mentioned others (ties: template order).
+    `after` references to units not selected are dropped.
+    """
+    scored = [(hits(text, u.keywords), i, u) for i, u in enumerate(units)]
+    chosen = [(h, i, u) for h, i, u in scored if u.core or h > 0]
+    if not chosen:
+        chosen = scored[:3]
+    if len(chosen) > limit:
+        core = [c for c in chosen if c[2].core]
+        others = sorted((c for c in chosen if not c[2].core), key=lambda c: (-c[0], c[1]))
+        chosen = sorted(core[:limit] + others[: max(0, limit - len(core))], key=lambda c: c[1])
+    ids = {u.id for _, _, u in chosen}
+    return tuple(replace(u, after=tuple(a for a in u.after if a in ids)) for _, _, u in chosen)
+
+
+def order_units(units: tuple[Unit, ...]) -> tuple[Unit, ...]:
+    """Topological order by `after`, stable w.r.t. the given order."""
+    done: list[Unit] = []
+    placed: set[str] = set()
+    pending = list(units)
+    while pending:
+        for u in pending:
+            if all(a in placed for a in u.after):
+                done.append(u)
+                placed.add(u.id)
+                pending.remove(u)
+                break
+        else:  # cycle (templates are checked, so only via hand-built units): keep order
+            done.extend(pending)
+            break
+    return tuple(done)
+
+
+def matched_risks(goal: Goal, tpl: DomainTemplate) -> tuple[tuple[RiskSpec, int], ...]:
+    """(risk, keyword hits) for template risks that apply to the goal: always-on or mentioned."""
+    text = goal_text(goal)
+    out = []
+    for r in tpl.risks:
+        h = hits(text, r.keywords)
+        if r.always or h > 0:
+            out.append((r, h))
+    return tuple(out)
+
+
+def ranked_risks(goal: Goal, tpl: DomainTemplate) -> tuple[RiskSpec, ...]:
+    """Applicable risks by exposure: score, boosted by how often the goal mentions them."""
+    ms = matched_risks(goal, tpl)
+    order = {r.id: i for i, r in enumerate(tpl.risks)}
+
+    def exposure(item: tuple[RiskSpec, int]) -> tuple[float, int]:
+        r, h = item
+        return (-min(1.0, r.probability * (1 + 0.15 * min(h, 3))) * r.impact, order[r.id])
+
+    return tuple(r for r, _ in sorted(ms, key=exposure))
+
+
+def peak_unit_demand(units: tuple[Unit, ...]) -> dict[str, float]:
+    peak: dict[str, float] = {}
+    for u in units:
+        for k, v in u.resources.items():
+            peak[k] = max(peak.get(k, 0.0), v)
+    return peak
+
+
+def scarce_resources(goal: Goal, units: tuple[Unit, ...]) -> tuple[str, ...]:
+    """Resource kinds the goal caps below twice the largest single demand (so work must queue)."""
+    caps = goal.constraints.capacities
+    if not caps:
+        return ()
+    peak = peak_unit_demand(units)
+    return tuple(sorted(k for k, need in peak.items()
+                        if need > 0 and k in caps and caps[k] < 2 * need))
+
+
+def validate_strategy(strategy: str) -> str:
+    s = (strategy or "").strip().lower()
+    aliases = {"resource-based": "resource", "resource_based": "resource", "risk-based": "risk",
+               "risk_based": "risk", "component": "hierarchical", "phase": "temporal", "phased": "temporal"}
+    s = aliases.get(s, s)
+    if s not in STRATEGIES:
+        raise PlanningError("unknown_strategy",
+                            f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
+    return s
+
+
+def choose(goal: Goal, tpl: DomainTemplate) -> str:
+    """The strategy for a goal (rules, first match wins):
+
+    1. explicit tasks -> "explicit"; a forced `goal.strategy` -> that strategy;
+    2. large goals (>= 5 objectives or >= 6 selected components) -> "hybrid";
+    3. a resource the goal caps below twice the largest single demand -> "resource";
+    4. CRITICAL priority, or >= 2 keyword-matched template risks -> "risk";
+    5. a deadline -> "temporal" (phase-gated, easy to track against the date);
+    6. otherwise the domain's preferred strategy.
+    """
+    if goal.tasks:
+        return EXPLICIT
+    if goal.strategy:
+        return validate_strategy(goal.strategy)
+    text = goal_text(goal)
+    components = select_units(tpl.components, text, limit=len(tpl.components))
+    if len(goal.objectives) >= LARGE_OBJECTIVES or len(components) >= LARGE_COMPONENTS:
+        return "hybrid"
+    if scarce_resources(goal, components):
+        return "resource"
+    mentioned = [r for r, h in matched_risks(goal, tpl) if h > 0]
+    if goal.priority == Priority.CRITICAL or len(mentioned) >= 2:
+        return "risk"
+    if goal.constraints.deadline_hours is not None:
+        return "temporal"
+    pref = tpl.preferred_strategy
+    return pref if pref in STRATEGIES else "hierarchical"
+
+
+def capacities_for(goal: Goal) -> dict[str, float]:
+    return {**DEFAULT_CAPACITIES, **goal.constraints.capacities}
