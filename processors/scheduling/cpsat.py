@@ -105,3 +105,10 @@ def refine(project: Project, warm: Schedule, *, budget_s: float, workers: int = 
         opt = status == cp_model.OPTIMAL or ms <= lb
         return Schedule(tuple(st), ms, "cpsat-optimal" if opt else "cpsat", opt, lb)
     return Schedule(warm.starts, warm.makespan, warm.method, warm.makespan <= lb, lb)
+
+
+def anytime(project: Project, *, budget_s: float, workers: int = 2, seed: int = 0) -> Schedule:
+    """The planner's anytime path: fast_schedule, then refine with what is left of the budget."""
+    t0 = time.perf_counter()
+    warm = fast_schedule(project, seed=seed)
+    return refine(project, warm, budget_s=budget_s - (time.perf_counter() - t0), workers=workers)
