@@ -38,8 +38,9 @@ def planner_stack(kafka_bootstrap, tmp_path):
     app_id = f"chimera-test-{os.getpid()}-{next(_ids)}"
     workers: list[Worker] = []
 
-    def start(**env) -> Worker:
-        w = Worker(kafka_bootstrap, env={k: str(v) for k, v in env.items()}, app_id=app_id,
+    def start(group: str = "", **env) -> Worker:
+        """A worker; workers with another `group` have their own consumer group and state."""
+        w = Worker(kafka_bootstrap, env={k: str(v) for k, v in env.items()}, app_id=app_id + group,
                    log_path=tmp_path / f"worker-{len(workers)}.log")
         workers.append(w.start())
         return w
