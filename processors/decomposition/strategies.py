@@ -19,6 +19,7 @@ from .templates import Activity, DomainTemplate, RiskSpec, Unit
 QUANTUM = 0.25           # estimates are rounded to this many hours
 SCALABLE = ("cpu", "gpu", "agents")  # demands that can shrink by taking longer
 POOL_KINDS = (("gpu", "GPU"), ("storage_gb", "storage"), ("memory_gb", "memory"), ("cpu", "CPU"))
+AGENT_POOL = ("agents", "agent")
 
 
 @dataclass(frozen=True)
@@ -263,6 +264,8 @@ def resource_pool(demand: dict[str, float], capacities: dict[str, float]) -> str
         r = need / cap if cap > 0 else (math.inf if need > 0 else 0.0)
         if r > ratio:
             best, ratio = label, r
+    if best == "general" and demand.get("agents", 0.0) > 0:
+        best = AGENT_POOL[1]  # only people/agent time: book them as a pool
     return best
 
 
@@ -449,11 +452,10 @@ def resource(goal: Goal, tpl: DomainTemplate, opts: Options) -> tuple[Task, ...]
     release_phase = tpl.phases[-1].id
     tasks = dict(b.tasks)
     extra: list[Task] = []
-    for _, label in POOL_KINDS:
+    for kind, label in (*POOL_KINDS, AGENT_POOL):
         members = pools.get(label)
         if not members:
             continue
-        kind = next(k for k, lab in POOL_KINDS if lab == label)
         peak = max(tasks[t].resources.get(kind, 0.0) for t in members)
         pid, rid = f"pool-{slug(label)}.provision", f"pool-{slug(label)}.release"
         extra.append(Task(task_id=pid, name=f"Provision {label} capacity",
