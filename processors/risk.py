@@ -30,7 +30,7 @@ SEVERITY_BANDS: tuple[tuple[float, Severity], ...] = (
 )
 _CATEGORY_ORDER = {c: i for i, c in enumerate(RiskCategory)}
 _SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
-WIDE_SPREAD = 1.5        # (pessimistic - optimistic) / most_likely above this is "wide"
+WIDE_SPREAD = 2.0        # (pessimistic - optimistic) / most_likely at or above this is "wide"
 FAN_IN = 4               # this many predecessors makes a task an integration point
 MITIGATION_FACTOR = 0.6  # a planned mitigation task leaves this share of the probability
 EPS = 1e-9
@@ -241,7 +241,8 @@ def _resource(c: _Ctx) -> list[Risk]:
 
 def _technical(c: _Ctx) -> list[Risk]:
     wide = []
-    for st in c.open_tasks():
+    open_tasks = c.open_tasks()
+    for st in open_tasks:
         e = st.task.estimate
         spread = (e.pessimistic - e.optimistic) / max(e.most_likely, 0.25)
         if spread >= WIDE_SPREAD:
@@ -251,7 +252,7 @@ def _technical(c: _Ctx) -> list[Risk]:
     crit = [st for st in wide if st.critical]
     return [make_risk(
         RiskCategory.TECHNICAL, "estimate-uncertainty", "Highly uncertain task estimates",
-        min(0.9, 0.2 + 0.05 * len(wide)), 0.3 + 0.4 * len(crit) / len(wide),
+        min(0.9, 0.15 + 0.6 * len(wide) / len(open_tasks)), 0.3 + 0.4 * len(crit) / len(wide),
         mitigations=["Spike the widest-estimate tasks first",
                      "Break wide-estimate tasks into smaller, better-understood steps"],
         task_ids=[st.task.task_id for st in wide],
