@@ -52,16 +52,18 @@ def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: Pl
                    f"{c.budget:.2f} (over by {plan.cost.total - c.budget:.2f})")
 
     caps = effective_capacities(goal, capacities)
+    oversized: set[str] = set()  # kinds some single task already exceeds
     for st in plan.tasks:
         for kind, need in sorted(st.task.resources.items()):
             cap = caps.get(kind)
             if cap is not None and need > cap + EPS:
+                oversized.add(kind)
                 out.append(f"capacity exceeded: task {st.task.task_id} needs {need:g} {kind} "
                            f"but capacity is {cap:g}")
     peak, when, running = peak_usage(plan.tasks)
     for kind in (*RESOURCE_KINDS, *sorted(k for k in peak if k not in RESOURCE_KINDS)):
         cap = caps.get(kind)
-        if cap is not None and peak.get(kind, 0.0) > cap + EPS:
+        if cap is not None and kind not in oversized and peak.get(kind, 0.0) > cap + EPS:
             out.append(f"capacity exceeded: peak {kind} usage {peak[kind]:g} > capacity {cap:g} "
                        f"at {_h(when[kind])}")
 
