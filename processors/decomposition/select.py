@@ -15,7 +15,7 @@ STRATEGIES: tuple[str, ...] = ("hierarchical", "functional", "temporal", "resour
 EXPLICIT = "explicit"
 
 MAX_UNITS = 6            # components/functions per goal
-MAX_OBJECTIVE_GROUPS = 8  # objectives that get their own task group
+MAX_OBJECTIVE_GROUPS = 6  # objectives that get their own task group (the rest: acceptance criteria)
 LARGE_OBJECTIVES = 5      # this many objectives or more -> hybrid
 LARGE_COMPONENTS = 6      # this many selected components or more -> hybrid
 

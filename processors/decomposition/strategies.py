@@ -39,6 +39,11 @@ def _fmt(texts: Iterable[str], name: str) -> tuple[str, ...]:
     return tuple(t.replace("{name}", name) for t in texts)
 
 
+def _leftover_objectives(goal: Goal) -> tuple[str, ...]:
+    """Objectives beyond MAX_OBJECTIVE_GROUPS: checked by the goal's acceptance task."""
+    return tuple(f"Objective met: {o}" for o in goal.objectives[MAX_OBJECTIVE_GROUPS:])
+
+
 def _objective_name(obj: str) -> str:
     obj = " ".join(obj.split())
     return obj if len(obj) <= 80 else obj[:77].rstrip() + "..."
@@ -181,7 +186,8 @@ def _back(b: Builder, phases, entry: Sequence[str], objectives: Sequence[Unit] =
             checks = _objective_checks(b, objectives, p.id, prev) if not placed_checks else []
             placed_checks = True
             for a in acc:
-                ids.append(b.add(a.id, a, deps=checks or prev, success=b.goal.success_criteria))
+                ids.append(b.add(a.id, a, deps=checks or prev,
+                                 success=(*b.goal.success_criteria, *_leftover_objectives(b.goal))))
         if ids:
             prev = ids
     if not placed_checks and objectives:
@@ -357,7 +363,8 @@ def temporal(goal: Goal, tpl: DomainTemplate, opts: Options) -> tuple[Task, ...]
             placed_checks = True
             ids.extend(checks)
             for a in acc:
-                ids.append(b.add(a.id, a, deps=checks or prev, success=goal.success_criteria))
+                ids.append(b.add(a.id, a, deps=checks or prev,
+                                 success=(*goal.success_criteria, *_leftover_objectives(goal))))
         if not ids:
             continue
         ends = b.terminals(ids)

@@ -313,3 +313,17 @@ def test_explicit_tasks_errors():
     with pytest.raises(PlanningError) as e:
         decompose(Goal("e", "x", 0, tasks=(TaskSpec("a", "A", 1.0, ("b",)), TaskSpec("b", "B", 1.0, ("a",)))))
     assert e.value.reason == "cyclic_dependency"
+
+
+@pytest.mark.parametrize("domain", ["software", "ml", "infra", "research", "other"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_large_goals_stay_within_bounds(domain, strategy):
+    g = Goal("big", "App with database, API, login, dashboard, webhooks, monitoring and docker deploy", 0,
+             domain=domain, priority=Priority.CRITICAL,
+             description="public, GDPR, third-party payments, migrating legacy data, high traffic",
+             objectives=tuple(f"objective {i} about login and the dashboard" for i in range(12)))
+    d = decompose(g, strategy)
+    assert 8 <= len(d.tasks) <= 40
+    # objectives beyond the grouped ones are still checked at acceptance
+    crit = [c for t in d.tasks for c in t.success_criteria]
+    assert any("objective 11" in c for c in crit)
