@@ -17,7 +17,8 @@ from processors.decomposition import decompose
 from processors.dependencies import check_dependencies, check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import (Cost, Goal, Milestone, Phase, Plan, PlanningError, ScheduledTask, Task)
-from processors.scheduling import Project, Schedule, cpm, fast_schedule, refine
+from processors.scheduling import Project, Schedule, cpm, fast_schedule
+from processors.scheduling.cpsat import refine
 
 SLOTS = "slots"  # pseudo-resource: how many tasks may run at once
 FAST_ITERATIONS = 8  # planner's fast path: a few biased samples + forward-backward
@@ -69,10 +70,10 @@ def build_problem(goal: Goal, tasks: Sequence[Task], capacities: Mapping[str, fl
     return Problem(tuple(tasks), project, kinds + (SLOTS,), unit, dict(capacities))
 
 
-def _tasks_for(goal: Goal) -> tuple[str, tuple[Task, ...]]:
+def _tasks_for(goal: Goal, config: PlanningConfig) -> tuple[str, tuple[Task, ...]]:
     if goal.tasks:
         check_specs(goal.tasks)
-    decomposition = decompose(goal)
+    decomposition = decompose(goal, max_task_hours=config.default_task_timeout_hours)
     return decomposition.strategy, check_dependencies(decomposition.tasks)
 
 
@@ -82,7 +83,7 @@ def plan_goal(goal: Goal, *, known_capacities: Mapping[str, float] | None = None
     config = config or PlanningConfig()
     if not goal.goal_id or not goal.title:
         raise PlanningError("missing_field", "goal_id and title are required")
-    strategy, tasks = _tasks_for(goal)
+    strategy, tasks = _tasks_for(goal, config)
     if not tasks:
         raise PlanningError("empty_plan", "decomposition produced no tasks")
     problem = build_problem(goal, tasks, effective_capacities(goal, known_capacities or {}, config), config)

@@ -44,8 +44,8 @@ app = faust.App(
     broker_heartbeat_interval=1.0,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
-    key_serializer="raw",
-    value_serializer="raw",
+    key_serializer="json",      # tables; our topics say "raw" themselves
+    value_serializer="json",
 )
 
 
@@ -63,10 +63,8 @@ planner_inputs = app.topic(T.GOALS_BY_PLAN.name, T.EXECUTION_FEEDBACK.name, T.PL
                            key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 out_topics = {s.name: _topic(s) for s in (T.PLANS_CREATED, T.PLANS_UPDATED, T.TASKS_ASSIGNED, T.RISKS_ALERTS)}
 
-plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
-                  key_serializer="json", value_serializer="json")
-resources = app.GlobalTable("resources", default=None, partitions=1, key_type=str,
-                            key_serializer="json", value_serializer="json")
+plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS)
+resources = app.GlobalTable("resources", default=None, partitions=1)
 _refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
 
 
@@ -128,11 +126,14 @@ async def planner(stream):
             if topic == T.GOALS_BY_PLAN.name:
                 await on_goal(record)
             elif topic == T.PLANS_APPROVALS.name:
-                await apply(record["plan_id"], handlers.on_approval(record, plans[record["plan_id"]], CONFIG))
+                await apply(record["plan_id"], handlers.on_approval(record, plans.get(record["plan_id"]), CONFIG))
             else:
-                await apply(record["plan_id"], handlers.on_feedback(record, plans[record["plan_id"]], CONFIG))
+                await apply(record["plan_id"], handlers.on_feedback(record, plans.get(record["plan_id"]), CONFIG))
         except (SerdeError, PlanningError) as exc:
             await dead_letter(event, source, exc.reason, exc.detail)
+        except Exception as exc:  # a bug must not stop the partition: keep the record, say why
+            log.exception("planner failed on %s[%s]@%s", topic, event.message.partition, event.message.offset)
+            await dead_letter(event, source, "internal_error", f"{type(exc).__name__}: {exc}")
 
 
 async def apply(plan_id: str, step: handlers.Step) -> None:
@@ -147,14 +148,14 @@ async def on_goal(record: dict) -> None:
     goal = codec.goal_from_record(record)
     pid = derive_plan_id(goal.goal_id)
     started = time.perf_counter()
-    step, problem = handlers.on_goal(goal, record, plans[pid], known_capacities(), CONFIG)
+    step, problem = handlers.on_goal(goal, record, plans.get(pid), known_capacities(), CONFIG)
     PLANNING_SECONDS.observe(time.perf_counter() - started)
     await apply(pid, step)
     if problem is None or CONFIG.refine_budget_seconds <= 0:
         return
     state = step.state
     better = await asyncio.get_running_loop().run_in_executor(_refiner, handlers.refine, goal, state, problem, CONFIG)
-    await apply(pid, handlers.on_refined(plans[pid], better, CONFIG))
+    await apply(pid, handlers.on_refined(plans.get(pid), better, CONFIG))
 
 
 @app.agent(resources_topic)

@@ -5,7 +5,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -55,14 +55,16 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict 
 
 
 async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_timeout_s: float | None = None,
-               deadline_s: float | None = None) -> AsyncIterator[Received]:
-    """Yield decoded records of a topic; stops after idle_timeout_s without records or at deadline_s."""
+               deadline_s: float | None = None, done: Callable[[], bool] | None = None) -> AsyncIterator[Received]:
+    """Yield decoded records of a topic; stops after idle_timeout_s without records, at deadline_s,
+    or once done() says so (checked at every poll)."""
     spec(topic)  # unknown topics fail fast with the list of known ones
     consumer = await _started(AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                                auto_offset_reset="earliest" if from_beginning else "latest"),
                               bootstrap)
     try:
-        await consumer.topics()  # loads metadata for every topic
+        if topic in await consumer.topics():
+            await consumer._client._wait_on_metadata(topic)  # the consumer's own cluster view
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         if not tps:
@@ -79,6 +81,8 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
             if deadline_s is not None and now - started > deadline_s:
                 return
             if idle_timeout_s is not None and now - last > idle_timeout_s:
+                return
+            if done is not None and done():
                 return
             batch = await consumer.getmany(timeout_ms=200)
             for msgs in batch.values():

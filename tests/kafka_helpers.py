@@ -9,18 +9,19 @@ from streams import client
 
 def collect(bootstrap: str, topic: str, match, *, count: int, timeout: float = 90.0, settle: float = 0.0):
     """Records of `topic` for which match(record) holds; waits until `count` arrived (then
-    `settle` more seconds, to catch extras) or the timeout, whichever is first."""
+    `settle` more seconds, to catch extras that must not be there) or the timeout."""
+    found: list = []
+    reached: list[float] = []
+
+    def done() -> bool:
+        if len(found) >= count and not reached:
+            reached.append(time.monotonic())
+        return bool(reached) and time.monotonic() - reached[0] >= settle
+
     async def go():
-        found, done_at = [], None
-        async for rec in client.read(bootstrap, topic, deadline_s=timeout):
+        async for rec in client.read(bootstrap, topic, deadline_s=timeout, done=done):
             if match(rec):
                 found.append(rec)
-            if len(found) >= count and done_at is None:
-                done_at = time.monotonic()
-                if settle <= 0:
-                    break
-            if done_at is not None and time.monotonic() - done_at >= settle:
-                break
         return found
     return asyncio.run(go())
 
