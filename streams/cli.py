@@ -25,7 +25,7 @@ topics_app = typer.Typer(help="Create or list the Chimera topics.", no_args_is_h
 produce_app = typer.Typer(help="Produce records to Chimera topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(produce_app, name="produce")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 

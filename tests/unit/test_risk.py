@@ -202,5 +202,6 @@ def test_alert_thresholds():
 
 def test_is_low_risk():
     assert is_low_risk([make_risk(RiskCategory.TECHNICAL, "a", "A", 0.3, 0.3)], CFG)
-    assert not is_low_risk([make_risk(RiskCategory.TECHNICAL, "a", "A", 0.6, 0.6)], CFG)
+    assert is_low_risk([make_risk(RiskCategory.TECHNICAL, "a", "A", 0.6, 0.6)], CFG)  # HIGH, below alert
+    assert not is_low_risk([make_risk(RiskCategory.TECHNICAL, "a", "A", 0.8, 0.7)], CFG)  # alert-level
     assert is_low_risk([], CFG)
