@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -125,6 +126,7 @@ def worker(loglevel: str = "info") -> None:
 @app.command()
 def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs")) -> None:
     """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics and a worker; Ctrl-C stops all."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w):
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from infra.kafka import KafkaBroker
+from infra.kafka import KafkaBroker, die_with_parent
 from topics.admin import create_topics
 
 
@@ -33,7 +33,8 @@ class Worker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=die_with_parent)
         return self
 
     def stop(self, timeout: float = 20.0) -> None:

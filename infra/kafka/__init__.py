@@ -6,12 +6,13 @@ from .broker import (
     KafkaSetupError,
     bootstrap_or_start,
     check_java,
+    die_with_parent,
     default_cache_dir,
     ensure_jars,
     kafka_cluster,
 )
 
 __all__ = [
-    "KAFKA_VERSION", "KafkaBroker", "KafkaSetupError", "bootstrap_or_start", "check_java",
+    "KAFKA_VERSION", "KafkaBroker", "KafkaSetupError", "bootstrap_or_start", "check_java", "die_with_parent",
     "default_cache_dir", "ensure_jars", "kafka_cluster",
 ]

@@ -170,7 +170,7 @@ def _describe_cluster(bootstrap: str) -> dict:
     return box["ok"]
 
 
-def _pdeathsig() -> None:
+def die_with_parent() -> None:
     """In the child: get SIGTERM if the parent dies (covers a SIGKILLed test run)."""
     with contextlib.suppress(Exception):
         import ctypes
@@ -278,7 +278,7 @@ class KafkaBroker:
                 self._java_cmd("kafka.Kafka", str(props)),
                 stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to us; stop() decides when it ends
-                preexec_fn=_pdeathsig if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
             _live.add(self)
             self._wait_ready(t0 + self.start_timeout)
