@@ -194,13 +194,14 @@ def with_env(cfg: PlanningConfig, env: Mapping[str, str]) -> PlanningConfig:
     raise ValueError naming the variable. Dict keys take a JSON object.
     """
     changes: dict[str, Any] = {}
-    for alias, key in ENV_ALIASES.items():
-        if alias in env:
-            changes[key] = _parse_env(key, env[alias])
-    for key in _FIELDS:
-        var = "PLANNING_" + key.upper()
-        if var in env:  # the exact name wins over an alias
-            changes[key] = _parse_env(key, env[var])
+    names = [(alias, key) for alias, key in ENV_ALIASES.items()]
+    names += [("PLANNING_" + key.upper(), key) for key in _FIELDS]  # the exact name wins over an alias
+    for var, key in names:
+        if var in env:
+            try:
+                changes[key] = _parse_env(key, env[var])
+            except ValueError as exc:
+                raise ValueError(f"environment variable {var}: {exc}") from None
     if not changes:
         return cfg
     return dataclasses.replace(cfg, **changes)
