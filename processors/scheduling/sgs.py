@@ -25,7 +25,8 @@ __all__ = [
 class _Net:
     """Flat lists for the hot loops (one per project, cached)."""
 
-    __slots__ = ("n", "dur", "preds", "succs", "req", "caps", "horizon", "lft", "ls", "rank", "lb")
+    __slots__ = ("n", "dur", "preds", "succs", "req", "caps", "horizon", "lft", "ls", "rank", "lb",
+                 "packed", "guard", "full")
 
     def __init__(self, p: Project) -> None:
         self.n = p.n
@@ -43,6 +44,19 @@ class _Net:
             rank[j] = i
         self.rank = rank
         self.lb = p.lower_bound
+        self.packed, self.guard, self.full = _pack(self.req, self.caps)
+
+
+def _pack(req, caps):
+    """SWAR encoding of the resource profile: one int per time unit holds every
+    resource's free capacity in its own bit field (width: capacity bits + 1 guard bit).
+    `(slot | guard) - demand` keeps every guard bit set iff the demand fits, and placing
+    an activity is one subtraction per time unit, whatever the number of resources."""
+    w = max([1, *caps]).bit_length() + 1
+    guard = sum(1 << (w * k + w - 1) for k in range(len(caps)))
+    full = sum(c << (w * k) for k, c in enumerate(caps))
+    packed = [sum(q << (w * k) for k, q in r) for r in req]
+    return packed, guard, full
 
 
 @lru_cache(maxsize=256)
@@ -50,14 +64,14 @@ def _net(p: Project) -> _Net:
     return _Net(p)
 
 
-def serial_sgs(order, dur, preds, req, caps, horizon):
-    """Place activities in `order`; returns (starts, makespan). `preds` are the
-    predecessors in the direction being scheduled (successors for a backward pass)."""
+def _sgs(order, dur, preds, packed, guard, full, horizon):
+    """Serial SGS on the packed profile (see `_pack`); returns (starts, makespan).
+    `preds` are the predecessors in the direction being scheduled (successors for a
+    backward pass)."""
     n = len(dur)
-    avail = [[c] * horizon for c in caps]
+    a = [full] * horizon
     start = [0] * n
     finish = [0] * n
-    ms = 0
     for j in order:
         t = 0
         for p in preds[j]:
@@ -65,33 +79,31 @@ def serial_sgs(order, dur, preds, req, caps, horizon):
             if f > t:
                 t = f
         d = dur[j]
-        r = req[j]
-        if d and r:
-            ok = False
-            while not ok:
-                ok = True
-                e = t + d
-                for k, q in r:
-                    a = avail[k]
-                    if min(a[t:e]) < q:
-                        # jump past the last conflicting time unit
-                        i = e - 1
-                        while a[i] >= q:
-                            i -= 1
-                        t = i + 1
-                        ok = False
-                        break
+        q = packed[j]
+        if q and d:
+            # earliest window [t, t+d) where every slot has room: restart after a full slot
             e = t + d
-            for k, q in r:
-                a = avail[k]
-                for i in range(t, e):
-                    a[i] -= q
-        start[j] = t
-        f = t + d
-        finish[j] = f
-        if f > ms:
-            ms = f
-    return start, ms
+            i = t
+            while i < e:
+                if ((a[i] | guard) - q) & guard != guard:
+                    t = i + 1
+                    e = t + d
+                i += 1
+            for i in range(t, e):
+                a[i] -= q
+            start[j] = t
+            finish[j] = e
+        else:
+            start[j] = t
+            finish[j] = t + d
+    return start, max(finish, default=0)
+
+
+def serial_sgs(order, dur, preds, req, caps, horizon):
+    """Place activities in `order` at their earliest precedence- and resource-feasible
+    start; returns (starts, makespan). `req[j]` is activity j's (resource, demand) pairs."""
+    packed, guard, full = _pack(req, list(caps))
+    return _sgs(order, dur, preds, packed, guard, full, horizon)
 
 
 def priority_list(net: _Net, keys) -> list[int]:
@@ -115,7 +127,7 @@ def priority_list(net: _Net, keys) -> list[int]:
 
 
 def _forward(net: _Net, order):
-    return serial_sgs(order, net.dur, net.preds, net.req, net.caps, net.horizon)
+    return _sgs(order, net.dur, net.preds, net.packed, net.guard, net.full, net.horizon)
 
 
 def justify(net: _Net, starts, ms, max_rounds: int = 50):
@@ -129,12 +141,12 @@ def justify(net: _Net, starts, ms, max_rounds: int = 50):
         # backward pass: latest finish first (ties: later start, later topological rank)
         kb = [((s + d) * H + s) * n + r for s, d, r in zip(starts, dur, rank)]
         order = sorted(idx, key=kb.__getitem__, reverse=True)
-        bst, bms = serial_sgs(order, dur, net.succs, net.req, net.caps, net.horizon)
+        bst, bms = _sgs(order, dur, net.succs, net.packed, net.guard, net.full, net.horizon)
         # forward times of the right-justified schedule: start = bms - (b + d);
         # sort by (start, finish, rank) ascending == (-(b+d), -b, rank)
         kf = [((H - b - d) * H + (H - b)) * n + r for b, d, r in zip(bst, dur, rank)]
         order = sorted(idx, key=kf.__getitem__)
-        nst, nms = serial_sgs(order, dur, net.preds, net.req, net.caps, net.horizon)
+        nst, nms = _sgs(order, dur, net.preds, net.packed, net.guard, net.full, net.horizon)
         if nms < ms:
             starts, ms = nst, nms
             if ms <= net.lb:
