@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from .config import PlanningConfig
-from .model import ApprovalState, Plan, PlanningError
+from .model import ApprovalState, Plan, PlanningError, Risk
 from .risk import is_low_risk
 
 _FIXED = frozenset({"plan_id", "goal_id", "version", "reason"})
@@ -22,11 +22,17 @@ _HUMAN = (ApprovalState.APPROVED, ApprovalState.REJECTED)
 def decide(plan: Plan, config: PlanningConfig) -> ApprovalState:
     """The approval state a plan should have: a person's decision stands; otherwise
     AUTO_APPROVED for a valid low-risk plan when auto_approve_low_risk_plans, else PENDING."""
-    if plan.approval in _HUMAN:
-        return plan.approval
-    if plan.violations:
+    return decide_state(plan.approval, plan.violations, plan.risks, config)
+
+
+def decide_state(current: ApprovalState, violations: tuple[str, ...], risks: tuple[Risk, ...],
+                 config: PlanningConfig) -> ApprovalState:
+    """`decide` on a plan's parts (for callers that assemble the plan afterwards)."""
+    if current in _HUMAN:
+        return current
+    if violations:
         return ApprovalState.PENDING
-    if config.auto_approve_low_risk_plans and is_low_risk(plan.risks, config):
+    if config.auto_approve_low_risk_plans and is_low_risk(risks, config):
         return ApprovalState.AUTO_APPROVED
     return ApprovalState.PENDING
 

@@ -36,6 +36,18 @@ def _check_ids(items: Sequence[T], key: Callable[[T], str], deps: Callable[[T], 
 
 def _toposort(items: Sequence[T], key: Callable[[T], str], deps: Callable[[T], tuple[str, ...]]) -> list[T]:
     index = {key(it): i for i, it in enumerate(items)}
+    # Fast path: every dependency comes earlier in the input (decomposition output always
+    # does). Kahn's algorithm with smallest-index-first ties would return the input order
+    # unchanged, so return it directly.
+    for i, it in enumerate(items):
+        for d in deps(it):
+            if index.get(d, i) >= i:
+                break
+        else:
+            continue
+        break
+    else:
+        return list(items)
     indeg = [0] * len(items)
     succ: list[list[int]] = [[] for _ in items]
     for i, it in enumerate(items):
@@ -81,8 +93,17 @@ def _check_number(tid: str, name: str, value: float) -> None:
         raise PlanningError("invalid_estimate", f"task {tid!r}: {name} is not a finite number ({value!r})")
 
 
+_NUMBER = (int, float)
+_INF = math.inf
+
+
 def check_estimate(task: Task) -> None:
     e = task.estimate
+    o, m, p = e.optimistic, e.most_likely, e.pessimistic
+    # fast path for the valid case (NaN fails the comparisons); errors come from below
+    if (type(o) in _NUMBER and type(m) in _NUMBER and type(p) in _NUMBER and 0 <= o <= m <= p < _INF
+            and _resources_ok(task.resources)):
+        return
     for name in ("optimistic", "most_likely", "pessimistic"):
         _check_number(task.task_id, name, getattr(e, name))
     if e.optimistic < 0 or e.most_likely < 0 or e.pessimistic < 0:
@@ -94,6 +115,13 @@ def check_estimate(task: Task) -> None:
                             f"task {task.task_id!r}: estimate must satisfy optimistic <= most_likely "
                             f"<= pessimistic, got ({e.optimistic}, {e.most_likely}, {e.pessimistic})")
     _check_resources(task.task_id, task.resources)
+
+
+def _resources_ok(resources: dict[str, float]) -> bool:
+    for amount in resources.values():
+        if type(amount) not in _NUMBER or not amount >= 0:   # rejects NaN and bool
+            return False
+    return True
 
 
 def _check_resources(tid: str, resources: dict[str, float]) -> None:

@@ -89,22 +89,28 @@ def effective_capacities(goal: Goal, capacities: Mapping[str, float]) -> dict[st
 def peak_usage(tasks: Sequence[ScheduledTask]) -> tuple[dict[str, float], dict[str, float], int]:
     """(peak demand per resource kind, time of that peak, peak number of running tasks)."""
     events: list[tuple[float, int, int]] = []  # (time, +1 start / -1 finish, index)
+    append = events.append
     for i, st in enumerate(tasks):
         if st.finish_hours > st.start_hours + EPS:
-            events.append((st.start_hours, 1, i))
-            events.append((st.finish_hours, -1, i))
-    events.sort(key=lambda e: (e[0], e[1]))  # finishes before starts at the same instant
+            append((st.start_hours, 1, i))
+            append((st.finish_hours, -1, i))
+    # finishes before starts at the same instant; equal (time, kind) keep task order
+    events.sort()
     usage: dict[str, float] = {}
     peak: dict[str, float] = {}
     when: dict[str, float] = {}
     running = max_running = 0
+    get = usage.get
     for t, kind, i in events:
         running += kind
-        max_running = max(max_running, running)
+        if running > max_running:
+            max_running = running
         for k, v in tasks[i].task.resources.items():
-            usage[k] = usage.get(k, 0.0) + kind * v
-            if kind > 0 and usage[k] > peak.get(k, 0.0) + EPS:
-                peak[k], when[k] = usage[k], t
+            u = get(k, 0.0) + kind * v
+            usage[k] = u
+            if kind > 0 and u > peak.get(k, 0.0) + EPS:
+                peak[k] = u
+                when[k] = t
     return peak, when, max_running
 
 
@@ -122,12 +128,16 @@ class _Ctx:
     config: PlanningConfig
     progress: dict[str, float]
     template: DomainTemplate
+    open: tuple[ScheduledTask, ...] = ()                      # tasks with work left
+    usage: tuple[dict[str, float], dict[str, float], int] | None = None  # peak_usage(open)
 
     def remaining(self, task_id: str) -> float:
+        if not self.progress:
+            return 1.0
         return 1.0 - _clamp(self.progress.get(task_id, 0.0))
 
-    def open_tasks(self) -> list[ScheduledTask]:
-        return [st for st in self.tasks if self.remaining(st.task.task_id) > EPS]
+    def open_tasks(self) -> tuple[ScheduledTask, ...]:
+        return self.open
 
 
 def _timeline(c: _Ctx) -> list[Risk]:
@@ -181,7 +191,7 @@ def _resource(c: _Ctx) -> list[Risk]:
     caps = c.capacities
     buffer = c.config.resource_buffer_percentage
     open_tasks = c.open_tasks()
-    peak, when, _ = peak_usage(open_tasks)
+    peak, when, _ = c.usage
     for kind in RESOURCE_KINDS:
         cap = caps.get(kind)
         need = peak.get(kind, 0.0)
@@ -290,15 +300,18 @@ def _template_risks(c: _Ctx) -> list[Risk]:
     out: list[Risk] = []
     task_names = {st.task.name for st in c.tasks}
     ids = {st.task.task_id for st in c.tasks}
-    done = sum(st.task.estimate.expected * (1 - c.remaining(st.task.task_id)) for st in c.tasks)
-    total = sum(st.task.estimate.expected for st in c.tasks) or 1.0
-    completion = done / total
+    if c.progress:
+        done = sum(st.task.estimate.expected * (1 - c.remaining(st.task.task_id)) for st in c.tasks)
+        total = sum(st.task.estimate.expected for st in c.tasks) or 1.0
+        completion = done / total
+    else:
+        completion = 0.0    # nothing done yet
     for r in c.template.risks:
         h = hits(text, r.keywords)
         if not (r.always or h):
             continue
         related = [st.task.task_id for st in c.tasks if st.task.component in r.components]
-        if related and all(c.remaining(t) <= EPS for t in related):
+        if related and c.progress and all(c.remaining(t) <= EPS for t in related):
             continue  # the exposed work is finished
         p = min(0.95, r.probability * (1 + 0.15 * min(h, 3)))
         mitigated = (f"mitigate.{r.id}" in ids
@@ -321,16 +334,26 @@ def _template_risks(c: _Ctx) -> list[Risk]:
 def assess(goal: Goal, tasks: Sequence[ScheduledTask], makespan_hours: float, critical_path: Sequence[str],
            *, capacities: Mapping[str, float], cost_total: float, config: PlanningConfig,
            progress: Mapping[str, float] | None = None,
-           template: DomainTemplate | None = None) -> tuple[Risk, ...]:
+           template: DomainTemplate | None = None,
+           usage: tuple[dict[str, float], dict[str, float], int] | None = None) -> tuple[Risk, ...]:
     """All risks of a scheduled plan, prioritised. `progress` (task id -> fraction done)
     reassesses a running plan: finished work stops contributing, remaining uncertainty
-    shrinks. `capacities` is what is available; the goal's own limits cap it further."""
+    shrinks. `capacities` is what is available; the goal's own limits cap it further.
+    `usage` is `peak_usage(tasks)` when the caller already has it (used only without
+    progress, when every task is open)."""
     tasks = tuple(tasks)
+    progress = dict(progress or {})
+    if progress:
+        open_tasks = tuple(st for st in tasks if 1.0 - _clamp(progress.get(st.task.task_id, 0.0)) > EPS)
+        usage = peak_usage(open_tasks)
+    else:
+        open_tasks = tasks
+        usage = usage if usage is not None else peak_usage(tasks)
     ctx = _Ctx(goal=goal, tasks=tasks, by_id={st.task.task_id: st for st in tasks},
                makespan=float(makespan_hours), critical=tuple(critical_path),
                capacities=effective_capacities(goal, capacities), cost_total=float(cost_total),
-               config=config, progress=dict(progress or {}),
-               template=template or resolve_domain(goal.domain))
+               config=config, progress=progress,
+               template=template or resolve_domain(goal.domain), open=open_tasks, usage=usage)
     found: dict[str, Risk] = {}
     for part in (_timeline, _resource, _technical, _integration, _template_risks):
         for r in part(ctx):

@@ -13,19 +13,25 @@ def _h(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") + " h"
 
 
-def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: PlanningConfig) -> tuple[str, ...]:
+def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: PlanningConfig, *,
+             usage: tuple[dict[str, float], dict[str, float], int] | None = None,
+             dependencies_checked: bool = False) -> tuple[str, ...]:
     """Findings: dependency errors, precedence, deadline, budget, capacity (per task and
     at the schedule's peak), parallelism and planning horizon. `capacities` is what is
     available (e.g. config.default_capacities merged with resources.availability); the
-    goal's own capacity constraints cap it further."""
+    goal's own capacity constraints cap it further.
+
+    The planner passes what it already computed: `usage` = `risk.peak_usage(plan.tasks)`,
+    and `dependencies_checked=True` when the plan's tasks went through
+    `check_dependencies` (the planner's tasks always have)."""
     out: list[str] = []
-    tasks = [st.task for st in plan.tasks]
-    try:
-        check_dependencies(tasks)
-        deps_ok = True
-    except PlanningError as e:
-        out.append(f"{e.reason}: {e.detail}" if e.detail else e.reason)
-        deps_ok = False
+    deps_ok = True
+    if not dependencies_checked:
+        try:
+            check_dependencies([st.task for st in plan.tasks])
+        except PlanningError as e:
+            out.append(f"{e.reason}: {e.detail}" if e.detail else e.reason)
+            deps_ok = False
 
     by_id = {st.task.task_id: st for st in plan.tasks}
     if deps_ok:
@@ -60,7 +66,7 @@ def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: Pl
                 oversized.add(kind)
                 out.append(f"capacity exceeded: task {st.task.task_id} needs {need:g} {kind} "
                            f"but capacity is {cap:g}")
-    peak, when, running = peak_usage(plan.tasks)
+    peak, when, running = usage if usage is not None else peak_usage(plan.tasks)
     for kind in (*RESOURCE_KINDS, *sorted(k for k in peak if k not in RESOURCE_KINDS)):
         cap = caps.get(kind)
         if cap is not None and kind not in oversized and peak.get(kind, 0.0) > cap + EPS:

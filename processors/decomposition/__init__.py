@@ -56,8 +56,9 @@ def decompose(goal: Goal, strategy: str | None = None, *, template: DomainTempla
     if strategy is not None and strategy != EXPLICIT:
         strategy = validate_strategy(strategy)
     if goal.tasks:
-        check_specs(goal.tasks)
-        return Decomposition(EXPLICIT, check_dependencies(explicit(goal.tasks, goal)))
+        # check_specs validates ids, references, durations and resources and returns the
+        # specs in topological order: the converted tasks need no second check.
+        return Decomposition(EXPLICIT, explicit(check_specs(goal.tasks), goal))
     if strategy == EXPLICIT:
         raise PlanningError("unknown_strategy", "strategy 'explicit' needs goal.tasks")
     tpl = template or template_for(goal)

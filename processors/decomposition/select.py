@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import lru_cache
 
 from ..config import DEFAULT_CAPACITIES
 from ..model import Goal, PlanningError, Priority
@@ -20,27 +21,60 @@ LARGE_OBJECTIVES = 5      # this many objectives or more -> hybrid
 LARGE_COMPONENTS = 6      # this many selected components or more -> hybrid
 
 
+_NON_WORD = re.compile(r"[^a-z0-9&/+\-]+")
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+
+
 def normalize(text: str) -> str:
-    return " " + re.sub(r"[^a-z0-9&/+\-]+", " ", text.lower()).strip() + " "
+    return " " + _NON_WORD.sub(" ", text.lower()).strip() + " "
 
 
-def goal_text(goal: Goal) -> str:
-    parts = [goal.title, goal.description, *goal.objectives, *goal.success_criteria]
+@lru_cache(maxsize=1024)
+def _goal_text(parts: tuple[str, ...]) -> str:
     return normalize(" ".join(parts))
 
 
+def goal_text(goal: Goal) -> str:
+    # cached per goal text: one plan asks for it several times (strategy choice, units, risks)
+    return _goal_text((goal.title, goal.description, *goal.objectives, *goal.success_criteria))
+
+
+@lru_cache(maxsize=512)
+def _keywords(keywords: tuple[str, ...]) -> tuple[str, ...]:
+    """Normalized, non-empty keywords (templates are static: once per keyword set)."""
+    return tuple(k for k in (normalize(kw).strip() for kw in keywords) if k)
+
+
+def _occurs(text: str, k: str) -> bool:
+    """`k` occurs in `text` where the preceding character is not [a-z0-9] (a word prefix)."""
+    if " " + k in text:           # the common case in normalized text
+        return True
+    i = text.find(k)
+    while i != -1:
+        if i == 0 or text[i - 1] not in _ALNUM:
+            return True
+        i = text.find(k, i + 1)
+    return False
+
+
+@lru_cache(maxsize=4096)
+def _hits(text: str, keywords: tuple[str, ...]) -> int:
+    return sum(1 for k in _keywords(keywords) if _occurs(text, k))
+
+
 def hits(text: str, keywords: tuple[str, ...]) -> int:
-    """How many keywords occur in normalized `text`, each as a word prefix."""
-    n = 0
-    for kw in keywords:
-        k = normalize(kw).strip()
-        if k and re.search(r"(?<![a-z0-9])" + re.escape(k), text):
-            n += 1
-    return n
+    """How many keywords occur in normalized `text`, each as a word prefix.
+
+    Cached per (text, keyword set): a plan matches the same goal text against the same
+    template keywords several times (strategy choice, units, risks, risk assessment)."""
+    return _hits(text, keywords if type(keywords) is tuple else tuple(keywords))
+
+
+_NON_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 def slug(text: str, max_len: int = 24) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    s = _NON_SLUG.sub("-", text.lower()).strip("-")
     if len(s) > max_len:
         s = s[:max_len].rsplit("-", 1)[0] if "-" in s[:max_len] else s[:max_len]
     return s.strip("-") or "x"
@@ -61,7 +95,11 @@ def select_units(units: tuple[Unit, ...], text: str, limit: int = MAX_UNITS) -> 
         others = sorted((c for c in chosen if not c[2].core), key=lambda c: (-c[0], c[1]))
         chosen = sorted(core[:limit] + others[: max(0, limit - len(core))], key=lambda c: c[1])
     ids = {u.id for _, _, u in chosen}
-    return tuple(replace(u, after=tuple(a for a in u.after if a in ids)) for _, _, u in chosen)
+    out = []
+    for _, _, u in chosen:
+        after = tuple(a for a in u.after if a in ids)
+        out.append(u if after == u.after else replace(u, after=after))
+    return tuple(out)
 
 
 def order_units(units: tuple[Unit, ...]) -> tuple[Unit, ...]:

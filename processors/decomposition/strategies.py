@@ -32,7 +32,8 @@ def _q(x: float) -> float:
 
 
 def _dedupe(items: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(i for i in items if i))
+    out = tuple(dict.fromkeys(items))
+    return out if all(out) else tuple(i for i in out if i)
 
 
 def _fmt(texts: Iterable[str], name: str) -> tuple[str, ...]:
@@ -73,41 +74,39 @@ class Builder:
         tid = self.unique(tid)
         uname = unit.name if unit else ""
         effort = unit.effort if (unit and scale) else 1.0
-        o, m, p = (_q(x * effort) for x in act.estimate)
-        resources = {**(unit.resources if unit else {}), **act.resources}
-        resources = {k: v for k, v in resources.items() if v > 0}
+        eo, em, ep = act.estimate
+        o, m, p = _q(eo * effort), _q(em * effort), _q(ep * effort)
+        if unit and unit.resources:
+            resources = {k: v for k, v in {**unit.resources, **act.resources}.items() if v > 0}
+        else:
+            resources = {k: v for k, v in act.resources.items() if v > 0}
         # Fit divisible demands to the goal's explicit capacities: fewer units, longer.
-        factor = 1.0
-        for k in SCALABLE:
-            cap = self._caps.get(k)
-            if cap and cap > 0 and resources.get(k, 0) > cap:
-                factor = max(factor, resources[k] / cap)
-                resources[k] = float(cap)
-        if factor > 1.0:
-            o, m, p = (_q(x * factor) for x in (o, m, p))
+        caps = self._caps
+        if caps:
+            factor = 1.0
+            for k in SCALABLE:
+                cap = caps.get(k)
+                if cap and cap > 0 and resources.get(k, 0) > cap:
+                    factor = max(factor, resources[k] / cap)
+                    resources[k] = float(cap)
+            if factor > 1.0:
+                o, m, p = _q(o * factor), _q(m * factor), _q(p * factor)
         o, m = max(o, 0.0), max(m, QUANTUM)
         o, p = min(o, m), max(p, m)
-        caps = [*(unit.capabilities if unit else ()), *act.capabilities]
+        capabilities = [*(unit.capabilities if unit else ()), *act.capabilities]
         if act.kind == "build":
-            caps += list(self.goal.constraints.required_capabilities)
+            capabilities += list(self.goal.constraints.required_capabilities)
         name = act.name.replace("{name}", uname)
-        succ = list(_fmt(act.success, uname)) + list(success)
+        succ = [x.replace("{name}", uname) for x in act.success]
+        succ += success
         if unit and unit.id in self.objective_ids and act.kind in ("verify", "acceptance"):
             succ.append(f"Objective met: {uname}")
+        vals = [x.replace("{name}", uname) for x in act.validation]
+        vals += validation
         self.tasks[tid] = Task(
-            task_id=tid,
-            name=name,
-            estimate=Estimate(o, m, p),
-            depends_on=_dedupe(deps),
-            resources=resources,
-            capabilities=_dedupe(caps),
-            description=f"{name} ({act.kind}) for goal {self.goal.title!r}",
-            phase=phase or act.phase,
-            component=unit.id if unit else "",
-            success_criteria=_dedupe(succ),
-            validation=_dedupe([*_fmt(act.validation, uname), *validation]),
-            risk_mitigation=mitigation,
-        )
+            tid, name, Estimate(o, m, p), _dedupe(deps), resources, _dedupe(capabilities),
+            f"{name} ({act.kind}) for goal {self.goal.title!r}",
+            phase or act.phase, unit.id if unit else "", _dedupe(succ), _dedupe(vals), mitigation)
         self.kind[tid] = "mitigation" if mitigation else act.kind
         if unit:
             self.ref[(unit.id, act.id)] = tid
@@ -243,7 +242,7 @@ def split_long_tasks(tasks: Sequence[Task], max_hours: float) -> tuple[Task, ...
         deps = tuple(renamed.get(d, d) for d in t.depends_on)
         n = math.ceil(t.estimate.most_likely / max_hours - 1e-9)
         if n <= 1:
-            out.append(replace(t, depends_on=deps))
+            out.append(t if deps == t.depends_on else replace(t, depends_on=deps))
             continue
         e = t.estimate
         part = Estimate(_q(e.optimistic / n), max(_q(e.most_likely / n), QUANTUM), _q(e.pessimistic / n))

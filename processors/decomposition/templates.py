@@ -333,7 +333,17 @@ def _norm_domain(domain: str) -> str:
 
 def resolve_domain(domain: str, templates: tuple[DomainTemplate, ...] | None = None) -> DomainTemplate:
     """Template for a goal's domain: by name or alias (case/space-insensitive), else generic."""
-    templates = templates if templates is not None else builtin_templates()
+    if templates is None:
+        return _resolve_builtin(domain)
+    return _resolve(domain, templates)
+
+
+@lru_cache(maxsize=256)
+def _resolve_builtin(domain: str) -> DomainTemplate:
+    return _resolve(domain, builtin_templates())
+
+
+def _resolve(domain: str, templates: tuple[DomainTemplate, ...]) -> DomainTemplate:
     want = _norm_domain(domain)
     for t in templates:
         if want == _norm_domain(t.name) or want in {_norm_domain(a) for a in t.aliases}:
