@@ -18,6 +18,7 @@ test: install
 	$(PY) -m pytest
 
 bench: install
+	$(PY) -m bench.planner
 	$(PY) -m bench.psplib
 
 install: $(STAMP) $(KAFKA_STAMP)

@@ -186,7 +186,7 @@ def _summary(result: dict) -> None:
 
 
 @app.command()
-def demo(goals: int = typer.Option(5, help="how many sample goals"), timeout: float = 180.0) -> None:
+def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 180.0) -> None:
     """The main job: start a broker and a worker, plan sample goals, print plans and alerts, stop all."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:

@@ -1,6 +1,8 @@
 """Sample goals for the demo and `chimera produce goals --sample N`."""
 from __future__ import annotations
 
+import random
+
 HOUR_MS = 3_600_000
 
 _TEMPLATES = [
@@ -33,6 +35,25 @@ _TEMPLATES = [
 ]
 
 
+def _contended_tasks(seed: int = 11, n: int = 16) -> list[dict]:
+    """A seeded network of GPU jobs competing for 4 GPUs and 3 agents: the fast path leaves
+    slack here that the CP-SAT refinement finds, so the demo shows a refined version."""
+    rnd = random.Random(seed)
+    tasks = []
+    for i in range(n):
+        deps = sorted(rnd.sample(range(i), k=min(i, rnd.choice([0, 1, 1, 2])))) if i else []
+        tasks.append({"task_id": f"job-{i:02d}", "name": f"GPU evaluation job {i}",
+                      "duration_hours": float(rnd.randint(1, 8)), "depends_on": [f"job-{d:02d}" for d in deps],
+                      "resources": {"gpu": float(rnd.randint(0, 3)), "agents": float(rnd.randint(1, 2))}})
+    return tasks
+
+
+_TEMPLATES.append(
+    {"title": "Evaluate model checkpoints on the GPU pool", "domain": "data_ml", "priority": "MEDIUM",
+     "objectives": ["Score every checkpoint"], "success_criteria": ["all checkpoints scored"],
+     "constraints": {"capacities": {"gpu": 4.0, "agents": 3.0}}, "tasks": _contended_tasks()})
+
+
 def sample_goals(n: int, now_ms: int, prefix: str = "goal") -> list[dict]:
     """n goals cycling through the templates; ids are unique per (prefix, now_ms)."""
     goals = []
@@ -46,7 +67,7 @@ def sample_goals(n: int, now_ms: int, prefix: str = "goal") -> list[dict]:
             "objectives": t["objectives"], "success_criteria": t["success_criteria"],
             "constraints": {"deadline_ms": now_ms + c["deadline_h"] * HOUR_MS if "deadline_h" in c else None,
                             "budget": c.get("budget"), "max_parallelism": c.get("max_parallelism"),
-                            "capacities": {}, "required_capabilities": []},
+                            "capacities": c.get("capacities", {}), "required_capabilities": []},
             "strategy": None, "tasks": t.get("tasks", []), "submitted_by": "demo", "created_at_ms": now_ms,
         })
     return goals
