@@ -1,7 +1,9 @@
 """The Faust app: topics wired to the planner handlers.
 
 intake:    goals.created -> validate -> chimera.goals.by_plan (re-keyed by plan_id)
-planner:   goals.by_plan + execution.feedback + plans.approvals -> plans.*, tasks.assigned, risks.alerts
+planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.refined
+           -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine
+refiner:   chimera.plans.refine -> CP-SAT (off the event loop) -> chimera.plans.refined
 resources: resources.availability -> a global table of capacities every worker sees
 Bad records go to <topic>.dlq with the reason and the source offset in headers.
 """
@@ -31,6 +33,7 @@ GOALS_RECEIVED = Counter("layer2_goals_received_total", "Goals read from goals.c
 PLANS_CREATED = Counter("layer2_plans_created_total", "Plans published on plans.created")
 PLANS_UPDATED = Counter("layer2_plans_updated_total", "Plan versions published on plans.updated")
 DEAD_LETTERS = Counter("layer2_validation_errors_total", "Records sent to a dead-letter topic", ["topic", "reason"])
+REFINE_FAILURES = Counter("layer2_refinement_errors_total", "Refinements that failed", ["error"])
 PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
 
 app = faust.App(
@@ -59,9 +62,11 @@ by_plan_topic = _topic(T.GOALS_BY_PLAN)
 feedback_topic = _topic(T.EXECUTION_FEEDBACK)
 approvals_topic = _topic(T.PLANS_APPROVALS)
 resources_topic = _topic(T.RESOURCES_AVAILABILITY)
+refine_topic = _topic(T.PLANS_REFINE)
 planner_inputs = app.topic(T.GOALS_BY_PLAN.name, T.EXECUTION_FEEDBACK.name, T.PLANS_APPROVALS.name,
-                           key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-out_topics = {s.name: _topic(s) for s in (T.PLANS_CREATED, T.PLANS_UPDATED, T.TASKS_ASSIGNED, T.RISKS_ALERTS)}
+                           T.PLANS_REFINED.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+out_topics = {s.name: _topic(s) for s in (T.PLANS_CREATED, T.PLANS_UPDATED, T.TASKS_ASSIGNED, T.RISKS_ALERTS,
+                                          T.PLANS_REFINE, T.PLANS_REFINED)}
 
 plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS)
 resources = app.GlobalTable("resources", default=None, partitions=1)
@@ -127,6 +132,8 @@ async def planner(stream):
                 await on_goal(record)
             elif topic == T.PLANS_APPROVALS.name:
                 await apply(record["plan_id"], handlers.on_approval(record, plans.get(record["plan_id"]), CONFIG))
+            elif topic == T.PLANS_REFINED.name:
+                await apply(record["plan_id"], handlers.on_refined(record, plans.get(record["plan_id"]), CONFIG))
             else:
                 await apply(record["plan_id"], handlers.on_feedback(record, plans.get(record["plan_id"]), CONFIG))
         except (SerdeError, PlanningError) as exc:
@@ -148,14 +155,25 @@ async def on_goal(record: dict) -> None:
     goal = codec.goal_from_record(record)
     pid = derive_plan_id(goal.goal_id)
     started = time.perf_counter()
-    step, problem = handlers.on_goal(goal, record, plans.get(pid), known_capacities(), CONFIG)
+    step = handlers.on_goal(goal, record, plans.get(pid), known_capacities(), CONFIG)
     PLANNING_SECONDS.observe(time.perf_counter() - started)
     await apply(pid, step)
-    if problem is None or CONFIG.refine_budget_seconds <= 0:
-        return
-    state = step.state
-    better = await asyncio.get_running_loop().run_in_executor(_refiner, handlers.refine, goal, state, problem, CONFIG)
-    await apply(pid, handlers.on_refined(plans.get(pid), better, CONFIG))
+
+
+@app.agent(refine_topic)
+async def refiner(stream):
+    """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
+    loop = asyncio.get_running_loop()
+    async for event in stream.events():
+        try:
+            request = serde(T.PLANS_REFINE.name).decode(event.value)
+            result = await loop.run_in_executor(_refiner, handlers.refine, request, CONFIG)
+        except Exception as exc:  # refinement is optional: the published plan stands
+            log.exception("refinement failed for %s", event.key)
+            REFINE_FAILURES.labels(type(exc).__name__).inc()
+            continue
+        if result is not None:
+            await publish(handlers.Step(None, [result]))
 
 
 @app.agent(resources_topic)

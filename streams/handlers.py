@@ -12,7 +12,7 @@ from typing import Any, Mapping
 from processors import approval, risk
 from processors.config import PlanningConfig
 from processors.model import ApprovalState, Goal, Plan
-from processors.planner import Problem, plan_goal, ready_tasks, refine_plan
+from processors.planner import plan_goal, ready_tasks, refine_plan
 from streams import codec
 from topics import registry as T
 
@@ -57,32 +57,45 @@ def _new_version(state: dict, previous: Plan, plan: Plan, out: list[Out], config
 
 
 def on_goal(goal: Goal, goal_record: dict, state: dict | None, capacities: Mapping[str, float],
-            config: PlanningConfig) -> tuple[Step, Problem | None]:
-    """First plan of a goal. A goal seen before (a replay) changes nothing."""
+            config: PlanningConfig) -> Step:
+    """First plan of a goal (fast path), and a refinement request. A goal seen before
+    (a replay) changes nothing."""
     if state is not None:
-        return Step(state, ignored="duplicate goal: plan exists"), None
-    plan, problem = plan_goal(goal, known_capacities=capacities, config=config)
+        return Step(state, ignored="duplicate goal: plan exists")
+    plan, _ = plan_goal(goal, known_capacities=capacities, config=config)
     state = {"goal": goal_record, "plan": codec.plan_record(plan), "assigned": [], "done": [], "alerted": []}
     out = [Out(T.PLANS_CREATED.name, plan.plan_id, state["plan"])]
     _emit_plan_events(plan, state, out, config)
-    return Step(state, out), problem
+    if config.refine_budget_seconds > 0:
+        out.append(Out(T.PLANS_REFINE.name, plan.plan_id, {
+            "plan_id": plan.plan_id, "base_version": plan.version, "goal": goal_record,
+            "known_capacities": dict(capacities)}))
+    return Step(state, out)
 
 
-def on_refined(state: dict, better: Plan | None, config: PlanningConfig) -> Step:
-    """Publish a refined schedule as a new version, if it is still based on the current one."""
+def refine(request: dict, config: PlanningConfig) -> Out | None:
+    """CP-SAT refinement of a first plan (slow: the refiner runs it off the event loop).
+    The first plan is rebuilt from the goal: planning is deterministic, so it is the one published."""
+    goal = codec.goal_from_record(request["goal"])
+    plan, problem = plan_goal(goal, known_capacities=request["known_capacities"], config=config)
+    better = refine_plan(goal, plan, problem, config)
     if better is None:
-        return Step(state, ignored="refinement found no shorter schedule")
+        return None
+    return Out(T.PLANS_REFINED.name, plan.plan_id, {"plan_id": plan.plan_id, "base_version": plan.version,
+                                                     "plan": codec.plan_record(better)})
+
+
+def on_refined(record: dict, state: dict | None, config: PlanningConfig) -> Step:
+    """Publish a refined schedule as a new version, if the plan has not changed meanwhile."""
+    if state is None:
+        return Step(None, ignored=f"no plan {record['plan_id']}")
     current = codec.plan_from_record(state["plan"])
-    if better.version != current.version + 1:
-        return Step(state, ignored="plan changed while refining")
+    if record["base_version"] != current.version:
+        return Step(state, ignored=f"refinement of version {record['base_version']}, current is {current.version}")
+    better = codec.plan_from_record(record["plan"])
     if current.approval is ApprovalState.APPROVED and better.approval is ApprovalState.PENDING:
         better = dataclasses.replace(better, approval=ApprovalState.APPROVED)  # a person approved the work
     return _new_version(state, current, better, [], config)
-
-
-def refine(goal: Goal, state: dict, problem: Problem, config: PlanningConfig) -> Plan | None:
-    """CP-SAT refinement (slow: run it off the event loop)."""
-    return refine_plan(goal, codec.plan_from_record(state["plan"]), problem, config)
 
 
 def on_approval(record: dict, state: dict | None, config: PlanningConfig) -> Step:

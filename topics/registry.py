@@ -45,10 +45,13 @@ RISKS_ALERTS = TopicSpec("risks.alerts", "plan_id", PLAN_PARTITIONS, _RETAIN)
 GOALS_BY_PLAN = TopicSpec(
     "chimera.goals.by_plan", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True, schema="goals.created"
 )
+# Anytime refinement runs beside the planner, so a slow CP-SAT call never holds up new goals.
+PLANS_REFINE = TopicSpec("chimera.plans.refine", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
+PLANS_REFINED = TopicSpec("chimera.plans.refined", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
 
 TOPICS: tuple[TopicSpec, ...] = (
     GOALS_CREATED, RESOURCES_AVAILABILITY, EXECUTION_FEEDBACK, PLANS_APPROVALS,
-    PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN,
+    PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN, PLANS_REFINE, PLANS_REFINED,
 )
 BY_NAME = {t.name: t for t in TOPICS}
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}

@@ -23,9 +23,8 @@ def _explicit(goal_id="g1", deadline_h=None):
     return serde(T.GOALS_CREATED.name).decode(serde(T.GOALS_CREATED.name).encode(r))
 
 
-def _first(record):
-    step, problem = handlers.on_goal(codec.goal_from_record(record), record, None, {}, CFG)
-    return step, problem
+def _first(record, config=CFG):
+    return handlers.on_goal(codec.goal_from_record(record), record, None, {}, config), None
 
 
 def _topics(step):
@@ -55,8 +54,8 @@ def test_low_risk_plan_is_auto_approved_and_hands_out_roots():
 def test_duplicate_goal_changes_nothing():
     rec = _explicit()
     step, _ = _first(rec)
-    again, problem = handlers.on_goal(codec.goal_from_record(rec), rec, step.state, {}, CFG)
-    assert again.out == [] and problem is None and "duplicate" in again.ignored
+    again = handlers.on_goal(codec.goal_from_record(rec), rec, step.state, {}, CFG)
+    assert again.out == [] and "duplicate" in again.ignored
 
 
 def test_pending_plan_alerts_then_approval_assigns():
@@ -93,12 +92,33 @@ def test_completed_task_releases_successors_once():
     assert handlers.on_feedback(fb, None, CFG).ignored.startswith("no plan")
 
 
+def _contended():
+    return samples.sample_goals(6, 1_700_000_000_000)[5]  # the fast path leaves slack here
+
+
+def test_refinement_request_round_trip_publishes_a_shorter_version():
+    cfg = PlanningConfig(refine_budget_seconds=1.0)
+    record = serde(T.GOALS_CREATED.name).decode(serde(T.GOALS_CREATED.name).encode(_contended()))
+    step, _ = _first(record, cfg)
+    request = next(o for o in step.out if o.topic == T.PLANS_REFINE.name)
+    assert request.value["base_version"] == 1
+    result = handlers.refine(serde(request.topic).decode(serde(request.topic).encode(request.value)), cfg)
+    assert result is not None and result.topic == T.PLANS_REFINED.name
+    done = handlers.on_refined(serde(result.topic).decode(serde(result.topic).encode(result.value)), step.state, cfg)
+    update = done.out[0].value
+    assert done.out[0].topic == T.PLANS_UPDATED.name and update["plan"]["version"] == 2
+    first = step.out[0].value["makespan_hours"]
+    assert update["previous_makespan_hours"] == first and update["plan"]["makespan_hours"] < first
+
+
 def test_refinement_based_on_an_old_version_is_dropped():
-    step, _ = _first(_explicit())
-    current = codec.plan_from_record(step.state["plan"])
-    stale = dataclasses.replace(current, version=current.version + 2, makespan_hours=1.0)
-    assert "changed" in handlers.on_refined(step.state, stale, CFG).ignored
-    assert handlers.on_refined(step.state, None, CFG).out == []
+    step, _ = _first(_explicit(deadline_h=3))
+    ok = handlers.on_approval({"plan_id": plan_id("g1"), "version": 1, "decision": "APPROVE", "by": "bob"},
+                              step.state, CFG)
+    stale = {"plan_id": plan_id("g1"), "base_version": 1, "plan": step.state["plan"]}
+    out = handlers.on_refined(stale, ok.state, CFG)
+    assert out.out == [] and "current is 2" in out.ignored
+    assert handlers.on_refined(stale, None, CFG).ignored.startswith("no plan")
 
 
 def test_refined_version_keeps_a_persons_approval():
@@ -108,7 +128,8 @@ def test_refined_version_keeps_a_persons_approval():
     current = codec.plan_from_record(ok.state["plan"])
     shorter = dataclasses.replace(current, version=current.version + 1, makespan_hours=current.makespan_hours - 1,
                                   approval=ApprovalState.PENDING, reason="refined")
-    out = handlers.on_refined(ok.state, shorter, CFG)
+    record = {"plan_id": current.plan_id, "base_version": current.version, "plan": codec.plan_record(shorter)}
+    out = handlers.on_refined(record, ok.state, CFG)
     assert out.out[0].value["plan"]["approval"] == "APPROVED"
 
 
