@@ -58,7 +58,10 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
                deadline_s: float | None = None, done: Callable[[], bool] | None = None) -> AsyncIterator[Received]:
     """Yield decoded records of a topic; stops after idle_timeout_s without records, at deadline_s,
     or once done() says so (checked at every poll)."""
-    spec(topic)  # unknown topics fail fast with the list of known ones
+    try:
+        decodes = not topic.endswith(".dlq") and bool(spec(topic))
+    except KeyError:
+        decodes = False  # not a Chimera topic: raw values
     consumer = await _started(AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                                                auto_offset_reset="earliest" if from_beginning else "latest"),
                               bootstrap)
@@ -74,7 +77,6 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
             await consumer.seek_to_beginning(*tps)
         else:
             await consumer.seek_to_end(*tps)
-        is_dlq = topic.endswith(".dlq")
         started = last = time.monotonic()
         while True:
             now = time.monotonic()
@@ -90,7 +92,7 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
                     last = time.monotonic()
                     headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers or ())}
                     value = None
-                    if not is_dlq:
+                    if decodes:
                         try:
                             value = serde(topic).decode(m.value)
                         except SerdeError as exc:
