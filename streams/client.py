@@ -43,7 +43,7 @@ async def _started(client, bootstrap: str):
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict | bytes]]) -> int:
     """Send (key, value) pairs; dict values are Avro-encoded first (a bad one raises SerdeError)."""
-    encoded = [(k, v if isinstance(v, bytes) else serde(topic).encode(v)) for k, v in records]
+    encoded = [(k, v if isinstance(v, bytes) else serde(topic).encode(v, strict=True)) for k, v in records]
     producer = await _started(AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                                enable_idempotence=True), bootstrap)
     try:

@@ -103,14 +103,24 @@ class Serde:
         self.schema = schemas.current(self.schema_name)
         self._header = _HEADER.pack(MAGIC, self.ids.id_for(self.schema_name))
 
-    def encode(self, record: dict) -> bytes:
-        try:
-            validate(record, self.schema, raise_errors=True)
-        except Exception as exc:
-            raise SerdeError("schema_mismatch", f"{self.topic}: {exc}") from exc
+    def encode(self, record: dict, *, strict: bool = False) -> bytes:
+        """Avro bytes in the wire format. `strict` validates every field first (for records
+        from outside: the writer alone would, e.g., truncate 1.5 into a long)."""
+        if strict:
+            try:
+                validate(record, self.schema, raise_errors=True)
+            except Exception as why:
+                raise SerdeError("schema_mismatch", f"{self.topic}: {why}") from why
         buf = io.BytesIO()
         buf.write(self._header)
-        fastavro.schemaless_writer(buf, self.schema, record)
+        try:
+            fastavro.schemaless_writer(buf, self.schema, record)
+        except Exception as exc:  # the writer's message is terse; validation says which field
+            try:
+                validate(record, self.schema, raise_errors=True)
+            except Exception as why:
+                raise SerdeError("schema_mismatch", f"{self.topic}: {why}") from exc
+            raise SerdeError("schema_mismatch", f"{self.topic}: {exc}") from exc
         return buf.getvalue()
 
     def decode(self, data: bytes | None) -> dict:

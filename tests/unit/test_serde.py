@@ -104,3 +104,16 @@ def test_dlq_topics_exist_for_every_input():
     names = all_topic_names()
     for t in TOPICS:
         assert (t.dlq in names) == t.is_input
+
+
+@pytest.mark.parametrize("field,value", [("created_at_ms", "x"), ("priority", "BOGUS"), ("title", 5)])
+def test_encode_rejects_wrong_types(field, value):
+    with pytest.raises(SerdeError) as e:
+        serde("goals.created").encode(_goal(**{field: value}))
+    assert e.value.reason == "schema_mismatch" and field in str(e.value)
+
+
+def test_strict_encode_rejects_what_the_writer_would_truncate():
+    serde("goals.created").encode(_goal(created_at_ms=1.5))  # the bare writer truncates silently
+    with pytest.raises(SerdeError):
+        serde("goals.created").encode(_goal(created_at_ms=1.5), strict=True)
