@@ -59,12 +59,11 @@ def _topic(spec: T.TopicSpec) -> faust.TopicT:
 
 goals_topic = _topic(T.GOALS_CREATED)
 by_plan_topic = _topic(T.GOALS_BY_PLAN)
-feedback_topic = _topic(T.EXECUTION_FEEDBACK)
-approvals_topic = _topic(T.PLANS_APPROVALS)
 resources_topic = _topic(T.RESOURCES_AVAILABILITY)
 refine_topic = _topic(T.PLANS_REFINE)
 planner_inputs = app.topic(T.GOALS_BY_PLAN.name, T.EXECUTION_FEEDBACK.name, T.PLANS_APPROVALS.name,
-                           T.PLANS_REFINED.name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+                           T.PLANS_REFINED.name, key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
 out_topics = {s.name: _topic(s) for s in (T.PLANS_CREATED, T.PLANS_UPDATED, T.TASKS_ASSIGNED, T.RISKS_ALERTS,
                                           T.PLANS_REFINE, T.PLANS_REFINED)}
 
