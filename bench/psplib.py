@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from processors.scheduling.sgs import _net
 from processors.scheduling import (Project, anytime, cpsat, fast_schedule, is_feasible,
                                    lft_schedule, parse_sm)
 
@@ -58,6 +59,7 @@ def run_set(name: str, files: list[Path], optimum: dict[str, int], budgets: list
     for i, (fname, p) in enumerate(projects):
         ref = optimum.get(fname) or p.lower_bound
         for m in methods:
+            _net.cache_clear()  # every method starts cold: no reuse of another method's work
             t0 = time.perf_counter()
             if m == "fast":
                 s = fast_schedule(p)
