@@ -16,8 +16,7 @@ from processors.config import PlanningConfig
 from processors.decomposition import decompose
 from processors.ids import plan_id as derive_plan_id
 from processors.model import (Cost, Goal, Milestone, Phase, Plan, PlanningError, ScheduledTask, Task)
-from processors.scheduling import Project, Schedule, cpm, fast_schedule
-from processors.scheduling.cpsat import refine
+from processors.scheduling import Project, Schedule, cpm, fast_schedule, refine
 
 SLOTS = "slots"  # pseudo-resource: how many tasks may run at once
 FAST_ITERATIONS = 1  # fast path: one LFT serial-SGS pass + one forward-backward round.

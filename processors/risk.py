@@ -18,7 +18,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .config import SEVERITY_IMPACT_FLOOR, PlanningConfig
 from .decomposition.select import goal_text, hits
-from .decomposition.templates import DomainTemplate, RiskSpec, resolve_domain
+from .decomposition.templates import DomainTemplate, resolve_domain
 from .model import RESOURCE_KINDS, Goal, Risk, RiskCategory, ScheduledTask, Severity
 
 # Score bands (score = probability * impact), highest first.

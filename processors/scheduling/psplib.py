@@ -50,7 +50,7 @@ def parse_sm(text: str) -> Project:
 
     successors: list[tuple[int, ...]] = [()] * njobs
     for row in prec:
-        job, _modes, nsucc = row[0], row[1], row[2]
+        job, nsucc = row[0], row[2]
         succ = row[3:3 + nsucc]
         if len(succ) != nsucc:
             raise PlanningError("invalid_psplib", f"job {job}: {nsucc} successors announced, {len(succ)} given")
@@ -59,7 +59,7 @@ def parse_sm(text: str) -> Project:
     durations = [0] * njobs
     demands: list[tuple[int, ...]] = [()] * njobs
     for row in req:
-        job, _mode, dur = row[0], row[1], row[2]
+        job, dur = row[0], row[2]
         durations[job - 1] = dur
         demands[job - 1] = tuple(row[3:3 + nren])
 

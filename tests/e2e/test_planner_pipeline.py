@@ -1,7 +1,9 @@
 """Goals in, plans out: a real broker, a real Faust worker, the real topics."""
 from __future__ import annotations
 
+import socket
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -29,8 +31,22 @@ def _task(tid, hours, deps=()):
     return {"task_id": tid, "name": tid, "duration_hours": hours, "depends_on": list(deps)}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _metric(port: int, name: str, label: str = "") -> float:
+    """The sum of a Prometheus metric's samples (those with `label`, when given)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith((name + "{", name + " ")) and label in line)
+
+
 def test_goals_become_plans_assignments_alerts_and_bad_records_dead_letters(kafka_bootstrap, planner_stack):
-    planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0)
+    metrics_port = _free_port()
+    planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0, CHIMERA_METRICS_PORT=metrics_port)
     run = uuid.uuid4().hex[:8]
     good = _goals(f"e2e-{run}", 3)
     tight = _explicit(f"tight-{run}", [_task("a", 10), _task("b", 20, ["a"]), _task("c", 5, ["a"])],
@@ -86,6 +102,8 @@ def test_goals_become_plans_assignments_alerts_and_bad_records_dead_letters(kafk
     for d in dead:
         assert d.headers["chimera.source.topic"] == T.GOALS_CREATED.name
         assert (int(d.headers["chimera.source.partition"]), int(d.headers["chimera.source.offset"])) == where[d.key]
+    assert _metric(metrics_port, "layer2_plans_created_total") == len(wanted)
+    assert _metric(metrics_port, "layer2_validation_errors_total", 'reason="cyclic_dependency"') == 1
     assert "a -> b -> a" in next(d for d in dead if d.key == cyclic["goal_id"]).headers["chimera.dlq.detail"] or \
         "b -> a -> b" in next(d for d in dead if d.key == cyclic["goal_id"]).headers["chimera.dlq.detail"]
 

@@ -1,6 +1,7 @@
 """The planning engine through Kafka: refinement, approval, feedback."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,21 @@ def test_cli_reports_unreachable_broker_clearly():
     out = _cli(f"127.0.0.1:{port}", "topics", "list")
     assert out.returncode == 2
     assert "no Kafka broker answers" in out.stderr
+
+
+def test_cli_produce_sample_and_tail_show_decoded_plans(kafka_bootstrap, planner_stack):
+    planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0)
+    produced = _cli(kafka_bootstrap, "produce", "goals", "--sample", "3")
+    assert produced.returncode == 0, produced.stderr
+    pids = {line.split(" -> ")[1] for line in produced.stdout.splitlines() if " -> " in line}
+    assert len(pids) == 3
+    collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in pids, count=3)
+    tail = _cli(kafka_bootstrap, "tail", T.PLANS_CREATED.name, "--idle", "3")
+    assert tail.returncode == 0, tail.stderr
+    plans = [json.loads(line) for line in tail.stdout.splitlines()]
+    mine = [p for p in plans if p["value"]["plan_id"] in pids]
+    assert {p["value"]["plan_id"] for p in mine} == pids
+    assert all(p["topic"] == T.PLANS_CREATED.name and p["key"] == p["value"]["plan_id"] for p in mine)
+
+    bad = _cli(kafka_bootstrap, "produce", "goals", "--sample", "0")
+    assert bad.returncode == 2 and "FILE.jsonl or --sample" in bad.stderr

@@ -2,7 +2,7 @@ import pytest
 
 from processors.approval import PlanHistory, apply_decision, approve, decide, new_version, reject
 from processors.config import PlanningConfig
-from processors.model import ApprovalState, Plan, PlanningError, Risk, RiskCategory, Severity
+from processors.model import ApprovalState, Plan, PlanningError, RiskCategory
 from processors.risk import make_risk
 
 CFG = PlanningConfig()

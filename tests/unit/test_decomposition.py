@@ -3,7 +3,7 @@ import pytest
 from processors.decomposition import (BUILTIN_DOMAINS, STRATEGIES, Decomposition, TemplateError,
                                       builtin_template, choose_strategy, decompose, parse_template,
                                       template_for)
-from processors.dependencies import check_dependencies
+from processors.dependencies import check_dependencies, predecessors_closure
 from processors.model import (RESOURCE_KINDS, Constraints, Goal, PlanningError, Priority, Task,
                               TaskSpec)
 
@@ -186,15 +186,20 @@ def test_functional_one_group_per_objective():
 
 def test_temporal_phases_with_gates():
     d = decompose(RESEARCH, "temporal")
-    t = by_id(d)
     gates = [x for x in d.tasks if x.task_id.startswith("gate.")]
     assert len(gates) >= 4
-    # every non-gate task after the first phase waits for the previous gate (directly or via its phase's lead)
     phases_seen = []
     for x in d.tasks:
         if x.phase not in phases_seen:
             phases_seen.append(x.phase)
     assert phases_seen[0] == "framing" and phases_seen[-1] == "dissemination"
+    # every task after the first phase waits for the previous phase's gate (directly or transitively)
+    before = predecessors_closure(d.tasks)
+    gate_of = {x.phase: x.task_id for x in gates}
+    for x in d.tasks:
+        i = phases_seen.index(x.phase)
+        if i > 0 and phases_seen[i - 1] in gate_of:
+            assert gate_of[phases_seen[i - 1]] in before[x.task_id], x.task_id
     conduct = [x for x in d.tasks if x.task_id.endswith(".conduct")]
     assert len(conduct) == len(RESEARCH.objectives)
     assert all(x.depends_on == ("gate.design",) for x in conduct)

@@ -1,7 +1,7 @@
 import pytest
 
 from processors.config import PlanningConfig
-from processors.model import (Constraints, Estimate, Goal, Risk, RiskCategory, ScheduledTask, Severity,
+from processors.model import (Constraints, Estimate, Goal, RiskCategory, ScheduledTask, Severity,
                               Task)
 from processors.risk import (alerts, assess, is_low_risk, make_risk, overrun_probability, prioritise,
                              reassess, severity_for)

@@ -6,7 +6,7 @@ import pytest
 
 from topics import schemas
 from topics.registry import TOPICS, all_topic_names, spec
-from topics.serde import MAGIC, SerdeError, Serde, serde
+from topics.serde import MAGIC, SerdeError, serde
 from streams import samples
 
 
