@@ -11,7 +11,8 @@ OUT = os.environ.get("BENCH_PASSTHROUGH_OUT", "bench.passthrough.out")
 app = faust.App(os.environ.get("CHIMERA_APP_ID", "bench-passthrough"),
                 broker=f"kafka://{os.environ['KAFKA_BOOTSTRAP']}", store="memory://",
                 topic_disable_leader=True, broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
-                consumer_auto_offset_reset="earliest", web_enabled=False)
+                consumer_auto_offset_reset="earliest", web_enabled=False,
+                datadir=os.environ.get("CHIMERA_DATA_DIR", "/tmp/chimera-bench-faust"))
 source = app.topic("goals.created", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 sink = app.topic(OUT, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 

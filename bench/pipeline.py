@@ -31,7 +31,8 @@ OUT = "bench.passthrough.out"  # the passthrough's output topic
 
 def _worker(module: str, bootstrap: str, app_id: str, log: Path, **env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", module], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **env, "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id},
+                            env={**os.environ, **env, "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
+                                 "CHIMERA_DATA_DIR": str(log.parent / "faust")},
                             preexec_fn=die_with_parent)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,6 +48,7 @@ app = faust.App(
     broker_heartbeat_interval=1.0,
     consumer_auto_offset_reset="earliest",
     web_enabled=False,
+    datadir=os.environ.get("CHIMERA_DATA_DIR") or str(settings.REPO / ".data" / "faust") + "/{conf.name}",
     key_serializer="json",      # tables; our topics say "raw" themselves
     value_serializer="json",
 )

@@ -26,7 +26,8 @@ class Worker:
                  app_id: str = "chimera-planner") -> None:
         self.bootstrap = bootstrap
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix="chimera-worker-")) / "worker.log"
-        self.env = {**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id}
+        self.env = {**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
+                    "CHIMERA_DATA_DIR": str(self.log_path.parent / "faust")}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
