@@ -101,7 +101,8 @@ def refine(project: Project, warm: Schedule, *, budget_s: float, workers: int = 
     """Anytime improvement of `warm` within `budget_s` seconds; never worse than warm.
 
     1. CP-SAT on the whole instance, warm schedule as solution hint, its makespan as the
-       horizon (upper bound), critical-path / energy bound as lower bound: the whole
+       horizon (upper bound; minus one for <= 40 activities, i.e. only strictly better
+       schedules), critical-path / energy bound as lower bound: the whole
        budget for <= 40 activities (j30 is usually proven optimal here), half for <= 70,
        a fifth above.
     2. Iterated forward-backward improvement (perturbed start order + SGS + FBI) on
@@ -116,7 +117,12 @@ def refine(project: Project, warm: Schedule, *, budget_s: float, workers: int = 
     if warm.makespan <= lb or p.n == 0:
         return Schedule(warm.starts, warm.makespan, warm.method, True, lb)
     starts, ms, method = list(warm.starts), warm.makespan, warm.method
-    mdl = _Model(p, warm.makespan, lb, hint=warm.starts)
+    # small instances: ask only for a strictly better schedule (horizon = warm makespan - 1):
+    # tighter start windows pay off more than a feasible hint (the hint is still given, CP-SAT
+    # repairs it); infeasible then proves warm optimal. Large ones keep the hint feasible, so
+    # CP-SAT's own LNS has a solution to start from.
+    tight = p.n <= 40
+    mdl = _Model(p, warm.makespan - 1 if tight else warm.makespan, lb, hint=warm.starts)
     # small instances: CP-SAT on the whole model is the strongest use of the budget;
     # large ones: a fifth of it, then heuristics + neighbourhood search
     share = 1.0 if p.n <= 40 or budget_s <= 0.5 else (0.5 if p.n <= 70 else 0.2)
@@ -124,7 +130,7 @@ def refine(project: Project, warm: Schedule, *, budget_s: float, workers: int = 
     status, st, new_ms, bound = mdl.solve(first, workers, seed=seed)
     if bound is not None:
         lb = max(lb, bound)
-    if status == cp_model.INFEASIBLE:      # horizon = warm makespan proved optimal
+    if status == cp_model.INFEASIBLE:      # nothing better than warm exists: warm is optimal
         lb = max(lb, warm.makespan)
     if st is not None and new_ms <= ms:
         starts, ms, method = st, new_ms, "cpsat"

@@ -130,6 +130,22 @@ def test_cpsat_tiny_instance_known_optimum():
     assert s.makespan == 5 and s.optimal and is_feasible(q, s.starts)
 
 
+def test_refine_proves_optimal_warm_start():
+    # three activities that pairwise cannot overlap: the serial warm start (6) is optimal but
+    # above the energy bound (4); refine asks for makespan <= 5, gets infeasible, keeps warm
+    p = Project((2, 2, 2), ((), (), ()), ((2,), (2,), (2,)), (3,))
+    warm = Schedule((0, 2, 4), 6, "serial")
+    r = refine(p, warm, budget_s=5.0)
+    assert r.starts == warm.starts and r.makespan == 6
+    assert r.optimal and r.lower_bound == 6
+    # and a warm start one above the optimum is improved to it
+    q = Project((3, 3, 2, 2), ((), (), (), ()), ((2,), (1,), (2,), (1,)), (3,))
+    warm = Schedule((0, 3, 6, 6), 8, "serial")
+    assert is_feasible(q, warm.starts)
+    r = refine(q, warm, budget_s=5.0)
+    assert is_feasible(q, r.starts) and r.makespan == 5 and r.optimal
+
+
 @needs_j30
 def test_refine_never_worse_and_feasible():
     p = _j30("j3045_4.sm")
@@ -150,7 +166,8 @@ def test_refine_never_worse_and_feasible():
 
 
 @needs_j30
-@pytest.mark.parametrize("name", ["j301_1.sm", "j3010_1.sm", "j3019_6.sm", "j305_2.sm", "j3045_4.sm"])
+@pytest.mark.parametrize("name", ["j301_1.sm", "j3010_1.sm", "j3019_6.sm", "j305_2.sm", "j3045_4.sm",
+                                  "j3029_4.sm"])
 def test_fast_plus_refine_reaches_j30_optimum(name):
     p = _j30(name)
     s = refine(p, fast_schedule(p), budget_s=10.0)
