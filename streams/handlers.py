@@ -85,13 +85,21 @@ def refine(request: dict, config: PlanningConfig) -> Out | None:
                                                      "plan": codec.plan_record(better)})
 
 
-def on_refined(record: dict, state: dict | None, config: PlanningConfig) -> Step:
-    """Publish a refined schedule as a new version, if the plan has not changed meanwhile."""
+def _current(record: dict, state: dict | None, version: int, what: str) -> Plan | Step:
+    """The plan a record is about, or the Step that ignores a record for a missing or newer plan."""
     if state is None:
         return Step(None, ignored=f"no plan {record['plan_id']}")
     current = codec.plan_from_record(state["plan"])
-    if record["base_version"] != current.version:
-        return Step(state, ignored=f"refinement of version {record['base_version']}, current is {current.version}")
+    if version != current.version:
+        return Step(state, ignored=f"{what} for version {version}, current is {current.version}")
+    return current
+
+
+def on_refined(record: dict, state: dict | None, config: PlanningConfig) -> Step:
+    """Publish a refined schedule as a new version, if the plan has not changed meanwhile."""
+    current = _current(record, state, record["base_version"], "refinement")
+    if isinstance(current, Step):
+        return current
     better = codec.plan_from_record(record["plan"])
     if current.approval is ApprovalState.APPROVED and better.approval is ApprovalState.PENDING:
         better = dataclasses.replace(better, approval=ApprovalState.APPROVED)  # a person approved the work
@@ -99,11 +107,9 @@ def on_refined(record: dict, state: dict | None, config: PlanningConfig) -> Step
 
 
 def on_approval(record: dict, state: dict | None, config: PlanningConfig) -> Step:
-    if state is None:
-        return Step(None, ignored=f"no plan {record['plan_id']}")
-    current = codec.plan_from_record(state["plan"])
-    if record["version"] != current.version:
-        return Step(state, ignored=f"approval for version {record['version']}, current is {current.version}")
+    current = _current(record, state, record["version"], "approval")
+    if isinstance(current, Step):
+        return current
     if current.approval is not ApprovalState.PENDING:
         return Step(state, ignored=f"plan is already {current.approval.value}")
     who = record.get("by") or "unknown"

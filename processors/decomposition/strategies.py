@@ -195,6 +195,15 @@ def _back(b: Builder, phases, entry: Sequence[str], objectives: Sequence[Unit] =
     return prev
 
 
+def _objective_id(objective: str, used: set[str]) -> str:
+    """A stable id for an objective's tasks, unique among `used` (which it joins)."""
+    uid, n = f"obj-{slug(objective)}", 2
+    while uid in used:
+        uid, n = f"obj-{slug(objective)}-{n}", n + 1
+    used.add(uid)
+    return uid
+
+
 def objective_units(goal: Goal, pool: Sequence[Unit]) -> tuple[Unit, ...]:
     """One unit per objective (first MAX_OBJECTIVE_GROUPS), shaped like its best-matching
     template unit (capabilities, resources, effort)."""
@@ -202,10 +211,7 @@ def objective_units(goal: Goal, pool: Sequence[Unit]) -> tuple[Unit, ...]:
     used: set[str] = set()
     for obj in goal.objectives[:MAX_OBJECTIVE_GROUPS]:
         best = _best_match(obj, pool)
-        uid, n = f"obj-{slug(obj)}", 2
-        while uid in used:
-            uid, n = f"obj-{slug(obj)}-{n}", n + 1
-        used.add(uid)
+        uid = _objective_id(obj, used)
         out.append(Unit(id=uid, name=_objective_name(obj), description=obj,
                         effort=best.effort if best else 1.0,
                         capabilities=best.capabilities if best else (),
@@ -299,10 +305,7 @@ def functional_units(goal: Goal, tpl: DomainTemplate) -> tuple[Unit, ...]:
     used: set[str] = set()
     for obj in goal.objectives[:MAX_OBJECTIVE_GROUPS]:
         best = _best_match(obj, fns)
-        uid, n = f"obj-{slug(obj)}", 2
-        while uid in used:
-            uid, n = f"obj-{slug(obj)}-{n}", n + 1
-        used.add(uid)
+        uid = _objective_id(obj, used)
         if best is not None and best.id not in covered:
             covered[best.id] = uid
         objs.append((Unit(id=uid, name=_objective_name(obj), description=obj,
