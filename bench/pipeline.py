@@ -11,29 +11,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from infra.kafka import KafkaBroker, die_with_parent
+from infra.kafka import KafkaBroker
 from processors.ids import plan_id
 from streams import client, samples
+from streams.services import Worker
 from topics.admin import create_topics
 from topics import registry as T
 
 OUT = "bench.passthrough.out"  # the passthrough's output topic
-
-
-def _worker(module: str, bootstrap: str, app_id: str, log: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", module], stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                            env={**os.environ, **env, "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
-                                 "CHIMERA_DATA_DIR": str(log.parent / "faust")},
-                            preexec_fn=die_with_parent)
 
 
 async def _count(bootstrap: str, topic: str, wanted: set[str], key_of, timeout: float,
@@ -65,7 +57,9 @@ async def _run_batch(bootstrap: str, goals: list[dict], out_topic: str, key_of, 
 def measure(bootstrap: str, module: str, out_topic: str, key_of, want_of, n: int, tag: str, logdir: Path,
             **env) -> float:
     """records/s for a batch of n goals through one worker of `module`."""
-    proc = _worker(module, bootstrap, f"bench-{tag}-{time.time_ns()}", logdir / f"{tag}.log", **env)
+    worker = Worker(bootstrap, env=env, log_path=logdir / f"{tag}.log", app_id=f"bench-{tag}-{time.time_ns()}",
+                    module=module).start()
+    proc = worker.proc
     try:
         now = int(time.time() * 1000)
         asyncio.run(_run_batch(bootstrap, samples.sample_goals(1, now, prefix=f"warm-{tag}"), out_topic,
@@ -74,8 +68,7 @@ def measure(bootstrap: str, module: str, out_topic: str, key_of, want_of, n: int
                                          out_topic, key_of, want_of, proc))
         return n / seconds
     finally:
-        proc.terminate()
-        proc.wait(30)
+        worker.stop()
 
 
 async def _create_out(bootstrap: str) -> None:

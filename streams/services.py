@@ -20,11 +20,13 @@ from topics.admin import create_topics
 
 
 class Worker:
-    """A planner worker in its own process (a real Faust worker)."""
+    """A planner worker in its own process (a real Faust worker); `module` runs another
+    Faust app the same way (the benchmark's passthrough baseline)."""
 
     def __init__(self, bootstrap: str, *, env: dict[str, str] | None = None, log_path: Path | None = None,
-                 app_id: str = "chimera-planner") -> None:
+                 app_id: str = "chimera-planner", module: str = "streams.worker") -> None:
         self.bootstrap = bootstrap
+        self.module = module
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix="chimera-worker-")) / "worker.log"
         self.env = {**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
                     "CHIMERA_DATA_DIR": str(self.log_path.parent / "faust")}
@@ -33,7 +35,7 @@ class Worker:
     def start(self) -> "Worker":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams.worker"], env=self.env, stdout=log,
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=die_with_parent)
         return self
