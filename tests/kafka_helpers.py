@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from streams import client
@@ -28,3 +29,10 @@ def collect(bootstrap: str, topic: str, match, *, count: int, timeout: float = 9
 
 def produce(bootstrap: str, topic: str, records) -> None:
     asyncio.run(client.produce(bootstrap, topic, records))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (once this returns)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,7 +1,6 @@
 """Goals in, plans out: a real broker, a real Faust worker, the real topics."""
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 import uuid
@@ -10,7 +9,7 @@ import pytest
 
 from processors.ids import plan_id
 from streams import samples
-from tests.kafka_helpers import collect, produce
+from tests.kafka_helpers import collect, free_port, produce
 from topics import registry as T
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -31,12 +30,6 @@ def _task(tid, hours, deps=()):
     return {"task_id": tid, "name": tid, "duration_hours": hours, "depends_on": list(deps)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _metric(port: int, name: str, label: str = "") -> float:
     """The sum of a Prometheus metric's samples (those with `label`, when given)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -45,7 +38,7 @@ def _metric(port: int, name: str, label: str = "") -> float:
 
 
 def test_goals_become_plans_assignments_alerts_and_bad_records_dead_letters(kafka_bootstrap, planner_stack):
-    metrics_port = _free_port()
+    metrics_port = free_port()
     planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0, CHIMERA_METRICS_PORT=metrics_port)
     run = uuid.uuid4().hex[:8]
     good = _goals(f"e2e-{run}", 3)

@@ -13,7 +13,7 @@ import pytest
 
 from processors.ids import plan_id
 from processors.scheduling import parse_sm
-from tests.kafka_helpers import collect, produce
+from tests.kafka_helpers import collect, free_port, produce
 from topics import registry as T
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -108,11 +108,7 @@ def test_pending_plan_waits_for_cli_approval_then_feedback_releases_successors(k
 
 
 def test_cli_reports_unreachable_broker_clearly():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
-    out = _cli(f"127.0.0.1:{port}", "topics", "list")
+    out = _cli(f"127.0.0.1:{free_port()}", "topics", "list")
     assert out.returncode == 2
     assert "no Kafka broker answers" in out.stderr
 
