@@ -24,7 +24,7 @@ MANIFEST = SCHEMA_DIR / "manifest.json"
 ORDER = (
     "goals.created", "plans.created", "plans.updated", "tasks.assigned", "risks.alerts",
     "resources.availability", "execution.feedback", "plans.approvals",
-    "chimera.plans.refine", "chimera.plans.refined",
+    "chimera.plans.refine", "chimera.plans.refined", "chimera.plans.expire",
 )
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 

@@ -103,7 +103,7 @@ def test_expanded_schemas_are_self_contained():
 def test_dlq_topics_exist_for_every_input():
     names = all_topic_names()
     for t in TOPICS:
-        assert (t.dlq in names) == t.is_input
+        assert (t.dlq in names) == t.has_dlq
 
 
 @pytest.mark.parametrize("field,value", [("created_at_ms", "x"), ("priority", "BOGUS"), ("title", 5)])
