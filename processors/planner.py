@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 from processors import approval, risk, validation
+from processors.resources import effective_capacities, peak_usage
 from processors.config import PlanningConfig
 from processors.decomposition import decompose
 from processors.ids import plan_id as derive_plan_id
@@ -33,16 +34,6 @@ class Problem:
     kinds: tuple[str, ...]
     unit_hours: float
     capacities: dict[str, float]
-
-
-def effective_capacities(goal: Goal, known: Mapping[str, float], config: PlanningConfig) -> dict[str, float]:
-    """Goal constraints win over what resources.availability reported, then config defaults;
-    resource_buffer_percentage is held back from each."""
-    caps = dict(config.default_capacities)
-    caps.update(known)
-    caps.update(goal.constraints.capacities)
-    keep = 1.0 - config.resource_buffer_percentage
-    return {k: v * keep for k, v in caps.items()}
 
 
 def build_problem(goal: Goal, tasks: Sequence[Task], capacities: Mapping[str, float],
@@ -135,7 +126,7 @@ def assemble(goal: Goal, problem: Problem, schedule: Schedule, config: PlanningC
     makespan = schedule.makespan * unit
     cost = estimate_cost(problem.tasks, config)
     phases = derive_phases(scheduled_t)
-    usage = risk.peak_usage(scheduled_t)
+    usage = peak_usage(scheduled_t)
     risks = risk.assess(goal, scheduled_t, makespan, critical_path, capacities=problem.capacities,
                         cost_total=cost.total, config=config, usage=usage)
     plan = Plan(
