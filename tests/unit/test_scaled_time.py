@@ -3,7 +3,7 @@ goals whose durations span too many time units are scheduled on a coarser grid."
 import pytest
 
 from processors.config import PlanningConfig
-from processors.model import Constraints, Goal, TaskSpec
+from processors.model import Goal, TaskSpec
 from processors.planner import MAX_TIME_UNITS, plan_goal, refine_plan
 from processors.resources import effective_capacities, peak_usage
 from processors.scheduling import is_feasible
