@@ -31,6 +31,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import logging
 import math
 import os
 import subprocess
@@ -109,6 +110,17 @@ def rss_bytes(pid: int) -> int:
 
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else math.nan
+
+
+def json_safe(x):
+    """NaN (no samples) as null, so that --json stays valid JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    return x
 
 
 # ----------------------------------------------------------------------------- the ceiling
@@ -237,6 +249,8 @@ class Reader:
 async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
     """Commit `group`'s offsets at the current end of topics (before its worker exists), so that
     the worker starts there instead of re-reading earlier phases' records from `earliest`."""
+    # the first commit on a new broker waits for __consumer_offsets: aiokafka logs each retry as an error
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -547,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     result = run(args, say=say)
-    print(json.dumps(result) if args.json else report(result))
+    print(json.dumps(json_safe(result)) if args.json else report(result))
 
 
 if __name__ == "__main__":

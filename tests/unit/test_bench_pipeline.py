@@ -89,3 +89,9 @@ def test_the_ceiling_publishes_what_the_worker_publishes():
             serde(o.topic).encode(o.value)
             expected[o.topic] += 1
     assert bp.plan_in_process([v for _, v in records], config) == expected
+
+
+def test_json_safe_turns_nan_into_null():
+    import json
+    assert json.loads(json.dumps(bp.json_safe({"a": math.nan, "b": [1.0, math.inf], "c": "x"}))) == \
+        {"a": None, "b": [1.0, None], "c": "x"}
