@@ -46,12 +46,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.kafka import KafkaBroker
-from processors import risk
+from processors import lifecycle
 from processors.config import PlanningConfig
 from processors.ids import plan_id
-from processors.model import ApprovalState
-from processors.planner import plan_goal, ready_tasks
-from streams import codec, samples, settings
+from streams import codec, samples, settings, state as plan_state
 from streams.services import Worker
 from topics import registry as T
 from topics.admin import create_topics
@@ -126,22 +124,17 @@ def json_safe(x):
 # ----------------------------------------------------------------------------- the ceiling
 
 def plan_in_process(records: Sequence[bytes], config: PlanningConfig) -> Counter:
-    """What the planner does per goal, without Kafka: decode the Avro goal, plan it (fast path)
-    and encode its outputs (plans.created, risks.alerts, tasks.assigned for an auto-approved
-    plan) as streams/handlers.on_goal + app.publish do. Returns the outputs per topic.
-
-    One function so that it can follow the plan lifecycle when it moves to processors/."""
+    """What the planner worker does per goal, without Kafka: decode the Avro goal, run the
+    lifecycle's on_goal (fast path), encode its records and the plan's stored state.
+    Returns the outputs per topic."""
     goals, out = serde(GOALS), Counter()
     for raw in records:
-        plan, _ = plan_goal(codec.goal_from_record(goals.decode(raw)), known_capacities={}, config=config)
-        values = [(T.PLANS_CREATED.name, codec.plan_record(plan))]
-        values += [(T.RISKS_ALERTS.name, codec.alert_record(plan, k)) for k in risk.alerts(plan.risks, config)]
-        if plan.approval in (ApprovalState.APPROVED, ApprovalState.AUTO_APPROVED):
-            values += [(T.TASKS_ASSIGNED.name, codec.assignment_record(plan, st))
-                       for st in ready_tasks(plan, set(), set())]
-        for topic, value in values:
-            serde(topic).encode(value)
-            out[topic] += 1
+        goal = codec.goal_from_record(goals.decode(raw))
+        state, events = lifecycle.on_goal(None, goal, {}, config, received_at_ms=goal.created_at_ms)
+        for o in codec.records(events):
+            serde(o.topic).encode(o.value)
+            out[o.topic] += 1
+        plan_state.encode(state)
     return out
 
 
