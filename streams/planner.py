@@ -26,7 +26,7 @@ from prometheus_client import Counter, Histogram
 from processors import lifecycle, limits
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
-from processors.model import PlanningError
+from processors.model import Goal, PlanningError
 from streams import codec, state as state_codec, watchdog
 from streams.app import Publisher, create_app, ignored
 from streams.dlq import source_headers
@@ -57,6 +57,17 @@ def check_resource(key: bytes | None, record: dict, lim: limits.Limits) -> None:
         raise PlanningError("wrong_key", f"key {key!r} is not the resource_id {record['resource_id']!r}")
     limits.capacities(record["capacities"], "capacities", lim)
     limits.finite(record.get("hourly_rate"), "hourly_rate", high=lim.max_budget)
+
+
+def admit_goal(raw: bytes | None, lim: limits.Limits) -> Goal:
+    """The intake's door: a goals.created value that decodes, fits the limits and whose
+    explicit tasks form a valid network, as a Goal; else SerdeError/PlanningError."""
+    limits.record_size(len(raw or b""), lim)
+    goal = codec.goal_from_record(serde(T.GOALS_CREATED.name).decode(raw))
+    limits.check_goal(goal, lim)
+    if goal.tasks:
+        check_specs(goal.tasks)
+    return goal
 
 
 class PlannerWorker:
@@ -100,12 +111,7 @@ class PlannerWorker:
         async for event in stream.events():
             GOALS_RECEIVED.inc()
             try:
-                limits.record_size(len(event.value or b""), self.limits)
-                record = serde(T.GOALS_CREATED.name).decode(event.value)
-                goal = codec.goal_from_record(record)
-                limits.check_goal(goal, self.limits)
-                if goal.tasks:
-                    check_specs(goal.tasks)
+                goal = admit_goal(event.value, self.limits)
             except (SerdeError, PlanningError) as exc:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
                 continue
