@@ -9,10 +9,12 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from processors.ids import plan_id
 from streams.planner import partition_for
 from streams.services import Worker
+from tests.avro_strategies import records
 from tests.kafka_helpers import collect, free_port, produce
 from topics import registry as T
 from topics.admin import create_topics
@@ -214,3 +216,52 @@ def test_goal_past_its_deadline_is_planned_flagged_and_waits_for_a_person(kafka_
     assert any("deadline already passed" in v for v in plan.value["violations"])
     assert not collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == plan_id(late["goal_id"]),
                        count=1, timeout=3)
+
+
+_BATCH = st.tuples(st.lists(records(T.GOALS_CREATED.name, big=False), min_size=3, max_size=6),
+                   st.lists(records(T.RESOURCES_AVAILABILITY.name, big=False), max_size=3),
+                   st.lists(records(T.EXECUTION_FEEDBACK.name, big=False), max_size=4),
+                   st.lists(records(T.PLANS_APPROVALS.name, big=False), max_size=3))
+
+
+@pytest.mark.slow
+@settings(max_examples=4, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+@given(batch=_BATCH)
+def test_generated_records_end_in_a_plan_or_a_dead_letter(kafka_bootstrap, worker, batch):
+    """Goals, resources, feedback and approvals generated from the Avro schemas (extreme
+    numbers and sizes included) through the real worker."""
+    goals, resources, feedback, approvals = batch
+    run = uuid.uuid4().hex[:8]
+    goals = [dict(g, goal_id=f"gen-{run}-{i}") for i, g in enumerate(goals)]
+    resources = [dict(r, resource_id=f"genres-{run}-{i}") for i, r in enumerate(resources)]
+    feedback = [dict(f, plan_id=f"genplan-{run}-f{i}") for i, f in enumerate(feedback)]
+    approvals = [dict(a, plan_id=f"genplan-{run}-a{i}") for i, a in enumerate(approvals)]
+    try:
+        produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
+        produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(r["resource_id"], r) for r in resources])
+        produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [(f["plan_id"], f) for f in feedback])
+        produce(kafka_bootstrap, T.PLANS_APPROVALS.name, [(a["plan_id"], a) for a in approvals])
+        want = {g["goal_id"] for g in goals}
+
+        def planned_now(timeout):
+            return {r.value["goal_id"] for r in collect(
+                kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value and r.value["goal_id"] in want,
+                count=len(want), timeout=timeout)}
+
+        planned = planned_now(3)
+        refused = {r.key: r.headers["chimera.dlq.reason"] for r in collect(
+            kafka_bootstrap, T.GOALS_CREATED.dlq, lambda r: r.key in want - planned, count=len(want - planned),
+            timeout=30)}
+        if planned | set(refused) != want:
+            planned = planned_now(15)
+        assert planned | set(refused) == want, f"lost goals: {want - planned - set(refused)}\n{worker.log_tail()}"
+        assert all(refused.values())
+        for topic, recs in ((T.EXECUTION_FEEDBACK, feedback), (T.PLANS_APPROVALS, approvals)):
+            keys = {r["plan_id"] for r in recs}
+            letters = collect(kafka_bootstrap, topic.dlq, lambda r: r.key in keys, count=len(keys), timeout=60)
+            assert {r.key for r in letters} == keys, f"{topic.name}: none of these plans exist"
+        _planned_at_once(kafka_bootstrap, worker, run)
+        assert _rss_mb(worker.proc.pid) < 1024, "the worker's memory stays bounded"
+    finally:
+        produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(r["resource_id"], None) for r in resources])
