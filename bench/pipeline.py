@@ -31,7 +31,6 @@ import asyncio
 import dataclasses
 import gc
 import json
-import logging
 import math
 import os
 import subprocess
@@ -49,7 +48,7 @@ from infra.kafka import KafkaBroker
 from processors import lifecycle
 from processors.config import PlanningConfig
 from processors.ids import plan_id
-from streams import codec, samples, settings, state as plan_state
+from streams import client, codec, samples, settings, state as plan_state
 from streams.services import Worker
 from topics import registry as T
 from topics.admin import create_topics
@@ -239,24 +238,6 @@ class Reader:
         await self.consumer.stop()
 
 
-async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
-    """Commit `group`'s offsets at the current end of topics (before its worker exists), so that
-    the worker starts there instead of re-reading earlier phases' records from `earliest`."""
-    # the first commit on a new broker waits for __consumer_offsets: aiokafka logs each retry as an error
-    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            await consumer._client._wait_on_metadata(topic)
-            tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        await consumer.commit(await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
-
-
 async def wait_committed(bootstrap: str, group: str, topics: Sequence[str], proc: subprocess.Popen,
                          timeout: float = 60) -> float:
     """Wait until `group` has committed every partition of topics at (or past) its current end;
@@ -343,7 +324,7 @@ async def run_phase(bs: str, broker_pid: int, ph: Phase, timed: list[tuple[str, 
                     paced: list[tuple[str, bytes]], rate: float, warmup: int, logdir: Path,
                     rss_goals: int = 0, rss_limit_mb: float = 0, say=print) -> dict:
     app_id = f"bench-{ph.tag}-{time.time_ns()}"
-    await commit_at_end(bs, app_id, [t.name for t in T.TOPICS] + [OUT])
+    await client.commit_at_end(bs, app_id, [t.name for t in T.TOPICS] + [OUT])
     worker = Worker(bs, env=ph.env, log_path=logdir / f"{ph.tag}.log", app_id=app_id, module=ph.module).start()
     proc, res = worker.proc, {"log": str(logdir / f"{ph.tag}.log")}
     reader = producer = None

@@ -5,7 +5,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Iterable
+from typing import AsyncIterator, Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
@@ -102,5 +102,24 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
                             headers["chimera.decode.error"] = str(exc)
                     yield Received(m.topic, m.partition, m.offset, m.key.decode() if m.key else None,
                                    value, m.value, headers, m.timestamp)
+    finally:
+        await consumer.stop()
+
+
+async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
+    """Commit `group`'s offsets at the current end of topics (before its worker exists), so that
+    the worker starts there instead of re-reading earlier phases' records from `earliest`."""
+    # the first commit on a new broker waits for __consumer_offsets: aiokafka logs each retry as an error
+    import logging
+    logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = []
+        for topic in topics:
+            await consumer._client._wait_on_metadata(topic)
+            tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        await consumer.commit(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()

@@ -44,6 +44,7 @@ STATES_EXPIRED = Counter("chimera_plan_states_expired_total", "Finished plans wh
 PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
 _COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPDATED}
 PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE)
+SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AVAILABILITY) + PLAN_KEYED)
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -96,8 +97,7 @@ class PlannerWorker:
         app.agent(self.out.topic(T.RESOURCES_AVAILABILITY.name), name="resources")(self.resource_updates)
         app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
         app.task(self.on_started)
-        sources = [T.GOALS_CREATED.name, T.PLANS_REFINE.name, T.RESOURCES_AVAILABILITY.name]
-        watchdog.install(app, sources + [s.name for s in PLAN_KEYED], interval_s=settings.worker.watchdog_interval_s,
+        watchdog.install(app, SOURCES, interval_s=settings.worker.watchdog_interval_s,
                          stall_s=settings.worker.watchdog_stall_s)
 
     async def on_started(self) -> None:

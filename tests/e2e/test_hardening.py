@@ -15,6 +15,7 @@ from processors.ids import plan_id
 from streams.planner import partition_for
 from streams.services import Worker
 from tests.avro_strategies import records
+from tests.conftest import fresh_group
 from tests.kafka_helpers import collect, free_port, produce
 from topics import registry as T
 from topics.admin import create_topics
@@ -46,8 +47,10 @@ def worker(kafka_bootstrap, tmp_path_factory):
     """One planner worker for the module (its own consumer group and state)."""
     asyncio.run(create_topics(kafka_bootstrap))
     port = free_port()
+    app_id = f"chimera-hardening-{uuid.uuid4().hex[:8]}"
+    asyncio.run(fresh_group(kafka_bootstrap, app_id))
     w = Worker(kafka_bootstrap, env={"PLANNING_REFINE_BUDGET_SECONDS": "0", "CHIMERA_METRICS_PORT": str(port)},
-               app_id=f"chimera-hardening-{uuid.uuid4().hex[:8]}",
+               app_id=app_id,
                log_path=tmp_path_factory.mktemp("hardening") / "worker.log").start()
     w.metrics_port = port
     yield w

@@ -60,12 +60,15 @@ def test_resource_availability_shapes_the_schedule(kafka_bootstrap, planner_stac
     produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [
         (f"agent-{run}", {"resource_id": f"agent-{run}", "kind": "agent", "capacities": {"agents": 1.0},
                           "capabilities": ["python"], "available": True, "updated_at_ms": 1})])
-    time.sleep(3)  # the global table catches up
-    g = {"goal_id": f"res-{run}", "title": "parallel work", "created_at_ms": 1_700_000_000_000,
-         "tasks": [{"task_id": t, "name": t, "duration_hours": 2, "resources": {"agents": 1}} for t in "abc"]}
-    pid = plan_id(g["goal_id"])
-    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g)])
-    plan = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] == pid, count=1)[0].value
+    try:
+        time.sleep(3)  # the global table catches up
+        g = {"goal_id": f"res-{run}", "title": "parallel work", "created_at_ms": 1_700_000_000_000,
+             "tasks": [{"task_id": t, "name": t, "duration_hours": 2, "resources": {"agents": 1}} for t in "abc"]}
+        pid = plan_id(g["goal_id"])
+        produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g)])
+        plan = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] == pid, count=1)[0].value
+    finally:  # a tombstone: later tests' goals must not see this one agent
+        produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(f"agent-{run}", None)])
     assert plan["makespan_hours"] == 6, "three 2-hour tasks on one agent run one after another"
     bad = f"res-bad-{run}"
     produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(bad, b"\x00garbage")])
