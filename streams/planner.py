@@ -82,6 +82,7 @@ class PlannerWorker:
         self.plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                value_type=bytes)  # value: streams.state bytes
         self.resources = app.GlobalTable("resources", default=None, partitions=1)
+        self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
@@ -188,12 +189,16 @@ class PlannerWorker:
                                                    f"arrived on {msg.partition}")
 
     def _state(self, plan_id: str) -> lifecycle.PlanState | None:
-        data = self.plans.get(plan_id)
+        """The plan's state (None when there is none: nothing to decode); its stored bytes are
+        kept in self._stored for `_apply`, which then need not read the table a second time."""
+        self._stored = data = self.plans.get(plan_id)
         return None if data is None else state_codec.decode(data)
 
     async def _apply(self, plan_id: str, result: lifecycle.Result) -> None:
-        """Encode the records and the state (all or nothing), then send and store."""
+        """Encode the records and the state (all or nothing), then send and store. Called
+        right after `_state(plan_id)` (no await in between), whose bytes are self._stored."""
         new, events = result
+        stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
             self.plans.pop(plan_id, None)
             STATES_EXPIRED.inc()
@@ -204,13 +209,17 @@ class PlannerWorker:
         encoded = self.out.encode(codec.records(events))
         data = None
         if new is not None:
+            if (events and isinstance(events[0], lifecycle.PlanCreated) and events[0].plan is new.plan
+                    and encoded[0][0] == T.PLANS_CREATED.name):
+                # the state stores these very bytes (compressed): encode the plan once, not twice
+                state_codec.remember_encoded(new.plan, encoded[0][2])
             data = state_codec.encode(new)
             limits.state_size(len(data), plan_id, self.limits)
         await self.out.send(encoded)
         for topic, _, _ in encoded:
             if topic in _COUNTED:
                 _COUNTED[topic].inc()
-        if data is not None and data != self.plans.get(plan_id):
+        if data is not None and data != stored:
             self.plans[plan_id] = data
 
     async def on_goal(self, record: dict, event) -> None:
