@@ -43,6 +43,11 @@ REFINE_FAILURES = Counter("layer2_refinement_errors_total", "Refinements that fa
 STATES_EXPIRED = Counter("chimera_plan_states_expired_total", "Finished plans whose state was dropped")
 PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
 _COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPDATED}
+# RocksDB's defaults (Faust's) let a worker's memory grow with its table: up to 3 x 64 MB of
+# memtables per partition DB, a 2 GB block cache and a 500 MB compressed one. RSS then grew by
+# ~3.7 KB per goal (the stored state's size). Bounded: ~4 x 2 x 8 MB of memtables, 32 MB cache.
+ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 2**20, "max_write_buffer_number": 2,
+                   "block_cache_size": 32 * 2**20, "block_cache_compressed_size": 8 * 2**20}
 PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE)
 SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AVAILABILITY) + PLAN_KEYED)
 
@@ -81,8 +86,10 @@ class PlannerWorker:
         self.app = app = create_app(settings)
         self.out = Publisher(app, settings)
         self.plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
-                               value_type=bytes)  # value: streams.state bytes
+                               value_type=bytes,  # value: streams.state bytes
+                               options=ROCKSDB_OPTIONS)
         self.resources = app.GlobalTable("resources", default=None, partitions=1)
+        self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
@@ -189,12 +196,16 @@ class PlannerWorker:
                                                    f"arrived on {msg.partition}")
 
     def _state(self, plan_id: str) -> lifecycle.PlanState | None:
-        data = self.plans.get(plan_id)
+        """The plan's state (None when there is none: nothing to decode); its stored bytes are
+        kept in self._stored for `_apply`, which then need not read the table a second time."""
+        self._stored = data = self.plans.get(plan_id)
         return None if data is None else state_codec.decode(data)
 
     async def _apply(self, plan_id: str, result: lifecycle.Result) -> None:
-        """Encode the records and the state (all or nothing), then send and store."""
+        """Encode the records and the state (all or nothing), then send and store. Called
+        right after `_state(plan_id)` (no await in between), whose bytes are self._stored."""
         new, events = result
+        stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
             self.plans.pop(plan_id, None)
             STATES_EXPIRED.inc()
@@ -205,13 +216,17 @@ class PlannerWorker:
         encoded = self.out.encode(codec.records(events))
         data = None
         if new is not None:
+            if (events and isinstance(events[0], lifecycle.PlanCreated) and events[0].plan is new.plan
+                    and encoded[0][0] == T.PLANS_CREATED.name):
+                # the state stores these very bytes (compressed): encode the plan once, not twice
+                state_codec.remember_encoded(new.plan, encoded[0][2])
             data = state_codec.encode(new)
             limits.state_size(len(data), plan_id, self.limits)
         await self.out.send(encoded)
         for topic, _, _ in encoded:
             if topic in _COUNTED:
                 _COUNTED[topic].inc()
-        if data is not None and data != self.plans.get(plan_id):
+        if data is not None and data != stored:
             self.plans[plan_id] = data
 
     async def on_goal(self, record: dict, event) -> None:
