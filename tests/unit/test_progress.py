@@ -198,3 +198,15 @@ def test_replan_with_everything_done_changes_no_task():
     new = replan_keeping_done(plan, _goal(), done=ids, running=(), now_ms=T0 + 50 * H, capacities=CAPS,
                               config=CFG, reason="r")
     assert new.tasks == plan.tasks
+
+
+def test_replan_after_lost_capacity_schedules_after_all_running_work():
+    plan = _plan()
+    now = T0 + 1 * H
+    # capacity dropped to 1 agent while a and e both run: the scheduler cannot place both
+    # stand-ins at once, so the rest waits for every running task
+    new = replan_keeping_done(plan, _goal(), done=(), running={"a", "e"}, now_ms=now, capacities={"agents": 1.0},
+                              config=CFG, reason="lost capacity: no resource can take a")
+    assert new.task("a") == plan.task("a") and new.task("e") == plan.task("e")
+    last = max(plan.task("a").finish_hours, plan.task("e").finish_hours, 1.0 + CFG.time_unit_hours)
+    assert all(new.task(t).start_hours >= last - 1e-9 for t in ("b", "c", "d"))
