@@ -21,7 +21,7 @@ from typing import Iterable, Mapping, Sequence, Union
 from .config import PlanningConfig
 from .model import Plan, Priority, Task
 from .resources import EPS
-from .retry import Breaker
+from .retry import Breaker, breaker_cooldown_ms
 
 PRIORITY_RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.MEDIUM: 2, Priority.LOW: 3}
 
@@ -71,7 +71,7 @@ def choose_resource(task: Task, resources: Iterable[Resource], now_ms: int,
     not lost, breaker closed or half-open (with its trial free), enough reported free
     capacity; cheapest cost per hour, then lowest id. None when nothing qualifies."""
     timeout = heartbeat_timeout_ms(config)
-    cooldown = round(config.breaker_cooldown_seconds * 1000)
+    cooldown = breaker_cooldown_ms(config)
     best: Resource | None = None
     for r in resources:
         if not (usable(r, now_ms, timeout) and has_capabilities(r, task.capabilities)):

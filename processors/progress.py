@@ -23,9 +23,8 @@ from .allocation import Resource, choose_resource, heartbeat_timeout_ms, usable
 from .config import PlanningConfig
 from .model import ApprovalState, Estimate, Goal, Plan, ScheduledTask
 from .resources import EPS
-from .retry import Breaker
+from .retry import HOUR_MS, Breaker
 
-HOUR_MS = 3_600_000
 TERMINAL = frozenset({"COMPLETED", "FAILED"})
 
 
