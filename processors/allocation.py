@@ -225,8 +225,15 @@ class ResourceLedger:
                 pending.pop(q.key, None)
                 continue
             pending[q.key] = q
-        for k in [k for k in bookings if any(k[:2] == p[:2] and k[2] < p[2] for p in pending)]:
-            del bookings[k]          # superseded attempt: it is over
+        latest: dict[tuple[str, str], int] = {}
+        for k in (*pending, *bookings):
+            latest[k[:2]] = max(latest.get(k[:2], 0), k[2])
+        # an earlier attempt of a task that asks again is over: drop its booking or request
+        bookings = {k: b for k, b in bookings.items() if k[2] >= latest[k[:2]]}
+        for k, q in pending.items():
+            if k[2] < latest[k[:2]] and k in new_keys:
+                decisions.append(Refused(q, "stale_attempt"))
+        pending = {k: q for k, q in pending.items() if k[2] >= latest[k[:2]]}
         used = ResourceLedger(self.resource, bookings).booked()
         avail = {k: cap - used.get(k, 0.0) for k, cap in self.resource.capacity.items()}
         usable_now = usable(self.resource, now_ms, heartbeat_timeout_ms)

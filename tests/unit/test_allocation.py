@@ -91,6 +91,14 @@ def test_idempotent_repeat_and_later_attempt_replaces_earlier():
     assert list(led3.bookings) == [("p", "a", 2)]
 
 
+def test_a_later_attempt_replaces_an_earlier_waiting_request():
+    led, _ = ResourceLedger(_res()).allocate([_req("a", units=4), _req("b", units=2)], NOW)
+    led, ds = led.allocate([_req("b", units=2, attempt=2)], NOW)
+    assert [q.key for q in led.waiting] == [("p", "b", 2)] and ds[0].waiting
+    led, ds = led.allocate([_req("b", units=2, attempt=1)], NOW)          # a replayed older attempt
+    assert ds[0].reason == "stale_attempt" and [q.key for q in led.waiting] == [("p", "b", 2)]
+
+
 def test_release_plan_and_withdraw():
     led, _ = ResourceLedger(_res()).allocate([_req("a", "p1", 4), _req("b", "p2", 4), _req("c", "p3", 4)], NOW)
     assert [q.plan_id for q in led.waiting] == ["p2", "p3"]
