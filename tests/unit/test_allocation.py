@@ -153,6 +153,7 @@ def test_capacity_never_exceeded_over_any_sequence(batches):
             assert led.booked()["gpu"] <= led.resource.capacity["gpu"] + 1e-9
         assert all(k in led.bookings for k in {d.request.key for d in ds if isinstance(d, Granted)})
         assert not set(led.bookings) & {q.key for q in led.waiting}
+        assert {q.key for q in reqs} <= {d.request.key for d in ds}          # every request is answered
 
 
 @settings(max_examples=60, deadline=None)
