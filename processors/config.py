@@ -48,6 +48,17 @@ class PlanningConfig:
     refine_workers: int = 2
     alert_score_threshold: float = 0.5
     time_unit_hours: float = 0.25
+    # live plans (issue 7): allocation, retries, circuit breaker, progress, replanning
+    resource_heartbeat_timeout_seconds: float = 30.0   # a resource silent this long is lost
+    max_task_attempts: int = 3                         # attempts per task, the first included
+    retry_base_seconds: float = 5.0                    # delay before the 2nd attempt
+    retry_backoff_factor: float = 2.0                  # each further retry waits this much longer
+    retry_max_seconds: float = 300.0                   # cap on one retry delay
+    breaker_failure_threshold: int = 3                 # consecutive failures that open a breaker
+    breaker_cooldown_seconds: float = 60.0             # OPEN -> HALF_OPEN after this
+    progress_interval_seconds: float = 5.0             # at most one progress version per plan per interval
+    replan_variance_hours: float = 4.0                 # |schedule variance| beyond this replans
+    replan_spi_threshold: float = 0.8                  # SPI below this replans
     hourly_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_HOURLY_RATES))
     default_capacities: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CAPACITIES))
 
@@ -85,9 +96,13 @@ class PlanningConfig:
 SEVERITY_IMPACT_FLOOR: dict[str, float] = {"LOW": 0.0, "MEDIUM": 0.3, "HIGH": 0.6, "CRITICAL": 0.85}
 
 _FIELDS: dict[str, Any] = {f.name: f.type for f in dataclasses.fields(PlanningConfig)}
-_INT = {"max_concurrent_tasks", "planning_horizon_days", "replanning_interval_minutes", "refine_workers"}
+_INT = {"max_concurrent_tasks", "planning_horizon_days", "replanning_interval_minutes", "refine_workers",
+        "max_task_attempts", "breaker_failure_threshold"}
 _FLOAT = {"default_task_timeout_hours", "risk_threshold_probability", "resource_buffer_percentage",
-          "refine_budget_seconds", "alert_score_threshold", "time_unit_hours"}
+          "refine_budget_seconds", "alert_score_threshold", "time_unit_hours",
+          "resource_heartbeat_timeout_seconds", "retry_base_seconds", "retry_backoff_factor",
+          "retry_max_seconds", "breaker_cooldown_seconds", "progress_interval_seconds",
+          "replan_variance_hours", "replan_spi_threshold"}
 _BOOL = {"auto_approve_low_risk_plans", "enable_continuous_replanning"}
 _DICT = {"hourly_rates", "default_capacities"}
 
@@ -151,6 +166,23 @@ def _validate(cfg: PlanningConfig) -> None:
         raise ValueError("refine_workers must be >= 1")
     if cfg.refine_budget_seconds < 0:
         raise ValueError("refine_budget_seconds must be >= 0")
+    for key in ("resource_heartbeat_timeout_seconds", "retry_max_seconds", "breaker_cooldown_seconds",
+                "replan_variance_hours"):
+        if getattr(cfg, key) <= 0:
+            raise ValueError(f"{key} must be > 0")
+    for key in ("retry_base_seconds", "progress_interval_seconds"):
+        if getattr(cfg, key) < 0:
+            raise ValueError(f"{key} must be >= 0")
+    if cfg.max_task_attempts < 1:
+        raise ValueError("max_task_attempts must be >= 1")
+    if cfg.breaker_failure_threshold < 1:
+        raise ValueError("breaker_failure_threshold must be >= 1")
+    if cfg.retry_backoff_factor < 1.0:
+        raise ValueError("retry_backoff_factor must be >= 1")
+    if cfg.retry_base_seconds > cfg.retry_max_seconds:
+        raise ValueError("retry_base_seconds must be <= retry_max_seconds")
+    if not 0.0 < cfg.replan_spi_threshold <= 1.0:
+        raise ValueError("replan_spi_threshold must be within (0, 1]")
     for k in cfg.default_capacities:
         if k not in RESOURCE_KINDS:
             raise ValueError(f"default_capacities: unknown resource kind {k!r}")

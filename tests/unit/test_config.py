@@ -122,3 +122,18 @@ def test_ids_are_deterministic_and_distinct():
     assert ids.event_id("plans.created", "p", 1) == ids.event_id("plans.created", "p", 1)
     assert ids.event_id("a", "bc") != ids.event_id("ab", "c")
     assert ids.event_id("plans.created", "p", 1) != ids.event_id("plans.created", "p", 2)
+
+
+@pytest.mark.parametrize("key,bad", [
+    ("max_task_attempts", 0), ("breaker_failure_threshold", 0), ("retry_backoff_factor", 0.5),
+    ("resource_heartbeat_timeout_seconds", 0), ("breaker_cooldown_seconds", -1.0),
+    ("progress_interval_seconds", -1.0), ("replan_spi_threshold", 0.0), ("replan_spi_threshold", 1.5),
+    ("replan_variance_hours", 0), ("retry_base_seconds", 1000.0)])
+def test_live_plan_settings_are_validated(key, bad):
+    with pytest.raises(ValueError, match=key):
+        PlanningConfig.from_mapping({key: bad})
+
+
+def test_live_plan_settings_from_env():
+    c = with_env(PlanningConfig(), {"PLANNING_MAX_TASK_ATTEMPTS": "5", "PLANNING_REPLAN_SPI_THRESHOLD": "0.9"})
+    assert c.max_task_attempts == 5 and c.replan_spi_threshold == 0.9
