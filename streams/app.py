@@ -79,8 +79,14 @@ class Publisher:
         return [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
 
     async def send(self, encoded: Iterable[tuple[str, bytes, bytes]]) -> None:
-        for topic, key, value in encoded:
-            await self.topic(topic).send(key=key, value=value)
+        """Send the records and wait until the broker has them all. The caller saves the
+        state only after this: a state in the changelog then always has its records
+        downstream, so a crash can never leave a plan stored but unpublished (its goal
+        would be replayed as a duplicate). One round trip per input record, in parallel
+        for its outputs."""
+        futures = [await self.topic(topic).send(key=key, value=value) for topic, key, value in encoded]
+        if futures:
+            await asyncio.gather(*futures)
 
     async def dead_letter(self, event, reason: str, detail: str) -> None:
         """The raw record to <original topic>.dlq with its key, the reason and where it came
