@@ -251,10 +251,7 @@ async def wait_committed(bootstrap: str, group: str, topics: Sequence[str], proc
     await consumer.start()
     await admin.start()
     try:
-        tps = []
-        for topic in topics:
-            await consumer._client._wait_on_metadata(topic)
-            tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = await client.partitions(consumer, topics)
         ends = await consumer.end_offsets(tps)
         while True:
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)

@@ -106,6 +106,15 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
         await consumer.stop()
 
 
+async def partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, as the consumer's own view of the cluster has them."""
+    tps = []
+    for topic in topics:
+        await consumer._client._wait_on_metadata(topic)
+        tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    return tps
+
+
 async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
     """Commit `group`'s offsets at the current end of topics (before its worker exists), so that
     the worker starts there instead of re-reading earlier phases' records from `earliest`."""
@@ -115,10 +124,7 @@ async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> No
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = []
-        for topic in topics:
-            await consumer._client._wait_on_metadata(topic)
-            tps += [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        tps = await partitions(consumer, topics)
         consumer.assign(tps)
         await consumer.commit(await consumer.end_offsets(tps))
     finally:
