@@ -1,0 +1,100 @@
+"""ClickHouse sink on a real broker and chdb (ClickHouse's engine in process)."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests import sinks_fixtures as F
+from topics import registry as T
+
+pytestmark = [pytest.mark.integration]
+
+
+def _records(prefix: str):
+    """One goal planned twice (v1, refined v2), assigned, fed back; a second goal; a resource."""
+    g1, g2 = F.goal(f"{prefix}-g1"), F.goal(f"{prefix}-g2", title="Train a model", domain="ml", budget=1000.0)
+    p1 = F.plan(f"{prefix}-p1", g1["goal_id"], risks=[F.risk("r1")])
+    p2 = F.plan(f"{prefix}-p2", g2["goal_id"], cost=2000.0, tasks=[F.task("a", 0, 5)])
+    up = F.plan_update(p1, version=2, makespan=25.0)
+    return {
+        T.GOALS_CREATED.name: [(g1["goal_id"], g1), (g2["goal_id"], g2)],
+        T.PLANS_CREATED.name: [(p1["plan_id"], p1), (p2["plan_id"], p2)],
+        T.PLANS_UPDATED.name: [(p1["plan_id"], up)],
+        T.TASKS_ASSIGNED.name: [(p1["plan_id"], F.assignment(p1, "t1", f"{prefix}-exec"))],
+        T.EXECUTION_FEEDBACK.name: [(p1["plan_id"], F.feedback(p1["plan_id"], "t1", "COMPLETED", 12.0))],
+        T.RISKS_ALERTS.name: [(p1["plan_id"], F.alert(p1, p1["risks"][0]))],
+        T.RESOURCES_AVAILABILITY.name: [(f"{prefix}-res", F.resource(f"{prefix}-res", {"engineer": 2.0}))],
+    }
+
+
+def _counts(store, prefix: str) -> dict:
+    like = {"p": f"{prefix}-%"}
+    q = {
+        "goals": "SELECT count() FROM chimera.goals FINAL WHERE goal_id LIKE {p:String}",
+        "plans": "SELECT count() FROM chimera.plans FINAL WHERE plan_id LIKE {p:String}",
+        "tasks": "SELECT count() FROM chimera.tasks FINAL WHERE plan_id LIKE {p:String}",
+        "allocations": "SELECT count() FROM chimera.allocations FINAL WHERE plan_id LIKE {p:String}",
+        "risks": "SELECT count() FROM chimera.risks FINAL WHERE plan_id LIKE {p:String}",
+        "assignments": "SELECT count() FROM chimera.assignments FINAL WHERE plan_id LIKE {p:String}",
+        "feedback": "SELECT count() FROM chimera.feedback FINAL WHERE plan_id LIKE {p:String}",
+        "resources": "SELECT count() FROM chimera.resources FINAL WHERE resource_id LIKE {p:String}",
+        "events": "SELECT count() FROM chimera.events FINAL WHERE key LIKE {p:String}",
+        "dead": "SELECT count() FROM chimera.dead_letters FINAL WHERE source_topic = 'plans.created' "
+                "AND sink = 'clickhouse' AND dlq_topic != {p:String}",
+    }
+    return {k: store.query(sql, like)[1][0][0] for k, sql in q.items()}
+
+
+EXPECTED = {"goals": 2, "plans": 3, "tasks": 5, "allocations": 5, "risks": 2, "assignments": 1, "feedback": 1,
+            "resources": 1, "events": 10}
+
+
+def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, tmp_path):
+    from sinks.base import SinkRunner
+    from sinks.clickhouse import ClickHouseSink, reader
+    from topics.admin import create_topics
+
+    asyncio.run(create_topics(kafka_bootstrap))
+    prefix = F.unique("ch")
+    for topic, pairs in _records(prefix).items():
+        F.produce_raw(kafka_bootstrap, topic, pairs)
+    F.produce_raw(kafka_bootstrap, T.PLANS_CREATED.name, [(f"{prefix}-poison", b"{not avro}")])
+
+    group = F.unique("chimera-sink-clickhouse-test")
+    sink = ClickHouseSink(tmp_path / "ch")
+    runner = SinkRunner(sink, kafka_bootstrap, group=group, batch_age_s=0.2)
+    with F.running(runner):
+        counts = F.wait_until(lambda: (c := _counts(sink.store, prefix))["events"] >= 10 and c,
+                              what="rows in ClickHouse")
+        F.wait_until(lambda: sink.store.query(
+            "SELECT count() FROM chimera.dead_letters FINAL WHERE sink = 'clickhouse' AND source_topic = 'plans.created'"
+            " AND reason = 'not_avro'")[1][0][0] >= 1, what="the poison record in dead_letters (via the DLQ)")
+    store = reader(tmp_path / "ch")  # the sink stopped: nobody owns the folder, chdb opens it here
+    counts = _counts(store, prefix)
+    assert {k: counts[k] for k in EXPECTED} == EXPECTED
+    assert runner.dead_letters >= 1
+    # the plan's latest version is the refined one
+    _, rows = store.query("SELECT argMax(makespan_hours, plan_version) FROM chimera.plans FINAL "
+                               "WHERE plan_id = {p:String}", {"p": f"{prefix}-p1"})
+    assert rows == [(25.0,)]
+    store.close()
+    dead = [r for r in F.read_dlq(kafka_bootstrap) if r["key"] == f"{prefix}-poison"]
+    assert dead and dead[0]["headers"]["chimera.dlq.reason"] == "not_avro"
+    assert dead[0]["headers"]["chimera.dlq.sink"] == "clickhouse"
+    assert dead[0]["headers"]["chimera.source.topic"] == "plans.created"
+
+    # Replay: forget the group's offsets and read everything again into the same folder.
+    F.reset_group(kafka_bootstrap, group, runner.sink.topics)
+    sink2 = ClickHouseSink(tmp_path / "ch")
+    runner2 = SinkRunner(sink2, kafka_bootstrap, group=group, batch_age_s=0.2)
+    with F.running(runner2):
+        F.wait_until(lambda: runner2.committed.get((T.PLANS_CREATED.name, 0)) is not None
+                     or len(runner2.committed) >= 3, what="the replay to commit")
+        F.wait_until(lambda: sum(n for (t, _), n in runner2.committed.items()) >= sum(
+            n for (t, _), n in runner.committed.items()), what="the replay to reach the first run's offsets")
+    store = reader(tmp_path / "ch")
+    again = _counts(store, prefix)
+    store.close()
+    assert {k: again[k] for k in EXPECTED} == EXPECTED
+    assert again["dead"] == counts["dead"]
