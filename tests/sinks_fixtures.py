@@ -13,7 +13,8 @@ import time
 
 from topics.serde import serde
 
-T0 = 1_767_000_000_000  # a fixed epoch ms
+# midnight UTC yesterday: aligned to minutes and days, and recent enough for the tables' TTLs
+T0 = (int(time.time() * 1000) // 86_400_000 - 1) * 86_400_000
 H = 3_600_000
 _ids = itertools.count()
 
@@ -97,14 +98,21 @@ def check(topic: str, record: dict) -> dict:
 
 
 def produce_raw(bootstrap: str, topic: str, pairs) -> None:
-    """(key, value) pairs; dict values Avro-encoded. Uses confluent-kafka (sync flush)."""
+    """(key, value) pairs; dict values Avro-encoded. Creates the topics first; every record acknowledged."""
+    import asyncio
+
     from confluent_kafka import Producer
 
+    from topics.admin import create_topics
+
+    asyncio.run(create_topics(bootstrap))
+    errors = []
     p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     for k, v in pairs:
         p.produce(topic, key=k.encode() if k else None,
-                  value=v if isinstance(v, (bytes, type(None))) else serde(topic).encode(v, strict=True))
-    assert p.flush(30) == 0
+                  value=v if isinstance(v, (bytes, type(None))) else serde(topic).encode(v, strict=True),
+                  on_delivery=lambda err, msg: err and errors.append(err))
+    assert p.flush(30) == 0 and not errors, errors
 
 
 def wait_until(cond, timeout: float = 60.0, every: float = 0.2, what: str = "condition"):

@@ -98,3 +98,37 @@ def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, t
     store.close()
     assert {k: again[k] for k in EXPECTED} == EXPECTED
     assert again["dead"] == counts["dead"]
+
+
+def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_bootstrap, tmp_path):
+    """While writes fail the sink pauses, retries with backoff and commits no offset; once the
+    store is back every record lands and offsets move."""
+    from sinks.base import SinkRunner
+    from sinks.clickhouse import ClickHouseSink, reader
+
+    class Flaky(ClickHouseSink):
+        down = True
+
+        def write(self, batch):
+            if self.down:
+                raise ConnectionError("store down (test)")
+            super().write(batch)
+
+    prefix = F.unique("chdown")
+    for topic, pairs in _records(prefix).items():
+        F.produce_raw(kafka_bootstrap, topic, pairs)
+    sink = Flaky(tmp_path / "ch")
+    runner = SinkRunner(sink, kafka_bootstrap, group=F.unique("chimera-sink-ch-down"), batch_age_s=0.1,
+                        backoff_s=(0.1, 0.4))
+    with F.running(runner):
+        F.wait_until(lambda: runner.retries >= 4, what="retries while the store is down")
+        assert runner.paused and runner.committed == {}
+        assert _counts(sink.store, prefix)["events"] == 0
+        sink.down = False
+        F.wait_until(lambda: _counts(sink.store, prefix)["events"] >= 9, what="rows after the store came back")
+        F.wait_until(lambda: not runner.paused, what="the sink to resume")
+        assert runner.committed
+    store = reader(tmp_path / "ch")
+    counts = _counts(store, prefix)
+    store.close()
+    assert {k: counts[k] for k in EXPECTED} == {**EXPECTED, "events": 9}  # no poison record here
