@@ -11,6 +11,7 @@ import os
 import threading
 import time
 
+from topics import registry as T
 from topics.serde import serde
 
 # midnight UTC yesterday: aligned to minutes and days, and recent enough for the tables' TTLs
@@ -123,7 +124,8 @@ def wait_until(cond, timeout: float = 60.0, every: float = 0.2, what: str = "con
         if last:
             return last
         time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what} "
+                         f"(last: {last!r})")
 
 
 @contextlib.contextmanager
@@ -182,3 +184,20 @@ def read_dlq(bootstrap: str, topic: str = "chimera.sinks.dlq", timeout: float = 
         return out
     finally:
         c.close()
+
+
+def sample_records(prefix: str) -> dict[str, list]:
+    """One goal planned twice (v1, refined v2), assigned, fed back; a second goal; a resource."""
+    g1, g2 = goal(f"{prefix}-g1"), goal(f"{prefix}-g2", title="Train a model", domain="ml", budget=1000.0)
+    p1 = plan(f"{prefix}-p1", g1["goal_id"], risks=[risk("r1")])
+    p2 = plan(f"{prefix}-p2", g2["goal_id"], cost=2000.0, tasks=[task("a", 0, 5)])
+    up = plan_update(p1, version=2, makespan=25.0)
+    return {
+        T.GOALS_CREATED.name: [(g1["goal_id"], g1), (g2["goal_id"], g2)],
+        T.PLANS_CREATED.name: [(p1["plan_id"], p1), (p2["plan_id"], p2)],
+        T.PLANS_UPDATED.name: [(p1["plan_id"], up)],
+        T.TASKS_ASSIGNED.name: [(p1["plan_id"], assignment(p1, "t1", f"{prefix}-exec"))],
+        T.EXECUTION_FEEDBACK.name: [(p1["plan_id"], feedback(p1["plan_id"], "t1", "COMPLETED", 12.0))],
+        T.RISKS_ALERTS.name: [(p1["plan_id"], alert(p1, p1["risks"][0]))],
+        T.RESOURCES_AVAILABILITY.name: [(f"{prefix}-res", resource(f"{prefix}-res", {"engineer": 2.0}))],
+    }

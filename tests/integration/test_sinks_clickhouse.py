@@ -11,23 +11,6 @@ from topics import registry as T
 pytestmark = [pytest.mark.integration]
 
 
-def _records(prefix: str):
-    """One goal planned twice (v1, refined v2), assigned, fed back; a second goal; a resource."""
-    g1, g2 = F.goal(f"{prefix}-g1"), F.goal(f"{prefix}-g2", title="Train a model", domain="ml", budget=1000.0)
-    p1 = F.plan(f"{prefix}-p1", g1["goal_id"], risks=[F.risk("r1")])
-    p2 = F.plan(f"{prefix}-p2", g2["goal_id"], cost=2000.0, tasks=[F.task("a", 0, 5)])
-    up = F.plan_update(p1, version=2, makespan=25.0)
-    return {
-        T.GOALS_CREATED.name: [(g1["goal_id"], g1), (g2["goal_id"], g2)],
-        T.PLANS_CREATED.name: [(p1["plan_id"], p1), (p2["plan_id"], p2)],
-        T.PLANS_UPDATED.name: [(p1["plan_id"], up)],
-        T.TASKS_ASSIGNED.name: [(p1["plan_id"], F.assignment(p1, "t1", f"{prefix}-exec"))],
-        T.EXECUTION_FEEDBACK.name: [(p1["plan_id"], F.feedback(p1["plan_id"], "t1", "COMPLETED", 12.0))],
-        T.RISKS_ALERTS.name: [(p1["plan_id"], F.alert(p1, p1["risks"][0]))],
-        T.RESOURCES_AVAILABILITY.name: [(f"{prefix}-res", F.resource(f"{prefix}-res", {"engineer": 2.0}))],
-    }
-
-
 def _counts(store, prefix: str) -> dict:
     like = {"p": f"{prefix}-%"}
     q = {
@@ -57,7 +40,7 @@ def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, t
 
     asyncio.run(create_topics(kafka_bootstrap))
     prefix = F.unique("ch")
-    for topic, pairs in _records(prefix).items():
+    for topic, pairs in F.sample_records(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     F.produce_raw(kafka_bootstrap, T.PLANS_CREATED.name, [(f"{prefix}-poison", b"{not avro}")])
 
@@ -115,7 +98,7 @@ def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_boots
             super().write(batch)
 
     prefix = F.unique("chdown")
-    for topic, pairs in _records(prefix).items():
+    for topic, pairs in F.sample_records(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     sink = Flaky(tmp_path / "ch")
     runner = SinkRunner(sink, kafka_bootstrap, group=F.unique("chimera-sink-ch-down"), batch_age_s=0.1,
