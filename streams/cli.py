@@ -138,6 +138,42 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
             console.print("stopping")
 
 
+@app.command()
+def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma or all"),
+         data_dir: Path = typer.Option(Path(".data"), help="chdb, Chroma and (local) Neo4j data folders"),
+         seconds: Optional[float] = typer.Option(None, help="stop after this many seconds (default: Ctrl-C)")) -> None:
+    """Run sinks (each its own consumer group) until Ctrl-C. Neo4j: NEO4J_URI, else a local Neo4j is started."""
+    import logging
+    from contextlib import ExitStack
+
+    from sinks import service
+    try:
+        chosen = service.expand(names)
+    except ValueError as exc:
+        _fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if os.environ.get("CHIMERA_METRICS_PORT"):
+        from prometheus_client import start_http_server
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with ExitStack() as stack:
+        uri = os.environ.get("NEO4J_URI")
+        if "neo4j" in chosen and not uri:
+            from infra.neo4j import Neo4jServer
+            uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
+            console.print(f"Neo4j: NEO4J_URI={uri}")
+        svc = stack.enter_context(service.running(chosen, _bootstrap(), data_dir=data_dir, neo4j_uri=uri))
+        console.print(f"[green]sinks running[/]: {', '.join(chosen)} (data in {data_dir}); Ctrl-C stops")
+        started = time.monotonic()
+        try:
+            while all(svc.alive().values()) and (seconds is None or time.monotonic() - started < seconds):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        for name, r in svc.runners.items():
+            console.print(f"{name}: {r.written} written, {r.dead_letters} dead letters, {r.retries} retries")
+
+
 async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress: Progress) -> dict:
     """Wait for every goal's plan, then gather updates and alerts that follow it."""
     wanted = {derive_plan_id(g["goal_id"]): g for g in goals}

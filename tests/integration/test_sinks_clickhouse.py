@@ -115,3 +115,44 @@ def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_boots
     counts = _counts(store, prefix)
     store.close()
     assert {k: counts[k] for k in EXPECTED} == {**EXPECTED, "events": 9}  # no poison record here
+
+
+def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path):
+    """`chimera sink clickhouse` in its own process; another process reads through it while it writes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sinks import analytics
+    from sinks.clickhouse import RemoteReader, reader
+
+    prefix = F.unique("chcli")
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap}
+    log = (tmp_path / "sink.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "sink", "clickhouse", "--data-dir",
+                             str(tmp_path / "data")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        marker = tmp_path / "data" / "clickhouse" / "reader.json"
+        F.wait_until(marker.exists, timeout=90, what="the sink's read endpoint")
+        for topic, pairs in F.sample_records(prefix).items():
+            F.produce_raw(kafka_bootstrap, topic, pairs)
+        r = reader(tmp_path / "data" / "clickhouse")
+        assert isinstance(r, RemoteReader)  # the folder is owned: reads go through the owner
+        F.wait_until(lambda: _counts(r, prefix)["events"] >= 9, what="rows visible to another process")
+        rows = analytics.run_dicts(r, "schedule_budget_variance")
+        assert {x["plan_id"] for x in rows} >= {f"{prefix}-p1", f"{prefix}-p2"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "sink.log").read_text()[-3000:]
+    assert not marker.exists()
+    store = reader(tmp_path / "data" / "clickhouse")  # nobody owns it now: opened directly
+    try:
+        assert not isinstance(store, RemoteReader)
+        counts = _counts(store, prefix)
+        assert {k: counts[k] for k in EXPECTED} == {**EXPECTED, "events": 9}
+    finally:
+        store.close()
