@@ -153,6 +153,7 @@ class SinkRunner:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dlq_pending = 0
+        self.first_record_at: float | None = None   # monotonic time of the first record consumed
         self.ready = threading.Event()   # set once the store is set up and the consumer subscribed
 
     # ------------------------------------------------------------------ lifecycle
@@ -228,6 +229,8 @@ class SinkRunner:
     # ------------------------------------------------------------------ records
 
     def _add(self, m) -> None:
+        if self.first_record_at is None:
+            self.first_record_at = time.monotonic()
         tp = (m.topic(), m.partition())
         headers = {k: (v or b"") for k, v in (m.headers() or [])}
         key = m.key().decode("utf-8", "replace") if m.key() else None
