@@ -1,5 +1,9 @@
 """The baseline for bench/pipeline.py: a raw Faust agent that copies goals.created bytes to
-another topic, with the same app settings as the planner. Run as a worker process."""
+another topic, with the same app settings as the planner. Run as a worker process.
+
+It logs at INFO like `python -m streams.worker`: at WARN and above Faust's terminal spinner sets
+the root logger to DEBUG, so every aiokafka/Faust debug call builds a LogRecord (~5% of a
+worker's CPU), which would handicap the baseline."""
 from __future__ import annotations
 
 import os
@@ -24,5 +28,5 @@ async def passthrough(stream):
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
+    sys.argv = [sys.argv[0], "worker", "-l", "info", "--without-web"]
     app.main()

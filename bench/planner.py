@@ -10,7 +10,9 @@ Goal kinds (built deterministically, before any timing):
   when their decomposition has 26..34 tasks;
 * ``explicit``: PSPLIB j30 instances (../shared/data/psplib/j30) as goals with exactly 30
   explicit tasks (super source/sink dropped; resources R1..R4 -> cpu, memory_gb,
-  storage_gb, agents; the instance's capacities as the goal's capacities).
+  storage_gb, agents; the instance's capacities as the goal's capacities, which can only
+  cap what resources.availability reports: the bench reports a pool as large as the largest
+  instance's, see `reported_for`).
 
 Every timed plan gets a goal with a unique goal_id and title (" #k"), so nothing keyed by
 goal text can be reused between plans. By default the scheduler's per-Project cache
@@ -146,6 +148,14 @@ def psplib_goal(project: Project, name: str, i: int) -> Goal:
                 domain="generic", constraints=Constraints(capacities=caps), tasks=specs)
 
 
+def reported_for(kind: str, goals: list[Goal]) -> dict[str, float]:
+    """The availability the bench reports: none for decomposed goals (config defaults
+    apply); for PSPLIB goals a pool that every instance's own capacities cap."""
+    if kind != "explicit":
+        return {}
+    return {k: max(g.constraints.capacities.get(k, 0.0) for g in goals) for k in PSPLIB_KINDS}
+
+
 def explicit_goals(n: int) -> list[Goal]:
     files = sorted(_j30_dir().glob("*.sm"))
     files = [files[i * len(files) // n] for i in range(min(n, len(files)))]
@@ -185,7 +195,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def run_kind(kind: str, goals: list[Goal], rounds: int, config: PlanningConfig, cold: bool) -> dict:
-    caps: dict[str, float] = {}
+    caps = reported_for(kind, goals)
     plans = [plan_goal(g, known_capacities=caps, config=config) for g in goals]   # warm-up + shapes
     raw = [(p.project.durations, p.project.successors, p.project.demands, p.project.capacities)
            for _, p in plans]

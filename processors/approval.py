@@ -66,6 +66,14 @@ def apply_decision(plan: Plan, config: PlanningConfig) -> Plan:
     return new_version(plan, reason=why, approval=state)
 
 
+def keep_decision(current: Plan, successor: Plan) -> Plan:
+    """A refinement keeps a person's approval: the work approved is the same, only
+    scheduled tighter, so it needs no second decision."""
+    if current.approval is ApprovalState.APPROVED and successor.approval is ApprovalState.PENDING:
+        return dataclasses.replace(successor, approval=ApprovalState.APPROVED)
+    return successor
+
+
 def approve(plan: Plan, by: str) -> Plan:
     """A person approves: new version, APPROVED, reason "approved by <by>"."""
     if not by:

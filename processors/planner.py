@@ -12,6 +12,7 @@ from collections import defaultdict
 from typing import Mapping, Sequence
 
 from processors import approval, risk, validation
+from processors.resources import effective_capacities, peak_usage
 from processors.config import PlanningConfig
 from processors.decomposition import decompose
 from processors.ids import plan_id as derive_plan_id
@@ -19,6 +20,10 @@ from processors.model import (Cost, Goal, Milestone, Phase, Plan, PlanningError,
 from processors.scheduling import Project, Schedule, cpm, fast_schedule, refine
 
 SLOTS = "slots"  # pseudo-resource: how many tasks may run at once
+# Most time units the scheduler's grid may span (sum of durations): the serial SGS keeps a
+# profile with one slot per unit and CP-SAT's domains reach as far, so longer goals are
+# scheduled on a coarser grid. Goals of up to ~3 years of quarter hours are not affected.
+MAX_TIME_UNITS = 100_000
 FAST_ITERATIONS = 1  # fast path: one LFT serial-SGS pass + one forward-backward round.
 # bench/planner.py (30-task goals): vs 8 iterations about 2x the plans/s, makespan/LB 1.039 vs
 # 1.038 (software), 1.075 vs 1.075 (data_ml), 1.127 vs 1.111 (PSPLIB j30); refine_plan closes the rest.
@@ -26,23 +31,23 @@ FAST_ITERATIONS = 1  # fast path: one LFT serial-SGS pass + one forward-backward
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """A goal's tasks as an integer RCPSP instance, and how to map it back to hours."""
+    """A goal's tasks as an integer RCPSP instance, and how to map it back to hours.
+
+    `project` is what the scheduler solves, in units of `unit_hours`. `exact` has the
+    durations on the grid of `exact_unit_hours` (CPM, lower bound, how long each task
+    takes); it is `project` itself unless the grid had to be coarsened (MAX_TIME_UNITS)."""
 
     tasks: tuple[Task, ...]
     project: Project
     kinds: tuple[str, ...]
     unit_hours: float
     capacities: dict[str, float]
+    exact: Project
+    exact_unit_hours: float
 
-
-def effective_capacities(goal: Goal, known: Mapping[str, float], config: PlanningConfig) -> dict[str, float]:
-    """Goal constraints win over what resources.availability reported, then config defaults;
-    resource_buffer_percentage is held back from each."""
-    caps = dict(config.default_capacities)
-    caps.update(known)
-    caps.update(goal.constraints.capacities)
-    keep = 1.0 - config.resource_buffer_percentage
-    return {k: v * keep for k, v in caps.items()}
+    @property
+    def coarsened(self) -> bool:
+        return self.exact is not self.project
 
 
 def build_problem(goal: Goal, tasks: Sequence[Task], capacities: Mapping[str, float],
@@ -73,9 +78,16 @@ def build_problem(goal: Goal, tasks: Sequence[Task], capacities: Mapping[str, fl
     if g > 1:
         durations = tuple(d // g for d in durations)
         unit *= g
-    project = Project(durations=durations, successors=tuple(tuple(s) for s in successors),
-                      demands=tuple(demands), capacities=tuple(caps))
-    return Problem(tuple(tasks), project, kinds + (SLOTS,), unit, dict(capacities))
+    shape = dict(successors=tuple(tuple(s) for s in successors), demands=tuple(demands),
+                 capacities=tuple(caps))
+    exact = project = Project(durations=durations, **shape)
+    grid = -(-sum(durations) // MAX_TIME_UNITS)
+    if grid > 1:
+        # Scaled time: `grid` exact units make one scheduling unit, durations rounded up, so
+        # the grid spans at most MAX_TIME_UNITS + n units. A schedule on it stays valid with
+        # the exact durations (each task's real interval lies inside its rounded one).
+        project = Project(durations=tuple(-(-d // grid) for d in durations), **shape)
+    return Problem(tuple(tasks), project, kinds + (SLOTS,), unit * grid, dict(capacities), exact, unit)
 
 
 def _tasks_for(goal: Goal, config: PlanningConfig) -> tuple[str, tuple[Task, ...]]:
@@ -106,13 +118,18 @@ def refine_plan(goal: Goal, plan: Plan, problem: Problem, config: PlanningConfig
     budget = config.refine_budget_seconds if budget_s is None else budget_s
     if budget <= 0:
         return None
-    warm = Schedule(starts=tuple(round(st.start_hours / problem.unit_hours) for st in plan.tasks),
-                    makespan=round(plan.makespan_hours / problem.unit_hours), method=plan.schedule_method)
+    starts = tuple(round(st.start_hours / problem.unit_hours) for st in plan.tasks)
+    warm = Schedule(starts=starts, makespan=max(s + d for s, d in zip(starts, problem.project.durations)),
+                    method=plan.schedule_method)
     better = refine(problem.project, warm, budget_s=budget, workers=config.refine_workers)
     if better.makespan >= warm.makespan:
         return None
-    return assemble(goal, problem, better, config, strategy=plan.strategy, version=plan.version + 1,
-                    reason=f"refined: makespan {plan.makespan_hours:g}h -> {better.makespan * problem.unit_hours:g}h")
+    new = assemble(goal, problem, better, config, strategy=plan.strategy, version=plan.version + 1,
+                   reason="refined")
+    if new.makespan_hours >= plan.makespan_hours:   # shorter on a coarse grid, not in hours
+        return None
+    return dataclasses.replace(
+        new, reason=f"refined: makespan {plan.makespan_hours:g}h -> {new.makespan_hours:g}h")
 
 
 def assemble(goal: Goal, problem: Problem, schedule: Schedule, config: PlanningConfig, *,
@@ -121,21 +138,23 @@ def assemble(goal: Goal, problem: Problem, schedule: Schedule, config: PlanningC
 
     CPM and the schedule's peak resource usage are computed once here and handed to risk
     assessment and validation; the tasks were checked by decomposition (see _tasks_for)."""
-    unit = problem.unit_hours
-    cp = cpm(problem.project)
+    unit, xu = problem.unit_hours, problem.exact_unit_hours
+    cp = cpm(problem.exact)
     es, ls, slack = cp.es, cp.ls, cp.slack
-    durations = problem.project.durations
+    durations = problem.exact.durations
     starts = schedule.starts
     scheduled_t = tuple([
-        ScheduledTask(task=t, start_hours=starts[i] * unit, finish_hours=starts[i] * unit + durations[i] * unit,
-                      earliest_start_hours=es[i] * unit, latest_start_hours=ls[i] * unit,
-                      slack_hours=slack[i] * unit, critical=slack[i] == 0)
+        ScheduledTask(task=t, start_hours=starts[i] * unit, finish_hours=starts[i] * unit + durations[i] * xu,
+                      earliest_start_hours=es[i] * xu, latest_start_hours=ls[i] * xu,
+                      slack_hours=slack[i] * xu, critical=slack[i] == 0)
         for i, t in enumerate(problem.tasks)])
     critical_path = tuple(problem.tasks[i].task_id for i in cp.critical_path)
-    makespan = schedule.makespan * unit
+    makespan = max(st.finish_hours for st in scheduled_t)
+    # the scheduler's bound is in its own units: on a coarsened grid only the exact one holds
+    bound = problem.exact.lower_bound if problem.coarsened else schedule.lower_bound
     cost = estimate_cost(problem.tasks, config)
     phases = derive_phases(scheduled_t)
-    usage = risk.peak_usage(scheduled_t)
+    usage = peak_usage(scheduled_t)
     risks = risk.assess(goal, scheduled_t, makespan, critical_path, capacities=problem.capacities,
                         cost_total=cost.total, config=config, usage=usage)
     plan = Plan(
@@ -143,7 +162,7 @@ def assemble(goal: Goal, problem: Problem, schedule: Schedule, config: PlanningC
         tasks=scheduled_t, critical_path=critical_path, makespan_hours=makespan,
         phases=phases, milestones=derive_milestones(scheduled_t, makespan, phases),
         risks=risks, cost=cost, schedule_method=schedule.method,
-        lower_bound_hours=max(schedule.lower_bound, cp.makespan) * unit, reason=reason,
+        lower_bound_hours=max(bound, cp.makespan) * xu, reason=reason,
         created_at_ms=goal.created_at_ms)
     violations = validation.validate(goal, plan, problem.capacities, config, usage=usage,
                                      dependencies_checked=True)

@@ -20,6 +20,7 @@ from .config import SEVERITY_IMPACT_FLOOR, PlanningConfig
 from .decomposition.select import goal_text, hits
 from .decomposition.templates import DomainTemplate, resolve_domain
 from .model import RESOURCE_KINDS, Goal, Risk, RiskCategory, ScheduledTask, Severity
+from .resources import EPS, PeakUsage, peak_usage
 
 # Score bands (score = probability * impact), highest first.
 SEVERITY_BANDS: tuple[tuple[float, Severity], ...] = (
@@ -33,7 +34,6 @@ _SEVERITY_RANK = {s: i for i, s in enumerate(Severity)}
 WIDE_SPREAD = 2.0        # (pessimistic - optimistic) / most_likely at or above this is "wide"
 FAN_IN = 4               # this many predecessors makes a task an integration point
 MITIGATION_FACTOR = 0.6  # a planned mitigation task leaves this share of the probability
-EPS = 1e-9
 
 
 def severity_for(score: float) -> Severity:
@@ -78,42 +78,6 @@ def overrun_probability(mean_hours: float, variance: float, limit_hours: float) 
     return _clamp(0.5 * (1.0 - math.erf(z / math.sqrt(2.0))))
 
 
-def effective_capacities(goal: Goal, capacities: Mapping[str, float]) -> dict[str, float]:
-    """What the plan may use: the available capacity, capped by the goal's own limits."""
-    out = {k: float(v) for k, v in capacities.items()}
-    for k, v in goal.constraints.capacities.items():
-        out[k] = min(out[k], float(v)) if k in out else float(v)
-    return out
-
-
-def peak_usage(tasks: Sequence[ScheduledTask]) -> tuple[dict[str, float], dict[str, float], int]:
-    """(peak demand per resource kind, time of that peak, peak number of running tasks)."""
-    events: list[tuple[float, int, int]] = []  # (time, +1 start / -1 finish, index)
-    append = events.append
-    for i, st in enumerate(tasks):
-        if st.finish_hours > st.start_hours + EPS:
-            append((st.start_hours, 1, i))
-            append((st.finish_hours, -1, i))
-    # finishes before starts at the same instant; equal (time, kind) keep task order
-    events.sort()
-    usage: dict[str, float] = {}
-    peak: dict[str, float] = {}
-    when: dict[str, float] = {}
-    running = max_running = 0
-    get = usage.get
-    for t, kind, i in events:
-        running += kind
-        if running > max_running:
-            max_running = running
-        for k, v in tasks[i].task.resources.items():
-            u = get(k, 0.0) + kind * v
-            usage[k] = u
-            if kind > 0 and u > peak.get(k, 0.0) + EPS:
-                peak[k] = u
-                when[k] = t
-    return peak, when, max_running
-
-
 # ------------------------------------------------------------------ assessment
 
 @dataclass(frozen=True)
@@ -129,7 +93,7 @@ class _Ctx:
     progress: dict[str, float]
     template: DomainTemplate
     open: tuple[ScheduledTask, ...] = ()                      # tasks with work left
-    usage: tuple[dict[str, float], dict[str, float], int] | None = None  # peak_usage(open)
+    usage: PeakUsage | None = None                            # peak_usage(open)
 
     def remaining(self, task_id: str) -> float:
         if not self.progress:
@@ -335,12 +299,13 @@ def assess(goal: Goal, tasks: Sequence[ScheduledTask], makespan_hours: float, cr
            *, capacities: Mapping[str, float], cost_total: float, config: PlanningConfig,
            progress: Mapping[str, float] | None = None,
            template: DomainTemplate | None = None,
-           usage: tuple[dict[str, float], dict[str, float], int] | None = None) -> tuple[Risk, ...]:
+           usage: PeakUsage | None = None) -> tuple[Risk, ...]:
     """All risks of a scheduled plan, prioritised. `progress` (task id -> fraction done)
     reassesses a running plan: finished work stops contributing, remaining uncertainty
-    shrinks. `capacities` is what is available; the goal's own limits cap it further.
-    `usage` is `peak_usage(tasks)` when the caller already has it (used only without
-    progress, when every task is open)."""
+    shrinks. `capacities` is what the plan may use: `resources.effective_capacities(...)`,
+    as the planner scheduled against it (`Problem.capacities`). `usage` is
+    `peak_usage(tasks)` when the caller already has it (used only without progress, when
+    every task is open)."""
     tasks = tuple(tasks)
     progress = dict(progress or {})
     if progress:
@@ -351,7 +316,7 @@ def assess(goal: Goal, tasks: Sequence[ScheduledTask], makespan_hours: float, cr
         usage = usage if usage is not None else peak_usage(tasks)
     ctx = _Ctx(goal=goal, tasks=tasks, by_id={st.task.task_id: st for st in tasks},
                makespan=float(makespan_hours), critical=tuple(critical_path),
-               capacities=effective_capacities(goal, capacities), cost_total=float(cost_total),
+               capacities=dict(capacities), cost_total=float(cost_total),
                config=config, progress=progress,
                template=template or resolve_domain(goal.domain), open=open_tasks, usage=usage)
     found: dict[str, Risk] = {}

@@ -6,7 +6,7 @@ from typing import Mapping
 from .config import PlanningConfig
 from .dependencies import check_dependencies
 from .model import RESOURCE_KINDS, Goal, Plan, PlanningError
-from .risk import EPS, effective_capacities, peak_usage
+from .resources import EPS, PeakUsage, peak_usage
 
 
 def _h(x: float) -> str:
@@ -14,14 +14,14 @@ def _h(x: float) -> str:
 
 
 def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: PlanningConfig, *,
-             usage: tuple[dict[str, float], dict[str, float], int] | None = None,
+             usage: PeakUsage | None = None,
              dependencies_checked: bool = False) -> tuple[str, ...]:
     """Findings: dependency errors, precedence, deadline, budget, capacity (per task and
-    at the schedule's peak), parallelism and planning horizon. `capacities` is what is
-    available (e.g. config.default_capacities merged with resources.availability); the
-    goal's own capacity constraints cap it further.
+    at the schedule's peak), parallelism and planning horizon. `capacities` is what the
+    plan may use, `resources.effective_capacities(goal, reported, config)` (the planner's
+    `Problem.capacities`).
 
-    The planner passes what it already computed: `usage` = `risk.peak_usage(plan.tasks)`,
+    The planner passes what it already computed: `usage` = `peak_usage(plan.tasks)`,
     and `dependencies_checked=True` when the plan's tasks went through
     `check_dependencies` (the planner's tasks always have)."""
     out: list[str] = []
@@ -57,7 +57,7 @@ def validate(goal: Goal, plan: Plan, capacities: Mapping[str, float], config: Pl
         out.append(f"budget exceeded: cost {plan.cost.total:.2f} {plan.cost.currency} > budget "
                    f"{c.budget:.2f} (over by {plan.cost.total - c.budget:.2f})")
 
-    caps = effective_capacities(goal, capacities)
+    caps = capacities
     oversized: set[str] = set()  # kinds some single task already exceeds
     for st in plan.tasks:
         for kind, need in sorted(st.task.resources.items()):

@@ -222,8 +222,10 @@ class SinkRunner:
     def _close(self) -> None:
         if self._producer is not None:
             self._producer.flush(10)
+            self._producer = None   # librdkafka handles go now, not when the runner is collected
         if self._consumer is not None:
             self._consumer.close()
+            self._consumer = None
         self.sink.close()
 
     # ------------------------------------------------------------------ records

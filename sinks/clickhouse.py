@@ -61,7 +61,7 @@ COLUMNS = {
 SOURCE_TOPICS = (T.GOALS_CREATED.name, T.RESOURCES_AVAILABILITY.name, T.EXECUTION_FEEDBACK.name,
                  T.PLANS_APPROVALS.name, T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name,
                  T.RISKS_ALERTS.name)
-DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.is_input) + (T.SINKS_DLQ.name,)
+DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.has_dlq) + (T.SINKS_DLQ.name,)
 
 
 def _dt(ms: int | None) -> int:

@@ -1,188 +1,116 @@
-"""The Faust app: topics wired to the planner handlers.
-
-intake:    goals.created -> validate -> chimera.goals.by_plan (re-keyed by plan_id)
-planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.refined
-           -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine
-refiner:   chimera.plans.refine -> CP-SAT (off the event loop) -> chimera.plans.refined
-resources: resources.availability -> a global table of capacities every worker sees
-Bad records go to <topic>.dlq with the reason and the source offset in headers.
+"""A Faust app built from Settings, with what every Chimera worker needs: raw-bytes topics,
+publishing that encodes everything before it sends anything, and dead letters that can
+never hold an agent for longer than a few seconds.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import time
-from concurrent.futures import ThreadPoolExecutor
+from typing import Iterable, Sequence
 
 import faust
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
-from processors.dependencies import check_specs
-from processors.ids import plan_id as derive_plan_id
-from processors.model import PlanningError
-from streams import codec, handlers, settings
-from streams.dlq import dlq_headers, source_headers, source_of
+from streams.codec import Out
+from streams.dlq import dlq_headers, source_of
+from streams.settings import Settings
 from topics import registry as T
-from topics.serde import SerdeError, serde
+from topics.serde import serde
 
-log = logging.getLogger("chimera.planner")
-SETTINGS = settings.load()
-CONFIG = SETTINGS.planning
+log = logging.getLogger("chimera.app")
 
-GOALS_RECEIVED = Counter("layer2_goals_received_total", "Goals read from goals.created")
-PLANS_CREATED = Counter("layer2_plans_created_total", "Plans published on plans.created")
-PLANS_UPDATED = Counter("layer2_plans_updated_total", "Plan versions published on plans.updated")
 DEAD_LETTERS = Counter("layer2_validation_errors_total", "Records sent to a dead-letter topic", ["topic", "reason"])
-REFINE_FAILURES = Counter("layer2_refinement_errors_total", "Refinements that failed", ["error"])
-PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
-
-app = faust.App(
-    SETTINGS.app_id,
-    broker=f"kafka://{SETTINGS.bootstrap}",
-    store="memory://",
-    topic_partitions=T.PLAN_PARTITIONS,
-    topic_allow_declare=True,
-    topic_disable_leader=True,
-    broker_session_timeout=6.0,
-    broker_heartbeat_interval=1.0,
-    consumer_auto_offset_reset="earliest",
-    web_enabled=False,
-    datadir=os.environ.get("CHIMERA_DATA_DIR") or str(settings.REPO / ".data" / "faust") + "/{conf.name}",
-    key_serializer="json",      # tables; our topics say "raw" themselves
-    value_serializer="json",
-)
+DEAD_LETTER_FAILURES = Counter("chimera_dead_letter_failures_total", "Dead letters that could not be sent",
+                               ["topic"])
+IGNORED = Counter("chimera_records_ignored_total", "Records that changed nothing (replays), by reason", ["reason"])
 
 
-def _topic(spec: T.TopicSpec) -> faust.TopicT:
-    return app.topic(spec.name, partitions=spec.partitions, key_type=bytes, value_type=bytes,
-                     key_serializer="raw", value_serializer="raw")
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app of one worker kind; every timeout is set deliberately (Faust's default
+    producer request timeout is 1,200 s: one unsendable record would stall an agent that long)."""
+    w = settings.worker
+    timeout = w.producer_timeout_s
+    os.makedirs(settings.data_dir, exist_ok=True)
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store=w.store,
+        topic_partitions=T.PLAN_PARTITIONS,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        broker_request_timeout=max(timeout, 10.0),
+        producer_request_timeout=timeout,
+        producer_max_request_size=1_048_576,
+        processing_guarantee=w.processing_guarantee,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=settings.data_dir + "/{conf.name}",
+        key_serializer="json",      # tables; our topics say "raw" themselves
+        value_serializer="json",
+    )
 
 
-goals_topic = _topic(T.GOALS_CREATED)
-by_plan_topic = _topic(T.GOALS_BY_PLAN)
-resources_topic = _topic(T.RESOURCES_AVAILABILITY)
-refine_topic = _topic(T.PLANS_REFINE)
-planner_inputs = app.topic(T.GOALS_BY_PLAN.name, T.EXECUTION_FEEDBACK.name, T.PLANS_APPROVALS.name,
-                           T.PLANS_REFINED.name, key_type=bytes, value_type=bytes,
-                           key_serializer="raw", value_serializer="raw")
-out_topics = {s.name: _topic(s) for s in (T.PLANS_CREATED, T.PLANS_UPDATED, T.TASKS_ASSIGNED, T.RISKS_ALERTS,
-                                          T.PLANS_REFINE, T.PLANS_REFINED)}
+class Publisher:
+    """Raw-bytes topics of one app, publishing and dead-lettering."""
 
-plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS)
-resources = app.GlobalTable("resources", default=None, partitions=1)
-_refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self._topics: dict[str, faust.TopicT] = {}
 
+    def topic(self, name: str) -> faust.TopicT:
+        if name not in self._topics:
+            s = T.spec(name)
+            self._topics[name] = self.app.topic(name, partitions=s.partitions, key_type=bytes, value_type=bytes,
+                                                key_serializer="raw", value_serializer="raw")
+        return self._topics[name]
 
-async def dead_letter(event, topic: str, reason: str, detail: str) -> None:
-    """Send the raw record to <topic>.dlq, keeping its key and saying why."""
-    msg = event.message
-    src_topic, partition, offset = source_of(msg.headers, msg.topic, msg.partition, msg.offset)
-    DEAD_LETTERS.labels(topic, reason).inc()
-    log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail)
-    await app.topic(f"{topic}.dlq", key_serializer="raw", value_serializer="raw").send(
-        key=msg.key, value=msg.value, headers=dlq_headers(reason, detail, src_topic, partition, offset))
+    def sources(self, names: Sequence[str]) -> faust.TopicT:
+        """One channel over several topics (an agent that reads them all)."""
+        return self.app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw",
+                              value_serializer="raw")
 
+    @staticmethod
+    def encode(outs: Iterable[Out]) -> list[tuple[str, bytes, bytes]]:
+        """Every record's bytes, or an exception before anything was sent."""
+        return [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
 
-async def publish(step: handlers.Step) -> None:
-    for o in step.out:
-        await out_topics[o.topic].send(key=o.key.encode(), value=serde(o.topic).encode(o.value))
-        if o.topic == T.PLANS_CREATED.name:
-            PLANS_CREATED.inc()
-        elif o.topic == T.PLANS_UPDATED.name:
-            PLANS_UPDATED.inc()
+    async def send(self, encoded: Iterable[tuple[str, bytes, bytes]]) -> None:
+        for topic, key, value in encoded:
+            await self.topic(topic).send(key=key, value=value)
 
-
-def known_capacities() -> dict[str, float]:
-    """Sum of what available resources report (empty when none reported)."""
-    total: dict[str, float] = {}
-    for rec in resources.values():
-        if rec and rec.get("available", True):
-            for kind, units in rec["capacities"].items():
-                total[kind] = total.get(kind, 0.0) + units
-    return total
-
-
-@app.agent(goals_topic)
-async def intake(stream):
-    """Validate goals and re-key them by plan id; the raw bytes travel on unchanged."""
-    async for event in stream.events():
-        GOALS_RECEIVED.inc()
-        try:
-            record = serde(T.GOALS_CREATED.name).decode(event.value)
-            goal = codec.goal_from_record(record)
-            if goal.tasks:
-                check_specs(goal.tasks)
-        except (SerdeError, PlanningError) as exc:
-            await dead_letter(event, T.GOALS_CREATED.name, exc.reason, exc.detail)
-            continue
+    async def dead_letter(self, event, reason: str, detail: str) -> None:
+        """The raw record to <original topic>.dlq with its key, the reason and where it came
+        from. A dead letter that cannot be sent in time is logged and counted, not retried."""
         msg = event.message
-        await by_plan_topic.send(key=derive_plan_id(goal.goal_id).encode(), value=event.value,
-                                 headers=source_headers(msg.topic, msg.partition, msg.offset))
-
-
-@app.agent(planner_inputs)
-async def planner(stream):
-    """One plan's state lives in one partition: goals, feedback and approvals for it arrive here."""
-    async for event in stream.events():
-        topic = event.message.topic
-        source = T.GOALS_CREATED.name if topic == T.GOALS_BY_PLAN.name else topic
+        src_topic, partition, offset = source_of(msg.headers, msg.topic, msg.partition, msg.offset)
         try:
-            record = serde(topic).decode(event.value)
-            if topic == T.GOALS_BY_PLAN.name:
-                await on_goal(record)
-            elif topic == T.PLANS_APPROVALS.name:
-                await apply(record["plan_id"], handlers.on_approval(record, plans.get(record["plan_id"]), CONFIG))
-            elif topic == T.PLANS_REFINED.name:
-                await apply(record["plan_id"], handlers.on_refined(record, plans.get(record["plan_id"]), CONFIG))
-            else:
-                await apply(record["plan_id"], handlers.on_feedback(record, plans.get(record["plan_id"]), CONFIG))
-        except (SerdeError, PlanningError) as exc:
-            await dead_letter(event, source, exc.reason, exc.detail)
-        except Exception as exc:  # a bug must not stop the partition: keep the record, say why
-            log.exception("planner failed on %s[%s]@%s", topic, event.message.partition, event.message.offset)
-            await dead_letter(event, source, "internal_error", f"{type(exc).__name__}: {exc}")
-
-
-async def apply(plan_id: str, step: handlers.Step) -> None:
-    if step.ignored:
-        log.info("%s: %s", plan_id, step.ignored)
-    await publish(step)
-    if step.state is not None:
-        plans[plan_id] = step.state
-
-
-async def on_goal(record: dict) -> None:
-    goal = codec.goal_from_record(record)
-    pid = derive_plan_id(goal.goal_id)
-    started = time.perf_counter()
-    step = handlers.on_goal(goal, record, plans.get(pid), known_capacities(), CONFIG)
-    PLANNING_SECONDS.observe(time.perf_counter() - started)
-    await apply(pid, step)
-
-
-@app.agent(refine_topic)
-async def refiner(stream):
-    """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
-    loop = asyncio.get_running_loop()
-    async for event in stream.events():
+            dlq = T.spec(src_topic).dlq
+        except KeyError:
+            dlq = T.spec(msg.topic).dlq
+        DEAD_LETTERS.labels(src_topic, reason).inc()
+        log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500])
         try:
-            request = serde(T.PLANS_REFINE.name).decode(event.value)
-            result = await loop.run_in_executor(_refiner, handlers.refine, request, CONFIG)
-        except Exception as exc:  # refinement is optional: the published plan stands
-            log.exception("refinement failed for %s", event.key)
-            REFINE_FAILURES.labels(type(exc).__name__).inc()
-            continue
-        if result is not None:
-            await publish(handlers.Step(None, [result]))
+            fut = await asyncio.wait_for(
+                self.topic(dlq).send(key=msg.key, value=msg.value,
+                                     headers=dlq_headers(reason, detail, src_topic, partition, offset)),
+                self.settings.worker.dead_letter_timeout_s)
+            fut.add_done_callback(lambda f: self._check_sent(f, dlq))
+        except Exception as exc:  # the broker refused or timed out: say so, keep planning
+            DEAD_LETTER_FAILURES.labels(dlq).inc()
+            log.error("could not dead-letter %s[%s]@%s to %s: %s", src_topic, partition, offset, dlq, exc)
+
+    @staticmethod
+    def _check_sent(fut, dlq: str) -> None:
+        exc = fut.exception() if not fut.cancelled() else None
+        if exc is not None:
+            DEAD_LETTER_FAILURES.labels(dlq).inc()
+            log.error("dead letter to %s failed: %s", dlq, exc)
 
 
-@app.agent(resources_topic)
-async def resource_updates(stream):
-    async for event in stream.events():
-        try:
-            record = serde(T.RESOURCES_AVAILABILITY.name).decode(event.value)
-        except SerdeError as exc:
-            await dead_letter(event, T.RESOURCES_AVAILABILITY.name, exc.reason, exc.detail)
-            continue
-        resources[record["resource_id"]] = record
+def ignored(reason: str, detail: str = "") -> None:
+    IGNORED.labels(reason).inc()
+    log.debug("ignored (%s): %s", reason, detail)

@@ -130,10 +130,10 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w):
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
+        console.print("the worker is supervised: if it dies or stalls it is restarted")
         try:
-            while w.alive():
+            while True:
                 time.sleep(1)
-            err.print(f"[red]worker exited[/]\n{w.log_tail()}")
         except KeyboardInterrupt:
             console.print("stopping")
 

@@ -1,12 +1,15 @@
 """Avro records (dicts) <-> domain objects. The only place that knows both shapes."""
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, Milestone, Phase, Plan,
                               PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity, Task,
                               TaskSpec)
 from processors.ids import event_id
+from processors import lifecycle as L
+from topics import registry as T
 
 HOUR_MS = 3_600_000
 
@@ -18,9 +21,8 @@ def goal_from_record(r: dict[str, Any]) -> Goal:
             raise PlanningError("missing_field", f"goal field {name!r} is empty")
     c = r.get("constraints") or {}
     deadline_ms = c.get("deadline_ms")
+    # a deadline already past is planned and flagged (lifecycle.deadline_passed), not refused
     deadline_hours = None if deadline_ms is None else (deadline_ms - r["created_at_ms"]) / HOUR_MS
-    if deadline_hours is not None and deadline_hours <= 0:
-        raise PlanningError("invalid_constraint", "deadline is not after created_at")
     if c.get("budget") is not None and c["budget"] < 0:
         raise PlanningError("invalid_constraint", "budget is negative")
     if c.get("max_parallelism") is not None and c["max_parallelism"] < 1:
@@ -40,6 +42,35 @@ def goal_from_record(r: dict[str, Any]) -> Goal:
                              capabilities=tuple(t.get("capabilities", ()))) for t in r.get("tasks", ())),
         submitted_by=r.get("submitted_by", ""),
     )
+
+
+def goal_record(g: Goal) -> dict[str, Any]:
+    """The goals.created value of a Goal (the refiner gets the goal this way)."""
+    c = g.constraints
+    deadline_ms = None if c.deadline_hours is None else g.created_at_ms + round(c.deadline_hours * HOUR_MS)
+    return {
+        "goal_id": g.goal_id, "title": g.title, "description": g.description, "domain": g.domain,
+        "priority": g.priority.value, "objectives": list(g.objectives), "success_criteria": list(g.success_criteria),
+        "constraints": {"deadline_ms": deadline_ms, "budget": c.budget, "max_parallelism": c.max_parallelism,
+                        "capacities": dict(c.capacities), "required_capabilities": list(c.required_capabilities)},
+        "strategy": g.strategy,
+        "tasks": [{"task_id": t.task_id, "name": t.name, "duration_hours": t.duration_hours,
+                   "depends_on": list(t.depends_on), "resources": dict(t.resources),
+                   "capabilities": list(t.capabilities)} for t in g.tasks],
+        "submitted_by": g.submitted_by, "created_at_ms": g.created_at_ms,
+    }
+
+
+def approval_from_record(r: dict[str, Any]) -> L.Approval:
+    return L.Approval(plan_id=r["plan_id"], version=r["version"], decision=r["decision"], by=r.get("by", ""),
+                      reason=r.get("reason", ""), decided_at_ms=r["decided_at_ms"])
+
+
+def feedback_from_record(r: dict[str, Any]) -> L.Feedback:
+    return L.Feedback(plan_id=r["plan_id"], task_id=r["task_id"], status=r["status"],
+                      reported_at_ms=r["reported_at_ms"], attempt=r.get("attempt"),
+                      progress_pct=r.get("progress_pct", 0.0), actual_hours=r.get("actual_hours"),
+                      message=r.get("message", ""))
 
 
 def task_record(st: ScheduledTask) -> dict[str, Any]:
@@ -120,13 +151,43 @@ def update_record(p: Plan, previous: Plan, *, progress_pct: float = 0.0, varianc
             "progress_pct": progress_pct, "variance_hours": variance_hours}
 
 
-def assignment_record(p: Plan, st: ScheduledTask) -> dict[str, Any]:
-    return {"event_id": event_id("assign", p.plan_id, st.task.task_id), "plan_id": p.plan_id,
+def assignment_record(p: Plan, st: ScheduledTask, attempt: int = 1) -> dict[str, Any]:
+    return {"event_id": event_id("assign", p.plan_id, st.task.task_id, attempt), "plan_id": p.plan_id,
             "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": None,
-            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS)}
+            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS), "attempt": attempt}
 
 
 def alert_record(p: Plan, k: Risk) -> dict[str, Any]:
     return {"event_id": event_id("alert", p.plan_id, p.version, k.risk_id), "plan_id": p.plan_id,
             "goal_id": p.goal_id, "plan_version": p.version, "risk": risk_record(k),
             "raised_at_ms": p.created_at_ms}
+
+
+@dataclass(frozen=True)
+class Out:
+    """One record to publish: topic, key and the (not yet encoded) value."""
+
+    topic: str
+    key: str
+    value: dict[str, Any]
+
+
+_RECORDS: dict[type, Callable[[Any], Out]] = {
+    L.PlanCreated: lambda e: Out(T.PLANS_CREATED.name, e.plan.plan_id, plan_record(e.plan)),
+    L.PlanUpdated: lambda e: Out(T.PLANS_UPDATED.name, e.plan.plan_id, update_record(e.plan, e.previous)),
+    L.TaskAssigned: lambda e: Out(T.TASKS_ASSIGNED.name, e.plan.plan_id, assignment_record(e.plan, e.task, e.attempt)),
+    L.RiskAlerted: lambda e: Out(T.RISKS_ALERTS.name, e.plan.plan_id, alert_record(e.plan, e.risk)),
+    L.RefineRequested: lambda e: Out(T.PLANS_REFINE.name, e.plan.plan_id, {
+        "plan_id": e.plan.plan_id, "base_version": e.plan.version, "goal": goal_record(e.goal),
+        "known_capacities": dict(e.capacities)}),
+}
+
+
+def records(events: Iterable[L.Event]) -> list[Out]:
+    """The records a handler's domain events publish (events without one, e.g. Ignored, publish nothing)."""
+    return [_RECORDS[type(e)](e) for e in events if type(e) in _RECORDS]
+
+
+def refined_record(plan: Plan, base_version: int) -> Out:
+    return Out(T.PLANS_REFINED.name, plan.plan_id, {"plan_id": plan.plan_id, "base_version": base_version,
+                                                    "plan": plan_record(plan)})

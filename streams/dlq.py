@@ -1,2 +1,22 @@
-"""Moved to topics/dlq.py (the sinks need it too and may import only topics/); kept as an alias."""
-from topics.dlq import SOURCE_HEADERS, dlq_headers, source_headers, source_of  # noqa: F401
+"""Dead letters: the raw record, its reason and where it came from, in headers."""
+from __future__ import annotations
+
+SOURCE_HEADERS = ("chimera.source.topic", "chimera.source.partition", "chimera.source.offset")
+
+
+def source_headers(topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    """Where a record came from; forwarded records keep it so dead letters point at the original."""
+    return dict(zip(SOURCE_HEADERS, (topic.encode(), str(partition).encode(), str(offset).encode())))
+
+
+def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
+    return {"chimera.dlq.reason": reason.encode(), "chimera.dlq.detail": detail[:2000].encode(),
+            **source_headers(topic, partition, offset)}
+
+
+def source_of(headers, topic: str, partition: int, offset: int) -> tuple[str, int, int]:
+    """Where a record originally came from: forwarded records carry it in headers."""
+    h = dict(headers or {})
+    if all(k in h for k in SOURCE_HEADERS):
+        return (h[SOURCE_HEADERS[0]].decode(), int(h[SOURCE_HEADERS[1]]), int(h[SOURCE_HEADERS[2]]))
+    return topic, partition, offset

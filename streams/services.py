@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +33,32 @@ class Worker:
         self.env = {**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
                     "CHIMERA_DATA_DIR": str(self.log_path.parent / "faust")}
         self.proc: subprocess.Popen | None = None
+        self.restarts = 0
+        self._supervisor: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def supervise(self, backoff_s: float = 1.0, max_backoff_s: float = 30.0) -> "Worker":
+        """Restart the worker whenever it exits on its own (a crash, or its watchdog found
+        it stalled), with exponential backoff; `stop` ends the supervision first."""
+        def loop() -> None:
+            delay, started = backoff_s, time.monotonic()
+            while not self._stopping.wait(0.5):
+                proc = self.proc
+                if proc is None or proc.poll() is None:
+                    if time.monotonic() - started > 60:
+                        delay = backoff_s  # it ran a while: the next crash restarts quickly again
+                    continue
+                with self.log_path.open("ab") as log:
+                    log.write(f"--- supervisor: worker exited with {proc.returncode}; "
+                              f"restarting in {delay:g} s ---\n".encode())
+                if self._stopping.wait(delay):
+                    return
+                self.restarts += 1
+                self.start()
+                started, delay = time.monotonic(), min(delay * 2, max_backoff_s)
+        self._supervisor = threading.Thread(target=loop, name="worker-supervisor", daemon=True)
+        self._supervisor.start()
+        return self
 
     def start(self) -> "Worker":
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +69,10 @@ class Worker:
         return self
 
     def stop(self, timeout: float = 20.0) -> None:
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+            self._supervisor = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -83,7 +115,7 @@ def stack(*, data_dir: str | None = None, worker_env: dict[str, str] | None = No
     with broker(data_dir) as bootstrap:
         asyncio.run(create_topics(bootstrap))
         worker = Worker(bootstrap, env=worker_env, log_path=(log_dir / "worker.log") if log_dir else None)
-        worker.start()
+        worker.start().supervise()
         try:
             yield bootstrap, worker
         finally:

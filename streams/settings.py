@@ -3,36 +3,78 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 from processors.config import PlanningConfig, with_env
+from processors.limits import Limits
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """`[worker]`: how a Faust worker runs (CHIMERA_<KEY> env vars override)."""
+
+    store: str = "rocksdb://"              # tables on disk; "memory://" keeps them in RAM
+    producer_timeout_s: float = 10.0       # no send may hold an agent longer than this
+    dead_letter_timeout_s: float = 5.0     # a dead letter that cannot be sent is logged and counted
+    watchdog_interval_s: float = 5.0
+    watchdog_stall_s: float = 60.0         # lag without progress this long: unhealthy, exit
+    state_ttl_hours: float = 24.0 * 7      # finished plans' state is dropped after this
+    expiry_interval_s: float = 300.0
+    processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "WorkerSettings":
+        kinds = {f: type(getattr(cls, f)) for f in cls.__dataclass_fields__}
+        values = dict(d)
+        for key in values:
+            if key not in kinds:
+                raise ValueError(f"unknown worker setting: {key!r}")
+        for key in kinds:
+            if f"CHIMERA_{key.upper()}" in env:
+                values[key] = env[f"CHIMERA_{key.upper()}"]
+        try:
+            return cls(**{k: kinds[k](v) for k, v in values.items()})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"[worker]: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Settings:
     bootstrap: str
     planning: PlanningConfig
+    limits: Limits = field(default_factory=Limits)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
     app_id: str = "chimera-planner"
+    data_dir: str = str(REPO / ".data" / "faust")
+
+
+def _tables(path: str | os.PathLike | None, env: Mapping[str, str]) -> dict:
+    path = Path(path or env.get("CHIMERA_CONFIG") or REPO / "chimera.toml")
+    if path.exists():
+        with path.open("rb") as fh:
+            try:
+                return tomllib.load(fh)
+            except tomllib.TOMLDecodeError as exc:
+                raise ValueError(f"{path}: {exc}") from exc
+    if "CHIMERA_CONFIG" in env:
+        raise FileNotFoundError(f"CHIMERA_CONFIG={path} does not exist")
+    return {}
 
 
 def load_planning(path: str | os.PathLike | None = None, env=os.environ) -> PlanningConfig:
     """[planning] of CHIMERA_CONFIG (default: chimera.toml in the repo), then PLANNING_* env vars."""
-    path = Path(path or env.get("CHIMERA_CONFIG") or REPO / "chimera.toml")
-    table = {}
-    if path.exists():
-        with path.open("rb") as fh:
-            try:
-                table = tomllib.load(fh).get("planning", {})
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{path}: {exc}") from exc
-    elif "CHIMERA_CONFIG" in env:
-        raise FileNotFoundError(f"CHIMERA_CONFIG={path} does not exist")
-    return with_env(PlanningConfig.from_mapping(table), env)
+    return with_env(PlanningConfig.from_mapping(_tables(path, env).get("planning", {})), env)
 
 
-def load(env=os.environ) -> Settings:
-    return Settings(bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"), planning=load_planning(env=env),
-                    app_id=env.get("CHIMERA_APP_ID", "chimera-planner"))
+def load(env=os.environ, path: str | os.PathLike | None = None) -> Settings:
+    tables = _tables(path, env)
+    return Settings(bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+                    planning=with_env(PlanningConfig.from_mapping(tables.get("planning", {})), env),
+                    limits=Limits.from_mapping(tables.get("limits", {}), env),
+                    worker=WorkerSettings.from_mapping(tables.get("worker", {}), env),
+                    app_id=env.get("CHIMERA_APP_ID", "chimera-planner"),
+                    data_dir=env.get("CHIMERA_DATA_DIR") or str(REPO / ".data" / "faust"))

@@ -73,14 +73,14 @@ def assignment(p: dict, task_id: str, executor: str | None, at_ms: int = T0 + 20
     t = next(t for t in p["tasks"] if t["task_id"] == task_id)
     return {"event_id": f"{p['plan_id']}:v{p['version']}:assign:{task_id}", "plan_id": p["plan_id"],
             "goal_id": p["goal_id"], "plan_version": p["version"], "task": t, "assigned_to": executor,
-            "assigned_at_ms": at_ms}
+            "assigned_at_ms": at_ms, "attempt": 1}
 
 
 def feedback(plan_id: str, task_id: str, status: str, actual_hours: float | None = None, at_ms: int = T0 + 3000,
              message: str = "") -> dict:
     return {"event_id": f"{plan_id}:{task_id}:{status}", "plan_id": plan_id, "task_id": task_id, "status": status,
             "progress_pct": 100.0 if status == "COMPLETED" else 0.0, "actual_hours": actual_hours,
-            "message": message, "reported_at_ms": at_ms}
+            "message": message, "reported_at_ms": at_ms, "attempt": None}
 
 
 def alert(p: dict, r: dict, at_ms: int = T0 + 1500) -> dict:
@@ -113,7 +113,9 @@ def produce_raw(bootstrap: str, topic: str, pairs) -> None:
         p.produce(topic, key=k.encode() if k else None,
                   value=v if isinstance(v, (bytes, type(None))) else serde(topic).encode(v, strict=True),
                   on_delivery=lambda err, msg: err and errors.append(err))
-    assert p.flush(30) == 0 and not errors, errors
+    left = p.flush(30)
+    del p
+    assert left == 0 and not errors, errors
 
 
 def wait_until(cond, timeout: float = 60.0, every: float = 0.2, what: str = "condition"):

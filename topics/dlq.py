@@ -1,23 +1,11 @@
-"""Dead letters: the raw record, its reason and where it came from, in headers (shared by the
-planner worker and the sinks, so it lives in topics/, which both may import)."""
+"""Dead-letter headers: the reason and where the record came from (the format the planner
+worker's streams/dlq.py writes; the sinks, which may import only topics/, use this copy)."""
 from __future__ import annotations
 
 SOURCE_HEADERS = ("chimera.source.topic", "chimera.source.partition", "chimera.source.offset")
-
-
-def source_headers(topic: str, partition: int, offset: int) -> dict[str, bytes]:
-    """Where a record came from; forwarded records keep it so dead letters point at the original."""
-    return dict(zip(SOURCE_HEADERS, (topic.encode(), str(partition).encode(), str(offset).encode())))
+REASON, DETAIL, SINK = "chimera.dlq.reason", "chimera.dlq.detail", "chimera.dlq.sink"
 
 
 def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:
-    return {"chimera.dlq.reason": reason.encode(), "chimera.dlq.detail": detail[:2000].encode(),
-            **source_headers(topic, partition, offset)}
-
-
-def source_of(headers, topic: str, partition: int, offset: int) -> tuple[str, int, int]:
-    """Where a record originally came from: forwarded records carry it in headers."""
-    h = dict(headers or {})
-    if all(k in h for k in SOURCE_HEADERS):
-        return (h[SOURCE_HEADERS[0]].decode(), int(h[SOURCE_HEADERS[1]]), int(h[SOURCE_HEADERS[2]]))
-    return topic, partition, offset
+    return {REASON: reason.encode(), DETAIL: detail[:2000].encode(),
+            **dict(zip(SOURCE_HEADERS, (topic.encode(), str(partition).encode(), str(offset).encode())))}

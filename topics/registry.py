@@ -26,6 +26,11 @@ class TopicSpec:
         return self.schema or self.name
 
     @property
+    def has_dlq(self) -> bool:
+        """Every topic a worker consumes (inputs and internal topics) can dead-letter."""
+        return self.is_input or self.internal
+
+    @property
     def dlq(self) -> str:
         return f"{self.name}.dlq"
 
@@ -48,10 +53,14 @@ GOALS_BY_PLAN = TopicSpec(
 # Anytime refinement runs beside the planner, so a slow CP-SAT call never holds up new goals.
 PLANS_REFINE = TopicSpec("chimera.plans.refine", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
 PLANS_REFINED = TopicSpec("chimera.plans.refined", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
+# Finished plans' state expires through the partition that owns it (a table is written
+# only from its own partition's events).
+PLANS_EXPIRE = TopicSpec("chimera.plans.expire", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
 
 TOPICS: tuple[TopicSpec, ...] = (
     GOALS_CREATED, RESOURCES_AVAILABILITY, EXECUTION_FEEDBACK, PLANS_APPROVALS,
     PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN, PLANS_REFINE, PLANS_REFINED,
+    PLANS_EXPIRE,
 )
 BY_NAME = {t.name: t for t in TOPICS}
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}
@@ -63,7 +72,7 @@ SINKS_DLQ = TopicSpec("chimera.sinks.dlq", "event_id", 1, DLQ_CONFIG, internal=T
 def all_topic_names() -> list[str]:
     """Every topic Chimera needs, dead-letter topics included."""
     names = [t.name for t in TOPICS]
-    names += [t.dlq for t in TOPICS if t.is_input]
+    names += [t.dlq for t in TOPICS if t.has_dlq]
     return names + [SINKS_DLQ.name]
 
 
@@ -73,6 +82,6 @@ def spec(name: str) -> TopicSpec:
         return BY_NAME[name]
     if name == SINKS_DLQ.name:
         return SINKS_DLQ
-    if name.endswith(".dlq") and name[:-4] in BY_NAME and BY_NAME[name[:-4]].is_input:
+    if name.endswith(".dlq") and name[:-4] in BY_NAME and BY_NAME[name[:-4]].has_dlq:
         return TopicSpec(name, BY_NAME[name[:-4]].key, 1, DLQ_CONFIG)
     raise KeyError(f"unknown topic {name!r}; known: {', '.join(all_topic_names())}")

@@ -1,8 +1,9 @@
 """Avro schemas: loading, self-contained expansion, versions and compatibility.
 
-Schema files may refer to named types defined in files listed before them
-(tasks.assigned uses chimera.PlannedTask from plans.created); `expanded()`
-inlines them so every topic has a self-contained schema for a registry.
+One schema file per topic of the registry (topics.registry.TOPICS). Files may refer to
+named types defined in other files (tasks.assigned uses chimera.PlannedTask from
+plans.created); `ORDER` puts every file after the files whose types it uses, and
+`expanded()` inlines them so every topic has a self-contained schema for a registry.
 Released versions live in schemas/history/ and ids in schemas/manifest.json.
 """
 from __future__ import annotations
@@ -17,15 +18,11 @@ from pathlib import Path
 import fastavro
 from fastavro.utils import generate_many
 
+from topics.registry import TOPICS
+
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 HISTORY_DIR = SCHEMA_DIR / "history"
 MANIFEST = SCHEMA_DIR / "manifest.json"
-# Files whose named types others use come first.
-ORDER = (
-    "goals.created", "plans.created", "plans.updated", "tasks.assigned", "risks.alerts",
-    "resources.availability", "execution.feedback", "plans.approvals",
-    "chimera.plans.refine", "chimera.plans.refined",
-)
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
 
 
@@ -88,15 +85,54 @@ def _inline(node, namespace, known: dict, defined: set):
     return node
 
 
-@lru_cache(maxsize=None)
-def _raw_all() -> dict[str, dict]:
-    return {name: json.loads((SCHEMA_DIR / f"{name}.avsc").read_text()) for name in ORDER}
+def dependency_order(raws: dict[str, dict]) -> tuple[str, ...]:
+    """The schema names of `raws` with every one after those whose named types it uses;
+    otherwise in the given order. A cycle between files raises ValueError."""
+    own: dict[str, dict] = {}
+    owner: dict[str, str] = {}
+    for name, raw in raws.items():
+        _collect(raw, None, own.setdefault(name, {}))
+        for full in own[name]:
+            owner.setdefault(full, name)
+    known = {full: node for types in own.values() for full, node in types.items()}
+    uses: dict[str, set[str]] = {}
+    for name, raw in raws.items():
+        seen: set[str] = set()
+        _inline(raw, None, known, seen)
+        uses[name] = {owner[full] for full in seen if full not in own[name]} - {name}
+    out: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in out:
+            return
+        if name in visiting:
+            raise ValueError(f"schema files use each other's types: {' -> '.join(visiting + [name])}")
+        visiting.append(name)
+        for dep in (n for n in raws if n in uses[name]):
+            visit(dep)
+        visiting.pop()
+        out.append(name)
+
+    for name in raws:
+        visit(name)
+    return tuple(out)
+
+
+def _load_all() -> dict[str, dict]:
+    """Every topic's schema file, in registry order (topics sharing a schema: once)."""
+    names = dict.fromkeys(t.schema_name for t in TOPICS)
+    return {name: json.loads((SCHEMA_DIR / f"{name}.avsc").read_text()) for name in names}
+
+
+_RAW = _load_all()
+ORDER: tuple[str, ...] = dependency_order(_RAW)
 
 
 @lru_cache(maxsize=None)
 def expanded(name: str) -> str:
     """The self-contained JSON of a schema, as a registry would store it."""
-    raws = _raw_all()
+    raws = _RAW
     if name not in raws:
         raise KeyError(f"no schema {name!r}")
     known: dict = {}

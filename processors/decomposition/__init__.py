@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..dependencies import check_dependencies, check_specs
 from ..model import Goal, PlanningError, Task
-from .select import EXPLICIT, STRATEGIES, choose, validate_strategy
+from .choice import EXPLICIT, STRATEGIES, choose, validate_strategy
 from .strategies import BUILDERS, Options, explicit
 from .templates import (BUILTIN_DOMAINS, DomainTemplate, TemplateError, builtin_template,
                         parse_template, resolve_domain, template_from_dict)
@@ -39,7 +39,7 @@ def template_for(goal: Goal) -> DomainTemplate:
 
 
 def choose_strategy(goal: Goal, template: DomainTemplate | None = None) -> str:
-    """"explicit" when the goal lists tasks, else one of STRATEGIES (see select.choose)."""
+    """"explicit" when the goal lists tasks, else one of STRATEGIES (see choice.choose)."""
     return choose(goal, template or template_for(goal))
 
 

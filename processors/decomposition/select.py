@@ -1,4 +1,4 @@
-"""Matching goal text against domain knowledge, and choosing a strategy.
+"""Matching goal text against domain knowledge (choice.py picks the strategy from it).
 
 Everything here is a pure function of the goal and the template.
 """
@@ -9,16 +9,11 @@ from dataclasses import replace
 from functools import lru_cache
 
 from ..config import DEFAULT_CAPACITIES
-from ..model import Goal, PlanningError, Priority
+from ..model import Goal
 from .templates import DomainTemplate, RiskSpec, Unit
-
-STRATEGIES: tuple[str, ...] = ("hierarchical", "functional", "temporal", "resource", "risk", "hybrid")
-EXPLICIT = "explicit"
 
 MAX_UNITS = 6            # components/functions per goal
 MAX_OBJECTIVE_GROUPS = 6  # objectives that get their own task group (the rest: acceptance criteria)
-LARGE_OBJECTIVES = 5      # this many objectives or more -> hybrid
-LARGE_COMPONENTS = 6      # this many selected components or more -> hybrid
 
 
 _NON_WORD = re.compile(r"[^a-z0-9&/+\-]+")
@@ -159,46 +154,6 @@ def scarce_resources(goal: Goal, units: tuple[Unit, ...]) -> tuple[str, ...]:
     peak = peak_unit_demand(units)
     return tuple(sorted(k for k, need in peak.items()
                         if need > 0 and k in caps and caps[k] < 2 * need))
-
-
-def validate_strategy(strategy: str) -> str:
-    s = (strategy or "").strip().lower()
-    aliases = {"resource-based": "resource", "resource_based": "resource", "risk-based": "risk",
-               "risk_based": "risk", "component": "hierarchical", "phase": "temporal", "phased": "temporal"}
-    s = aliases.get(s, s)
-    if s not in STRATEGIES:
-        raise PlanningError("unknown_strategy",
-                            f"{strategy!r} is not one of {', '.join(STRATEGIES)}")
-    return s
-
-
-def choose(goal: Goal, tpl: DomainTemplate) -> str:
-    """The strategy for a goal (rules, first match wins):
-
-    1. explicit tasks -> "explicit"; a forced `goal.strategy` -> that strategy;
-    2. large goals (>= 5 objectives or >= 6 selected components) -> "hybrid";
-    3. a resource the goal caps below twice the largest single demand -> "resource";
-    4. CRITICAL priority, or >= 2 keyword-matched template risks -> "risk";
-    5. a deadline -> "temporal" (phase-gated, easy to track against the date);
-    6. otherwise the domain's preferred strategy.
-    """
-    if goal.tasks:
-        return EXPLICIT
-    if goal.strategy:
-        return validate_strategy(goal.strategy)
-    text = goal_text(goal)
-    components = select_units(tpl.components, text, limit=len(tpl.components))
-    if len(goal.objectives) >= LARGE_OBJECTIVES or len(components) >= LARGE_COMPONENTS:
-        return "hybrid"
-    if scarce_resources(goal, components):
-        return "resource"
-    mentioned = [r for r, h in matched_risks(goal, tpl) if h > 0]
-    if goal.priority == Priority.CRITICAL or len(mentioned) >= 2:
-        return "risk"
-    if goal.constraints.deadline_hours is not None:
-        return "temporal"
-    pref = tpl.preferred_strategy
-    return pref if pref in STRATEGIES else "hierarchical"
 
 
 def capacities_for(goal: Goal) -> dict[str, float]:

@@ -42,8 +42,12 @@ def _goal_from_psplib(name: str, goal_id: str) -> dict:
 
 def test_refinement_publishes_a_shorter_plan_version(kafka_bootstrap, planner_stack):
     """j3010_3: the fast path's schedule is longer than the optimum (62); CP-SAT finds better."""
-    planner_stack(PLANNING_REFINE_BUDGET_SECONDS=3, PLANNING_RESOURCE_BUFFER_PERCENTAGE=0)
     goal = _goal_from_psplib("j3010_3.sm", f"psplib-{uuid.uuid4().hex[:8]}")
+    # a goal can only cap capacity: the instance's capacities are what the worker has (its
+    # defaults, nothing reported), exactly (no buffer). A generous refine budget: CP-SAT
+    # finding a shorter schedule must not depend on how loaded the machine is.
+    planner_stack(PLANNING_REFINE_BUDGET_SECONDS=10, PLANNING_RESOURCE_BUFFER_PERCENTAGE=0,
+                  PLANNING_DEFAULT_CAPACITIES=json.dumps(goal["constraints"]["capacities"]))
     pid = plan_id(goal["goal_id"])
     produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], goal)])
     first = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] == pid, count=1)[0].value

@@ -41,6 +41,7 @@ def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap
     with F.running(runner):
         F.wait_until(lambda: (e := _episodes(sink.memory, prefix)) and len(e) == 2
                      and e[f"{prefix}-g1"][0].get("outcome") == "COMPLETED"
+                     and e[f"{prefix}-g1"][0].get("plan_version") == 2
                      and e[f"{prefix}-g2"][0].get("outcome") == "FAILED", what="two finished episodes")
         F.wait_until(lambda: runner.dead_letters >= 1, what="the poison goal in the DLQ")
         eps = _episodes(sink.memory, prefix)

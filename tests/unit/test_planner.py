@@ -6,7 +6,8 @@ import pytest
 from processors import risk, validation
 from processors.config import PlanningConfig
 from processors.model import Constraints, Goal, PlanningError, Priority, TaskSpec
-from processors.planner import effective_capacities, plan_goal, refine_plan
+from processors.planner import plan_goal, refine_plan
+from processors.resources import effective_capacities
 from processors.scheduling import is_feasible
 
 CFG = PlanningConfig()

@@ -3,6 +3,7 @@ import pytest
 from processors.config import PlanningConfig
 from processors.model import (Constraints, Estimate, Goal, RiskCategory, ScheduledTask, Severity,
                               Task)
+from processors.resources import effective_capacities
 from processors.risk import (alerts, assess, is_low_risk, make_risk, overrun_probability, prioritise,
                              reassess, severity_for)
 
@@ -117,8 +118,9 @@ def test_resource_overallocation_and_buffer():
 
 
 def test_goal_capacity_caps_available_capacity():
+    # risks are assessed against the plan's effective capacities, in which the goal's cap holds
     g = Goal("g", "t", 0, constraints=Constraints(capacities={"cpu": 0.5}))
-    assert find(run(g), "resource-cpu-overallocated") is not None
+    assert find(run(g, caps=effective_capacities(g, CAPS, CFG)), "resource-cpu-overallocated") is not None
 
 
 def test_budget_risk():

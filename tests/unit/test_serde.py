@@ -103,7 +103,7 @@ def test_expanded_schemas_are_self_contained():
 def test_dlq_topics_exist_for_every_input():
     names = all_topic_names()
     for t in TOPICS:
-        assert (t.dlq in names) == t.is_input
+        assert (t.dlq in names) == t.has_dlq
 
 
 @pytest.mark.parametrize("field,value", [("created_at_ms", "x"), ("priority", "BOGUS"), ("title", 5)])
@@ -117,3 +117,21 @@ def test_strict_encode_rejects_what_the_writer_would_truncate():
     serde("goals.created").encode(_goal(created_at_ms=1.5))  # the bare writer truncates silently
     with pytest.raises(SerdeError):
         serde("goals.created").encode(_goal(created_at_ms=1.5), strict=True)
+
+
+def test_schema_order_is_the_registrys_schemas_once():
+    assert sorted(schemas.ORDER) == sorted({t.schema_name for t in TOPICS})
+    assert len(schemas.ORDER) == len(set(schemas.ORDER))
+    assert schemas.ORDER.index("plans.created") < schemas.ORDER.index("tasks.assigned")
+
+
+def _record(name, **fields):
+    return {"type": "record", "name": name, "namespace": "x",
+            "fields": [{"name": f, "type": t} for f, t in fields.items()]}
+
+
+def test_dependency_order_puts_the_files_that_define_used_types_first():
+    raws = {"uses": _record("User", a="x.A"), "plain": _record("P", n="long"), "defines": _record("A", n="long")}
+    assert schemas.dependency_order(raws) == ("defines", "uses", "plain")   # else registry order
+    with pytest.raises(ValueError):
+        schemas.dependency_order({"a": _record("A", b="x.B"), "b": _record("B", a="x.A")})

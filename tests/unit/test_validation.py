@@ -1,5 +1,6 @@
 from processors.config import PlanningConfig
 from processors.model import Constraints, Cost, Estimate, Goal, Plan, ScheduledTask, Task
+from processors.resources import effective_capacities
 from processors.validation import validate
 
 CFG = PlanningConfig()
@@ -48,8 +49,9 @@ def test_peak_usage_over_capacity():
 
 
 def test_goal_capacity_constraint_caps_capacity():
+    # validation checks against the plan's effective capacities, in which the goal's cap holds
     g = Goal("g", "t", 0, constraints=Constraints(capacities={"cpu": 1.0}))
-    v = validate(g, OK, CAPS, CFG)
+    v = validate(g, OK, effective_capacities(g, CAPS, PlanningConfig(resource_buffer_percentage=0)), CFG)
     assert any("task a needs 2 cpu but capacity is 1" in f for f in v)
 
 

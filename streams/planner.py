@@ -1,0 +1,280 @@
+"""The planner worker: its agents and tables, wired to the domain's plan lifecycle.
+
+intake:    goals.created -> limits, validation -> chimera.goals.by_plan (re-keyed by plan_id)
+planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.refined
+           -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine
+refiner:   chimera.plans.refine -> CP-SAT (off the event loop) -> chimera.plans.refined
+resources: resources.availability -> a global table of capacities every worker sees
+
+Each record is handled whole or not at all: its outputs and the new state are encoded
+first; a record that cannot apply goes to <topic>.dlq with the reason.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Awaitable, Callable
+
+import faust
+from aiokafka.partitioner import murmur2
+from prometheus_client import Counter, Histogram
+
+from processors import lifecycle, limits
+from processors.dependencies import check_specs
+from processors.ids import plan_id as derive_plan_id
+from processors.model import Goal, PlanningError
+from streams import codec, state as state_codec, watchdog
+from streams.app import Publisher, create_app, ignored
+from streams.dlq import source_headers
+from streams.settings import Settings
+from topics import registry as T
+from topics.serde import SerdeError, serde
+
+log = logging.getLogger("chimera.planner")
+
+GOALS_RECEIVED = Counter("layer2_goals_received_total", "Goals read from goals.created")
+PLANS_CREATED = Counter("layer2_plans_created_total", "Plans published on plans.created")
+PLANS_UPDATED = Counter("layer2_plans_updated_total", "Plan versions published on plans.updated")
+REFINE_FAILURES = Counter("layer2_refinement_errors_total", "Refinements that failed", ["error"])
+STATES_EXPIRED = Counter("chimera_plan_states_expired_total", "Finished plans whose state was dropped")
+PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
+_COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPDATED}
+PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE)
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner (murmur2), as every producer of a keyed record uses."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def check_resource(key: bytes | None, record: dict, lim: limits.Limits) -> None:
+    """A resource record fit for the capacity table: keyed by its id, finite numbers."""
+    if key is None or key.decode(errors="replace") != record["resource_id"]:
+        raise PlanningError("wrong_key", f"key {key!r} is not the resource_id {record['resource_id']!r}")
+    limits.capacities(record["capacities"], "capacities", lim)
+    limits.finite(record.get("hourly_rate"), "hourly_rate", high=lim.max_budget)
+
+
+def admit_goal(raw: bytes | None, lim: limits.Limits) -> Goal:
+    """The intake's door: a goals.created value that decodes, fits the limits and whose
+    explicit tasks form a valid network, as a Goal; else SerdeError/PlanningError."""
+    limits.record_size(len(raw or b""), lim)
+    goal = codec.goal_from_record(serde(T.GOALS_CREATED.name).decode(raw))
+    limits.check_goal(goal, lim)
+    if goal.tasks:
+        check_specs(goal.tasks)
+    return goal
+
+
+class PlannerWorker:
+    """The planner's Faust app: build it from Settings, then `app.main()`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.planning
+        self.limits = settings.limits
+        self.app = app = create_app(settings)
+        self.out = Publisher(app, settings)
+        self.plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
+                               value_type=bytes)  # value: streams.state bytes
+        self.resources = app.GlobalTable("resources", default=None, partitions=1)
+        self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
+        self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
+            T.GOALS_BY_PLAN.name: self.on_goal,
+            T.EXECUTION_FEEDBACK.name: self.on_feedback,
+            T.PLANS_APPROVALS.name: self.on_approval,
+            T.PLANS_REFINED.name: self.on_refined,
+            T.PLANS_EXPIRE.name: self.on_expire,
+        }
+        app.agent(self.out.topic(T.GOALS_CREATED.name), name="intake")(self.intake)
+        app.agent(self.out.sources([s.name for s in PLAN_KEYED]), name="planner")(self.planner)
+        app.agent(self.out.topic(T.PLANS_REFINE.name), name="refiner")(self.refiner)
+        app.agent(self.out.topic(T.RESOURCES_AVAILABILITY.name), name="resources")(self.resource_updates)
+        app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
+        app.task(self.on_started)
+        watchdog.install(app, interval_s=settings.worker.watchdog_interval_s,
+                         stall_s=settings.worker.watchdog_stall_s)
+
+    async def on_started(self) -> None:
+        """Everything imported and built is long-lived: keep it out of the collector's way."""
+        gc.collect()
+        gc.freeze()
+
+    # -- agents -----------------------------------------------------------------------
+
+    async def intake(self, stream) -> None:
+        """Limits and validation at the door; valid goals are re-keyed by plan id, bytes unchanged."""
+        async for event in stream.events():
+            GOALS_RECEIVED.inc()
+            try:
+                goal = admit_goal(event.value, self.limits)
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+                continue
+            msg = event.message
+            await self.out.topic(T.GOALS_BY_PLAN.name).send(
+                key=derive_plan_id(goal.goal_id).encode(), value=event.value,
+                headers=source_headers(msg.topic, msg.partition, msg.offset))
+
+    async def planner(self, stream) -> None:
+        """One plan's state lives in one partition: goals, feedback, approvals and refinements
+        for it arrive here, each handled by the lifecycle handler of its topic."""
+        async for event in stream.events():
+            msg = event.message
+            try:
+                limits.record_size(len(event.value or b""), self.limits)
+                record = serde(msg.topic).decode(event.value)
+                self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
+                                else record["plan_id"])
+                await self._handlers[msg.topic](record, event)
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+            except Exception as exc:  # a bug must not stop the partition: keep the record, say why
+                log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    async def refiner(self, stream) -> None:
+        """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
+        loop = asyncio.get_running_loop()
+        async for event in stream.events():
+            try:
+                request = serde(T.PLANS_REFINE.name).decode(event.value)
+                goal = codec.goal_from_record(request["goal"])
+                limits.check_goal(goal, self.limits)
+                limits.capacities(request["known_capacities"], "known_capacities", self.limits)
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+                continue
+            try:
+                better = await loop.run_in_executor(self._refiner, lifecycle.refine, goal,
+                                                    request["known_capacities"], self.config)
+                if better is not None:
+                    await self.out.send(self.out.encode([codec.refined_record(better, request["base_version"])]))
+            except Exception as exc:  # refinement is optional: the published plan stands
+                log.exception("refinement failed for %s", event.key)
+                REFINE_FAILURES.labels(type(exc).__name__).inc()
+
+    async def resource_updates(self, stream) -> None:
+        """Validated resources into the global table; a tombstone (null value) deletes one."""
+        async for event in stream.events():
+            key = event.message.key
+            if event.value is None:
+                if key is not None:
+                    self.resources.pop(key.decode(errors="replace"), None)
+                continue
+            try:
+                limits.record_size(len(event.value), self.limits)
+                record = serde(T.RESOURCES_AVAILABILITY.name).decode(event.value)
+                check_resource(key, record, self.limits)
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+                continue
+            self.resources[record["resource_id"]] = record
+
+    # -- handlers: decode, run the lifecycle, publish -------------------------------------
+
+    def _check_key(self, msg, plan_id: str) -> None:
+        """A plan's records must reach the partition that holds its state."""
+        key = msg.key or b""
+        if key != plan_id.encode():
+            raise PlanningError("wrong_key", f"key {key[:100]!r} is not the record's plan_id {plan_id!r}")
+        want = partition_for(key, T.PLAN_PARTITIONS)
+        if msg.partition != want:
+            raise PlanningError("wrong_partition", f"{plan_id} belongs on partition {want}, "
+                                                   f"arrived on {msg.partition}")
+
+    def _state(self, plan_id: str) -> lifecycle.PlanState | None:
+        data = self.plans.get(plan_id)
+        return None if data is None else state_codec.decode(data)
+
+    async def _apply(self, plan_id: str, result: lifecycle.Result) -> None:
+        """Encode the records and the state (all or nothing), then send and store."""
+        new, events = result
+        if new is None and not events:  # the plan's state is dropped
+            self.plans.pop(plan_id, None)
+            STATES_EXPIRED.inc()
+            return
+        for e in events:
+            if isinstance(e, lifecycle.Ignored):
+                ignored(e.reason, e.detail)
+        encoded = self.out.encode(codec.records(events))
+        data = None
+        if new is not None:
+            data = state_codec.encode(new)
+            limits.state_size(len(data), plan_id, self.limits)
+        await self.out.send(encoded)
+        for topic, _, _ in encoded:
+            if topic in _COUNTED:
+                _COUNTED[topic].inc()
+        if data is not None and data != self.plans.get(plan_id):
+            self.plans[plan_id] = data
+
+    async def on_goal(self, record: dict, event) -> None:
+        goal = codec.goal_from_record(record)
+        pid = derive_plan_id(goal.goal_id)
+        started = time.perf_counter()
+        result = lifecycle.on_goal(self._state(pid), goal, self.known_capacities(), self.config,
+                                   received_at_ms=int(event.message.timestamp * 1000))
+        PLANNING_SECONDS.observe(time.perf_counter() - started)
+        await self._apply(pid, result)
+
+    async def on_feedback(self, record: dict, event) -> None:
+        fb = codec.feedback_from_record(record)
+        limits.finite(fb.progress_pct, "progress_pct", high=100.0)
+        limits.finite(fb.actual_hours, "actual_hours", high=self.limits.max_task_hours)
+        await self._apply(fb.plan_id, lifecycle.on_feedback(self._state(fb.plan_id), fb, self.config))
+
+    async def on_approval(self, record: dict, event) -> None:
+        decision = codec.approval_from_record(record)
+        await self._apply(decision.plan_id, lifecycle.on_approval(self._state(decision.plan_id), decision,
+                                                                  self.config))
+
+    async def on_refined(self, record: dict, event) -> None:
+        plan = codec.plan_from_record(record["plan"])
+        await self._apply(record["plan_id"], lifecycle.on_refined(self._state(record["plan_id"]), record["plan_id"],
+                                                                  record["base_version"], plan, self.config))
+
+    def known_capacities(self) -> dict[str, float]:
+        """Sum of what available resources report (empty when none reported)."""
+        total: dict[str, float] = {}
+        for rec in self.resources.values():
+            if rec and rec.get("available", True):
+                for kind, units in rec["capacities"].items():
+                    total[kind] = total.get(kind, 0.0) + units
+        return total
+
+    async def on_expire(self, record: dict, event) -> None:
+        pid = record["plan_id"]
+        await self._apply(pid, lifecycle.on_expire(self._state(pid), pid, record["finished_at_ms"]))
+
+    async def expire(self) -> None:
+        """Find plans finished longer than state_ttl_hours ago and ask their partition to drop
+        them (a table is written only from its own partition's events)."""
+        now, ttl = int(time.time() * 1000), self.settings.worker.state_ttl_hours
+        stale = [(key, at) for key, data in list(self.plans.items())
+                 if data and lifecycle.expiry_due(at := state_codec.finished_at(data), now, ttl)]
+        if stale:
+            await self.out.send(self.out.encode(
+                codec.Out(T.PLANS_EXPIRE.name, key, {"plan_id": key, "finished_at_ms": at}) for key, at in stale))
+            log.info("asked to expire the state of %d finished plans", len(stale))
+
+
+def build(settings: Settings) -> faust.App:
+    return PlannerWorker(settings).app
+
+
+if os.environ.get("CHIMERA_FAULT_STALL_GOAL"):  # a named fault for the watchdog's test, never set otherwise
+    _stall_goal = os.environ["CHIMERA_FAULT_STALL_GOAL"]
+    _original_on_goal = PlannerWorker.on_goal
+
+    async def _stalling_on_goal(self, record, event):
+        if record["goal_id"] == _stall_goal:
+            log.warning("FAULT INJECTION: stalling the planner agent on goal %s", _stall_goal)
+            await asyncio.Event().wait()
+        await _original_on_goal(self, record, event)
+
+    PlannerWorker.on_goal = _stalling_on_goal

@@ -1,0 +1,103 @@
+"""Liveness from progress, not from the process: a worker whose consumer has lag but
+reads nothing, or owns no partition at all, for `stall_s` is unhealthy and exits so its
+supervisor restarts it. Faust consumers are reported to stall silently over long runs
+(faust-streaming issues 175 and 640); a process check alone would not notice.
+
+A second guard runs in a thread: if the event loop itself stops turning (a handler
+stuck in CPU work) the thread ends the process, since no coroutine could.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Callable, Mapping
+
+from prometheus_client import Gauge
+
+log = logging.getLogger("chimera.watchdog")
+HEALTHY = Gauge("chimera_worker_healthy", "1 while the worker's consumer makes progress (or has no lag)")
+EXIT_STALLED = 70
+
+
+class Progress:
+    """Decides health from samples of (position, high watermark) per owned partition."""
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self._last: dict = {}
+        self._since: float | None = None      # when the current stall began
+        self._unassigned_since: float | None = None
+
+    def observe(self, positions: Mapping[object, tuple[int | None, int | None]]) -> str | None:
+        """The reason the worker is unhealthy, or None. `positions`: tp -> (position, highwater)."""
+        now = self.clock()
+        if not positions:
+            self._since = None
+            self._unassigned_since = self._unassigned_since or now
+            if now - self._unassigned_since >= self.stall_s:
+                return f"owns no partition for {now - self._unassigned_since:.0f} s (left its group?)"
+            return None
+        self._unassigned_since = None
+        lagging = {tp for tp, (read, high) in positions.items() if high is not None and (read or 0) < high}
+        moved = any(self._last.get(tp) != pos[0] for tp, pos in positions.items())
+        self._last = {tp: pos[0] for tp, pos in positions.items()}
+        if not lagging or moved:
+            self._since = None
+            return None
+        self._since = self._since or now
+        if now - self._since >= self.stall_s:
+            return f"{len(lagging)} partition(s) with lag and no progress for {now - self._since:.0f} s"
+        return None
+
+
+def _die(reason: str) -> None:
+    HEALTHY.set(0)
+    log.critical("unhealthy: %s; exiting with %d so the supervisor restarts the worker", reason, EXIT_STALLED)
+    logging.shutdown()
+    os._exit(EXIT_STALLED)
+
+
+async def _positions(app) -> dict:
+    """tp -> (next offset to fetch, high watermark) for the agents' source partitions."""
+    consumer = app.consumer
+    sources = set(app.topics._topic_name_index)  # the agents' source topics, not table changelogs
+    out = {}
+    for tp in consumer.assignment():
+        if tp.topic in sources:
+            try:
+                out[tp] = (await consumer.position(tp), consumer.highwater(tp))
+            except Exception:  # not fetched yet
+                out[tp] = (None, None)
+    return out
+
+
+def install(app, *, interval_s: float, stall_s: float) -> None:
+    """Watch `app`'s consumer progress and its event loop; exit when either stalls."""
+    progress = Progress(stall_s)
+    beat = [time.monotonic()]
+    HEALTHY.set(1)
+
+    @app.timer(interval=interval_s, on_leader=False)
+    async def watch() -> None:
+        beat[0] = time.monotonic()
+        if app.rebalancing or app.tables.recovery.in_recovery:
+            return
+        why = progress.observe(await _positions(app))
+        if why:
+            _die(why)
+
+    def loop_guard() -> None:
+        while True:
+            time.sleep(interval_s)
+            if time.monotonic() - beat[0] > stall_s + interval_s:
+                _die(f"event loop blocked for {time.monotonic() - beat[0]:.0f} s")
+
+    @app.task
+    async def start_guard() -> None:
+        beat[0] = time.monotonic()
+        threading.Thread(target=loop_guard, name="watchdog", daemon=True).start()
+        await asyncio.sleep(0)
