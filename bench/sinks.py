@@ -1,6 +1,6 @@
 """Sink throughput against raw store writes measured in the same run.
 
-    python -m bench.sinks [--events 50000] [--tasks 10000] [--only clickhouse|neo4j]
+    python -m bench.sinks [--events 50000] [--tasks 10000] [--only clickhouse|neo4j|memory]
 
 ClickHouse: N execution.feedback records go through a real broker and the ClickHouse sink
 (consume, Avro decode, rows for `events` + `feedback`, insert with dedup tokens, commit);
@@ -12,6 +12,11 @@ Neo4j: a synthetic history of plans with --tasks tasks in all (chains of 10 with
 in some) written with the sink's UNWIND-batched MERGE; printed: graph upserts/s (nodes +
 relationships merged per second) and root-cause query latency p50/p99 on that graph (goals
 >= 5,000/s and p99 <= 50 ms).
+
+Memory: a synthetic history where four kinds of goal recur (two wordings each) and take a
+known factor of their planned hours; held-back goals (a third wording, plus novel goals)
+are estimated with and without `Memory.recall`; printed: reuse rate and the mean relative
+duration error of the plans that reused memory, with and without it (goal: >= 30% lower).
 """
 from __future__ import annotations
 
@@ -140,19 +145,90 @@ def bench_neo4j(n_tasks: int) -> None:
               f"p99 {lat[int(len(lat) * 0.99)]:.1f} ms over {len(lat)} queries (goal p99 <= 50 ms)")
 
 
+_KINDS = [  # (title variants, domain, objectives, true actual/planned factor)
+    (["Launch billing API", "Launch the billing API for EU customers", "Ship a billing API v2"], "software",
+     ["Design the API", "Implement payments"], 1.4),
+    (["Train a churn model", "Train the customer churn model", "Retrain churn prediction model"], "ml",
+     ["Collect data", "Train", "Evaluate"], 0.8),
+    (["Migrate the database to Postgres", "Move our MySQL database to Postgres", "Postgres migration"],
+     "infrastructure", ["Plan cut-over", "Copy data"], 1.6),
+    (["Write the onboarding handbook", "Write an onboarding guide for new hires", "New-hire handbook"],
+     "documentation", ["Outline", "Draft", "Review"], 1.25),
+]
+_NOVEL = [("Organise the summer offsite", "events", ["Venue", "Travel"]),
+          ("Audit vendor contracts", "legal", ["Collect", "Review"])]
+
+
+def bench_memory(history_per_kind: int = 8, seed: int = 7) -> None:
+    """Duration-estimate error of plans that reuse memory vs the same plans without it (held-back goals)."""
+    import random
+
+    from sinks.chroma import Memory
+    from tests import sinks_fixtures as F
+
+    rng = random.Random(seed)
+    mem = Memory(tempfile.mkdtemp(prefix="bench-chroma-")).open()
+
+    def make(gid, title, domain, objectives):
+        hours = [rng.choice([4.0, 8.0, 12.0, 16.0]) for _ in objectives]
+        tasks, start = [], 0.0
+        for i, h in enumerate(hours):
+            tasks.append(F.task(f"t{i}", start, h))
+            start += h
+        return F.goal(gid, title=title, domain=domain, objectives=objectives), F.plan(f"p-{gid}", gid, tasks=tasks)
+
+    goals, plans, feedback = [], [], []
+    for k, (titles, domain, objectives, factor) in enumerate(_KINDS):
+        for j in range(history_per_kind):
+            g, p = make(f"h{k}-{j}", titles[j % 2], domain, objectives)  # history uses the first two wordings
+            goals.append(g)
+            plans.append(p)
+            for t in p["tasks"]:
+                actual = t["estimate"]["most_likely"] * factor * rng.uniform(0.9, 1.1)
+                feedback.append({**F.feedback(p["plan_id"], t["task_id"], "COMPLETED", actual), "attempt": None})
+    t0 = time.perf_counter()
+    mem.apply(goals, plans, feedback)
+    load_s = time.perf_counter() - t0
+
+    base_err, mem_err, reused, held, look = [], [], 0, 0, []
+    cases = [(titles[2], domain, objectives, factor) for titles, domain, objectives, factor in _KINDS]
+    cases += [(t, d, o, 1.2) for t, d, o in _NOVEL]
+    for i in range(3):
+        for title, domain, objectives, factor in cases:
+            g, p = make(f"new-{i}-{title}", title, domain, objectives)
+            planned = sum(t["estimate"]["most_likely"] for t in p["tasks"])
+            true = planned * factor * rng.uniform(0.9, 1.1)
+            t1 = time.perf_counter()
+            hit = mem.recall(g, threshold=0.6)
+            look.append((time.perf_counter() - t1) * 1000)
+            held += 1
+            if hit is not None:
+                reused += 1
+                base_err.append(abs(planned - true) / true)
+                mem_err.append(abs(planned * hit.duration_factor - true) / true)
+    look.sort()
+    lookup_ms = look[len(look) // 2]
+    b, m = sum(base_err) / max(len(base_err), 1), sum(mem_err) / max(len(mem_err), 1)
+    print(f"memory: {len(goals)} past episodes stored in {load_s:.1f}s; {held} held-back goals, reuse rate "
+          f"{reused / held:.0%}; on the {reused} that reused memory the duration error is {m:.1%} vs {b:.1%} "
+          f"without it: {1 - m / b:.0%} lower (goal >= 30%); look-up median {lookup_ms:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--tasks", type=int, default=10_000)
-    ap.add_argument("--only", choices=["clickhouse", "neo4j"])
+    ap.add_argument("--only", choices=["clickhouse", "neo4j", "memory"])
     a = ap.parse_args()
     from streams.services import broker
 
-    if a.only != "neo4j":
+    if a.only in (None, "clickhouse"):
         with broker() as bootstrap:
             bench_clickhouse(bootstrap, a.events)
-    if a.only != "clickhouse":
+    if a.only in (None, "neo4j"):
         bench_neo4j(a.tasks)
+    if a.only in (None, "memory"):
+        bench_memory()
 
 
 if __name__ == "__main__":
