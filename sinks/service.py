@@ -72,3 +72,33 @@ def running(names, bootstrap: str, **kwargs) -> Iterator[SinkService]:
         yield svc
     finally:
         svc.stop()
+
+
+def summary(svc: SinkService, *, failed_task: tuple[str, str] | None = None, goal: dict | None = None) -> list[str]:
+    """A few lines from each running store, for `make demo`: an analytics query result, a
+    root-cause path for a failed task (plan_id, task_id), and a memory hit for a goal."""
+    lines = []
+    if "clickhouse" in svc.runners:
+        from sinks import analytics
+        store = svc.runners["clickhouse"].sink.store
+        for row in analytics.run_dicts(store, "planning_latency"):
+            lines.append(f"ClickHouse planning_latency: {row['plans']} plans, p50 {row['p50_ms']} ms, "
+                         f"p99 {row['p99_ms']} ms")
+        for row in analytics.run_dicts(store, "dlq_reasons")[:3]:
+            lines.append(f"ClickHouse dlq_reasons: {row['dlq_topic']} {row['reason']} x{row['records']}")
+    if "neo4j" in svc.runners and failed_task:
+        from sinks.neo4j import Graph
+        g = Graph(svc.runners["neo4j"].sink.uri)
+        try:
+            rc = g.root_cause(*failed_task)
+        finally:
+            g.close()
+        lines.append(f"Neo4j root cause of {failed_task[1]}: " + (
+            f"{' <- '.join(rc['path'])}; first failure {rc['root']} on {rc['executor']} "
+            f"({', '.join(rc['resources'])}): {'; '.join(rc['reasons'])}" if rc else "no failure found"))
+    if "chroma" in svc.runners and goal:
+        hit = svc.runners["chroma"].sink.memory.recall(goal, threshold=0.0)
+        lines.append(f"Chroma memory for '{goal['title']}': " + (
+            f"{hit.metadata.get('title', hit.goal_id)} (similarity {hit.similarity:.2f}, "
+            f"{hit.metadata.get('outcome')}, duration x{hit.duration_factor:.2f})" if hit else "no completed episode"))
+    return lines

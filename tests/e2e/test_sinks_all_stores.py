@@ -112,6 +112,8 @@ def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(
                 assert _ch_counts(ch, plans, goals) == want_ch
                 assert _neo_counts(graph, plans, goals) == want_neo
                 assert sorted(mem.episodes.get(ids=sorted(goals))["ids"]) == sorted(goals)
+                lines = service.summary(svc, failed_task=(sorted(plans)[0], "nope"), goal=first[0])
+                assert lines[0].startswith("ClickHouse planning_latency: ") and len(lines) >= 3, lines
 
                 # Neo4j killed mid-stream: planning goes on (plans arrive during the outage), the
                 # Neo4j sink pauses and retries, and after Neo4j restarts on its folder it catches up.

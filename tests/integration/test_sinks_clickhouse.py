@@ -57,6 +57,14 @@ def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, t
     counts = _counts(store, prefix)
     assert {k: counts[k] for k in EXPECTED} == EXPECTED
     assert runner.dead_letters >= 1
+    from prometheus_client import REGISTRY
+    assert REGISTRY.get_sample_value("chimera_sink_records_total",
+                                     {"sink": "clickhouse", "topic": "plans.created"}) >= 2
+    assert REGISTRY.get_sample_value("chimera_sink_batch_size_count", {"sink": "clickhouse"}) >= 1
+    assert REGISTRY.get_sample_value("chimera_sink_write_seconds_count", {"sink": "clickhouse"}) >= 1
+    assert REGISTRY.get_sample_value("chimera_sink_lag", {"sink": "clickhouse", "topic": "plans.created",
+                                                          "partition": "0"}) is not None or any(
+        m.name == "chimera_sink_lag" and m.samples for m in REGISTRY.collect())
     # the plan's latest version is the refined one
     _, rows = store.query("SELECT argMax(makespan_hours, plan_version) FROM chimera.plans FINAL "
                                "WHERE plan_id = {p:String}", {"p": f"{prefix}-p1"})
