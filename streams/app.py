@@ -13,7 +13,7 @@ import faust
 from prometheus_client import Counter
 
 from streams.codec import Out
-from streams.dlq import dlq_headers, source_of
+from streams.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
 from topics import registry as T
 from topics.serde import serde
@@ -95,7 +95,7 @@ class Publisher:
         log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500])
         try:
             fut = await asyncio.wait_for(
-                self.topic(dlq).send(key=msg.key, value=msg.value,
+                self.topic(dlq).send(key=source_key(msg.headers, msg.key), value=msg.value,
                                      headers=dlq_headers(reason, detail, src_topic, partition, offset)),
                 self.settings.worker.dead_letter_timeout_s)
             fut.add_done_callback(lambda f: self._check_sent(f, dlq))

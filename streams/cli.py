@@ -227,7 +227,12 @@ async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress
         if len(seen) == len(wanted):
             break
     others = {}
-    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq):
+    forged = next(iter(seen))  # a COMPLETED for a task of a real plan that was never handed out
+    await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(forged, {
+        "event_id": "demo-forged", "plan_id": forged, "task_id": seen[forged]["tasks"][-1]["task_id"],
+        "status": "COMPLETED", "reported_at_ms": _now_ms()})])
+    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq,
+                  T.EXECUTION_FEEDBACK.dlq):
         others[topic] = [r async for r in client.read(bootstrap, topic, idle_timeout_s=3.0, deadline_s=20)]
     return {"plans": seen, "wanted": wanted, **others}
 
@@ -256,10 +261,10 @@ def _summary(result: dict) -> None:
             r = a.value["risk"]
             atable.add_row(a.value["plan_id"][:13], r["category"], r["severity"], f"{r['score']:.2f}", r["title"][:60])
     console.print(atable)
-    dlq = result[T.GOALS_CREATED.dlq]
-    if dlq:
-        console.print(f"{len(dlq)} dead letter(s) on {T.GOALS_CREATED.dlq}: "
-                      + "; ".join(d.headers.get("chimera.dlq.reason", "?") for d in dlq))
+    for topic in (T.GOALS_CREATED.dlq, T.EXECUTION_FEEDBACK.dlq):
+        for d in result[topic]:
+            console.print(f"dead letter on {topic} (key {d.key}): [yellow]{d.headers.get('chimera.dlq.reason', '?')}[/] "
+                          f"{d.headers.get('chimera.dlq.detail', '')[:100]}")
 
 
 @app.command()
@@ -275,6 +280,10 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                 sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
                 asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in sample]))
                 asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [("bad-goal", b"{not avro}")]))
+                huge = {"goal_id": "demo-huge", "title": "1,000 tasks", "created_at_ms": _now_ms(),
+                        "tasks": [{"task_id": f"t{i}", "name": f"t{i}", "duration_hours": 1} for i in range(1000)]}
+                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(huge["goal_id"], huge)]))
+
                 result = asyncio.run(_collect(bootstrap, sample, timeout, progress))
                 if len(result["plans"]) < len(sample):
                     err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")

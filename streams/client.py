@@ -24,6 +24,7 @@ class Received:
     value: dict | None            # decoded value (None for a dead letter)
     raw: bytes | None
     headers: dict[str, str]
+    timestamp_ms: int = 0         # the record's Kafka timestamp
 
     def as_json(self) -> str:
         body = self.value if self.value is not None else {"raw": (self.raw or b"").decode("utf-8", "replace")}
@@ -41,9 +42,11 @@ async def _started(client, bootstrap: str):
     return client
 
 
-async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict | bytes]]) -> int:
-    """Send (key, value) pairs; dict values are Avro-encoded first (a bad one raises SerdeError)."""
-    encoded = [(k, v if isinstance(v, bytes) else serde(topic).encode(v, strict=True)) for k, v in records]
+async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict | bytes | None]]) -> int:
+    """Send (key, value) pairs; dict values are Avro-encoded first (a bad one raises SerdeError);
+    a None value is a tombstone."""
+    encoded = [(k, v if v is None or isinstance(v, bytes) else serde(topic).encode(v, strict=True))
+               for k, v in records]
     producer = await _started(AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                                enable_idempotence=True), bootstrap)
     try:
@@ -98,6 +101,6 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
                         except SerdeError as exc:
                             headers["chimera.decode.error"] = str(exc)
                     yield Received(m.topic, m.partition, m.offset, m.key.decode() if m.key else None,
-                                   value, m.value, headers)
+                                   value, m.value, headers, m.timestamp)
     finally:
         await consumer.stop()

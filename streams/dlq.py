@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 SOURCE_HEADERS = ("chimera.source.topic", "chimera.source.partition", "chimera.source.offset")
+SOURCE_KEY = "chimera.source.key"   # a re-keyed record's original key: its dead letter keeps it
 
 
-def source_headers(topic: str, partition: int, offset: int) -> dict[str, bytes]:
+def source_headers(topic: str, partition: int, offset: int, key: bytes | None = None) -> dict[str, bytes]:
     """Where a record came from; forwarded records keep it so dead letters point at the original."""
-    return dict(zip(SOURCE_HEADERS, (topic.encode(), str(partition).encode(), str(offset).encode())))
+    out = dict(zip(SOURCE_HEADERS, (topic.encode(), str(partition).encode(), str(offset).encode())))
+    if key is not None:
+        out[SOURCE_KEY] = key
+    return out
+
+
+def source_key(headers, key: bytes | None) -> bytes | None:
+    """The key a record had before it was re-keyed (or its own)."""
+    return dict(headers or {}).get(SOURCE_KEY, key)
 
 
 def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> dict[str, bytes]:

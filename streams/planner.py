@@ -96,7 +96,8 @@ class PlannerWorker:
         app.agent(self.out.topic(T.RESOURCES_AVAILABILITY.name), name="resources")(self.resource_updates)
         app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
         app.task(self.on_started)
-        watchdog.install(app, interval_s=settings.worker.watchdog_interval_s,
+        sources = [T.GOALS_CREATED.name, T.PLANS_REFINE.name, T.RESOURCES_AVAILABILITY.name]
+        watchdog.install(app, sources + [s.name for s in PLAN_KEYED], interval_s=settings.worker.watchdog_interval_s,
                          stall_s=settings.worker.watchdog_stall_s)
 
     async def on_started(self) -> None:
@@ -118,7 +119,7 @@ class PlannerWorker:
             msg = event.message
             await self.out.topic(T.GOALS_BY_PLAN.name).send(
                 key=derive_plan_id(goal.goal_id).encode(), value=event.value,
-                headers=source_headers(msg.topic, msg.partition, msg.offset))
+                headers=source_headers(msg.topic, msg.partition, msg.offset, msg.key))
 
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements

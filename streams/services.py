@@ -53,8 +53,8 @@ class Worker:
                               f"restarting in {delay:g} s ---\n".encode())
                 if self._stopping.wait(delay):
                     return
-                self.restarts += 1
                 self.start()
+                self.restarts += 1
                 started, delay = time.monotonic(), min(delay * 2, max_backoff_s)
         self._supervisor = threading.Thread(target=loop, name="worker-supervisor", daemon=True)
         self._supervisor.start()

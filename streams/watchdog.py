@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from prometheus_client import Gauge
 
@@ -23,7 +23,7 @@ EXIT_STALLED = 70
 
 
 class Progress:
-    """Decides health from samples of (position, high watermark) per owned partition."""
+    """Decides health from samples of (committed offset, high watermark) per owned partition."""
 
     def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.stall_s = stall_s
@@ -33,11 +33,12 @@ class Progress:
         self._unassigned_since: float | None = None
 
     def observe(self, positions: Mapping[object, tuple[int | None, int | None]]) -> str | None:
-        """The reason the worker is unhealthy, or None. `positions`: tp -> (position, highwater)."""
+        """The reason the worker is unhealthy, or None. `positions`: tp -> (committed, highwater)."""
         now = self.clock()
         if not positions:
             self._since = None
-            self._unassigned_since = self._unassigned_since or now
+            if self._unassigned_since is None:
+                self._unassigned_since = now
             if now - self._unassigned_since >= self.stall_s:
                 return f"owns no partition for {now - self._unassigned_since:.0f} s (left its group?)"
             return None
@@ -48,9 +49,12 @@ class Progress:
         if not lagging or moved:
             self._since = None
             return None
-        self._since = self._since or now
+        if self._since is None:
+            self._since = now
         if now - self._since >= self.stall_s:
-            return f"{len(lagging)} partition(s) with lag and no progress for {now - self._since:.0f} s"
+            detail = ", ".join(f"{getattr(tp, 'topic', tp)}[{getattr(tp, 'partition', '')}] at {positions[tp][0]} of "
+                               f"{positions[tp][1]}" for tp in sorted(lagging, key=str)[:8])
+            return f"{len(lagging)} partition(s) with lag and no progress for {now - self._since:.0f} s: {detail}"
         return None
 
 
@@ -61,22 +65,27 @@ def _die(reason: str) -> None:
     os._exit(EXIT_STALLED)
 
 
-async def _positions(app) -> dict:
-    """tp -> (next offset to fetch, high watermark) for the agents' source partitions."""
+def _positions(app, sources: frozenset[str]) -> dict:
+    """tp -> (committed offset, high watermark) for the agents' source partitions. Committed,
+    not fetched: Faust fetches ahead into a buffer while a stuck agent processes nothing, and
+    commits only what the agent finished. Table changelogs are left out: a worker owns their
+    partitions but only writes to them."""
     consumer = app.consumer
-    sources = set(app.topics._topic_name_index)  # the agents' source topics, not table changelogs
     out = {}
     for tp in consumer.assignment():
         if tp.topic in sources:
             try:
-                out[tp] = (await consumer.position(tp), consumer.highwater(tp))
+                high = consumer.highwater(tp)
             except Exception:  # not fetched yet
-                out[tp] = (None, None)
+                high = None
+            out[tp] = (consumer._committed_offset.get(tp), high)
     return out
 
 
-def install(app, *, interval_s: float, stall_s: float) -> None:
-    """Watch `app`'s consumer progress and its event loop; exit when either stalls."""
+def install(app, sources: Iterable[str], *, interval_s: float, stall_s: float) -> None:
+    """Watch the progress of `app`'s consumer on the `sources` topics, and its event loop;
+    exit when either stalls."""
+    sources = frozenset(sources)
     progress = Progress(stall_s)
     beat = [time.monotonic()]
     HEALTHY.set(1)
@@ -86,7 +95,7 @@ def install(app, *, interval_s: float, stall_s: float) -> None:
         beat[0] = time.monotonic()
         if app.rebalancing or app.tables.recovery.in_recovery:
             return
-        why = progress.observe(await _positions(app))
+        why = progress.observe(_positions(app, sources))
         if why:
             _die(why)
 

@@ -3,6 +3,7 @@ lifecycle the worker runs: each ends in a plan or a refusal with a reason, never
 unexpected exception, and a plan's stored state stays within the limit."""
 import math
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 from processors import lifecycle as L, limits
@@ -14,6 +15,7 @@ from tests.avro_strategies import records
 from topics import registry as T
 from topics.serde import SerdeError, serde
 
+pytestmark = pytest.mark.slow  # ~a minute: hypothesis generates large records
 CFG = PlanningConfig(refine_budget_seconds=0)
 LIMITS = limits.Limits()
 HOSTILE = settings(max_examples=60, deadline=None,

@@ -33,3 +33,23 @@ def test_bad_config_is_a_clear_error(tmp_path):
 
 def test_bootstrap_from_env():
     assert load(env={"KAFKA_BOOTSTRAP": "h:1"}).bootstrap == "h:1"
+
+
+def test_limits_and_worker_settings_load_from_the_file_and_the_environment(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[limits]\nmax_tasks_per_goal = 50\n[worker]\nstore = \"memory://\"\nwatchdog_stall_s = 30\n")
+    s = load(env={"CHIMERA_CONFIG": str(f), "LIMITS_MAX_TITLE_CHARS": "80", "CHIMERA_WATCHDOG_STALL_S": "7"})
+    assert s.limits.max_tasks_per_goal == 50 and s.limits.max_title_chars == 80
+    assert s.worker.store == "memory://" and s.worker.watchdog_stall_s == 7.0
+    defaults = load(env={})
+    assert defaults.limits.max_tasks_per_goal == 500 and defaults.worker.store == "rocksdb://"
+
+
+@pytest.mark.parametrize("text,env", [("[limits]\nmax_tasks = 5\n", {}), ("[limits]\nmax_task_hours = -1\n", {}),
+                                      ("[worker]\nwatchdog = 1\n", {}), ("", {"LIMITS_MAX_TASK_HOURS": "lots"}),
+                                      ("", {"CHIMERA_WATCHDOG_STALL_S": "soon"})])
+def test_bad_limits_or_worker_settings_are_refused_with_the_key(tmp_path, text, env):
+    f = tmp_path / "c.toml"
+    f.write_text(text)
+    with pytest.raises(ValueError):
+        load(env={"CHIMERA_CONFIG": str(f), **env})
