@@ -71,3 +71,44 @@ def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap
     assert [t["task_id"] for t in hit.decomposition] == ["t1", "t2"] and hit.duration_factor == pytest.approx(1.2)
     assert memory.recall(F.goal("y", title="Plant tomatoes in the garden", domain="garden",
                                 objectives=("Dig", "Water"))) is None
+
+
+def test_memory_over_http_when_chroma_url_is_set(tmp_path, monkeypatch):
+    """CHROMA_URL switches the same code to HttpClient: a real `chroma run` server on loopback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sinks.chroma import Memory
+    from tests.kafka_helpers import free_port
+
+    port = free_port()
+    chroma = Path(sys.executable).with_name("chroma")
+    log = (tmp_path / "chroma.log").open("wb")
+    proc = subprocess.Popen([str(chroma), "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        monkeypatch.setenv("CHROMA_URL", f"http://127.0.0.1:{port}")
+
+        def up():
+            try:
+                return Memory().open()
+            except Exception:  # noqa: BLE001 - not listening yet
+                return None
+        memory = F.wait_until(up, timeout=60, what="chroma run to answer")
+        g = F.goal("http-g1", title="Set up the CI pipeline")
+        p = F.plan("http-p1", "http-g1", tasks=[F.task("a", 0, 4)])
+        memory.apply([g], [p], [F.feedback("http-p1", "a", "COMPLETED", 5.0)])
+        hit = memory.recall(F.goal("q", title="Set up a CI pipeline"))
+        assert hit is not None and hit.goal_id == "http-g1" and hit.duration_factor == pytest.approx(1.25)
+        assert not (tmp_path / "chroma").exists() and os.listdir(tmp_path / "srv")  # the server holds the data
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
