@@ -126,6 +126,11 @@ class Sink(ABC):
     def close(self) -> None:
         """Release the store's connections."""
 
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a failed write means 'store unavailable' (pause and retry the batch) rather
+        than 'the store refuses some record in it' (find it and dead-letter it)."""
+        return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
 
 class SinkRunner:
     """Consume a sink's topics into its store (see the module docstring)."""
@@ -280,16 +285,21 @@ class SinkRunner:
         batch = self.batches[tp]
         name = self.sink.name
         try:
-            if self._dlq_pending:
-                if self._producer.flush(10) > 0:
-                    raise ConnectionError("dead letters not acknowledged by the broker")
-                self._dlq_pending = 0
             if batch.items:
                 t0 = time.perf_counter()
-                self.sink.write(batch)
+                try:
+                    self.sink.write(batch)
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    if self.sink.is_transient(exc):
+                        raise
+                    self._reject(batch, exc)
                 WRITE_SECONDS.labels(name).observe(time.perf_counter() - t0)
                 BATCH_SIZE.labels(name).observe(len(batch.items))
                 RECORDS.labels(name, batch.topic).inc(len(batch.items))
+            if self._dlq_pending:  # dead letters acknowledged before the offsets move past them
+                if self._producer.flush(10) > 0:
+                    raise ConnectionError("dead letters not acknowledged by the broker")
+                self._dlq_pending = 0
         except Exception as exc:  # noqa: BLE001 - the store (or broker) is unavailable: back off
             self._backpressure(exc)
             return False
@@ -299,6 +309,36 @@ class SinkRunner:
         if self.paused and not self.batches:
             self._resume()
         return True
+
+    def _reject(self, batch: SinkBatch, exc: BaseException) -> None:
+        """The store refused the batch for its content: write it in halves until the records it
+        refuses are alone, and dead-letter those ('store_rejected'). Should it refuse every
+        record one by one, the store is treated as unavailable instead (raised: back off)."""
+        refused: list[tuple[SinkRecord, BaseException]] = []
+
+        def attempt(lo: int, hi: int, known: BaseException | None) -> None:
+            if known is None:
+                part = SinkBatch(batch.topic, batch.partition, batch.records[lo].offset, batch.records[hi - 1].offset,
+                                 batch.records[lo:hi], batch.items[lo:hi])
+                try:
+                    self.sink.write(part)
+                    return
+                except Exception as e:  # noqa: BLE001
+                    if self.sink.is_transient(e):
+                        raise
+                    known = e
+            if hi - lo == 1:
+                refused.append((batch.records[lo], known))
+                return
+            mid = (lo + hi) // 2
+            attempt(lo, mid, None)
+            attempt(mid, hi, None)
+
+        attempt(0, len(batch.items), exc)
+        if len(refused) == len(batch.items) > 1:
+            raise ConnectionError(f"the store refused every record of the batch: {exc}") from exc
+        for rec, why in refused:
+            self._dead_letter(rec, "store_rejected", f"{type(why).__name__}: {why}")
 
     def _commit(self, batch: SinkBatch) -> None:
         nxt = batch.end_offset + 1

@@ -258,11 +258,14 @@ class ChromaSink(Sink):
                 if not v["goal_id"] or not v["title"]:
                     raise ValueError("goal without id or title")
                 return "goal", v
-            if record.topic == T.PLANS_CREATED.name:
-                return "plan", v
-            if record.topic == T.PLANS_UPDATED.name:
-                return "plan", v["plan"]
-            return "feedback", {**v, "plan_id": v["plan_id"]}
+            if record.topic in (T.PLANS_CREATED.name, T.PLANS_UPDATED.name):
+                p = v if record.topic == T.PLANS_CREATED.name else v["plan"]
+                if not p["goal_id"] or not p["plan_id"]:
+                    raise ValueError("plan without goal_id or plan_id")
+                return "plan", p
+            if not v["event_id"] or not v["plan_id"]:
+                raise ValueError("feedback without event_id or plan_id")
+            return "feedback", v
         except (KeyError, TypeError, ValueError) as exc:
             raise PoisonRecord("unstorable", f"{record.topic}: {type(exc).__name__}: {exc}") from exc
 
@@ -271,6 +274,12 @@ class ChromaSink(Sink):
         for kind, v in batch.items:
             kinds[kind].append(v)
         self.memory.apply(kinds["goal"], kinds["plan"], kinds["feedback"])
+
+    def is_transient(self, exc: BaseException) -> bool:
+        from chromadb.errors import ChromaError
+        if isinstance(exc, ChromaError):   # the store answered: it refuses this content
+            return False
+        return True                        # anything else (HTTP, disk, ...): retry the batch
 
     def close(self) -> None:
         self.memory.client = None

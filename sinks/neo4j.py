@@ -23,6 +23,7 @@ from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from topics import registry as T
 
 LABELS = ("Goal", "Plan", "Task", "Resource", "Executor", "Risk", "Feedback")
+MAX_ID_BYTES = 4000  # a range index key must stay under ~8 KB
 
 CYPHER = {
     "goal": """UNWIND $rows AS r MERGE (g:Goal {id: r.id}) SET g += r.props""",
@@ -176,7 +177,21 @@ class Neo4jSink(Sink):
             s.run("CREATE INDEX task_status IF NOT EXISTS FOR (t:Task) ON (t.status)")
 
     def prepare(self, record: SinkRecord) -> dict[str, list[dict]]:
-        return rows_for(record)
+        rows = rows_for(record)
+        for kind, rs in rows.items():
+            for r in rs:
+                for key in ("id", "task", "goal_id", "plan", "resource", "executor", "from", "to"):
+                    v = r.get(key)
+                    if isinstance(v, str) and (not v or len(v.encode()) > MAX_ID_BYTES):
+                        raise PoisonRecord("bad_id", f"{record.topic}: {kind}.{key} is empty or longer than "
+                                                     f"{MAX_ID_BYTES} bytes (Neo4j cannot index it)")
+        return rows
+
+    def is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired,
+                            neo4j.exceptions.TransientError, ConnectionError, OSError)):
+            return True
+        return bool(getattr(exc, "is_retryable", lambda: False)())
 
     def write(self, batch: SinkBatch) -> None:
         rows: dict[str, list[dict]] = defaultdict(list)

@@ -25,11 +25,12 @@ from typing import Callable, Iterable
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from processors import lifecycle
+from processors import lifecycle, limits
+from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import PlanningError
 from streams import codec
-from streams.settings import load_planning
+from streams.settings import load as load_settings, load_planning
 from topics import registry as T
 from topics.admin import create_topics
 from topics.serde import SerdeError, serde
@@ -109,7 +110,13 @@ def replay(bootstrap: str, since_ms: int, until_ms: int, *, namespace: str = "re
     """Re-run planning over the window into `<namespace>.*` topics (see the module docstring)."""
     config = config or load_planning()
     result = ReplayResult(namespace)
-    records = read_window(bootstrap, since_ms, until_ms, f"chimera-replay-{namespace}")
+    group = f"chimera-replay-{namespace}"
+    # resources are a table: its state at the window's start comes from every earlier record
+    records = read_window(bootstrap, since_ms, until_ms, group,
+                          [t for t in INPUTS if t != T.RESOURCES_AVAILABILITY.name])
+    records += read_window(bootstrap, 0, until_ms, group, [T.RESOURCES_AVAILABILITY.name])
+    order = {t: i for i, t in enumerate(INPUTS)}
+    records.sort(key=lambda r: (r[0], order.get(r[1], 9), r[2], r[3]))
     _ensure_topics(bootstrap, namespace)
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     states: dict[str, lifecycle.PlanState | None] = {}
@@ -132,20 +139,22 @@ def replay(bootstrap: str, since_ms: int, until_ms: int, *, namespace: str = "re
             result.outputs[out.topic] = result.outputs.get(out.topic, 0) + 1
         producer.poll(0)
 
-    started, first_ts = time.monotonic(), records[0][0] if records else 0
+    started, first_ts = time.monotonic(), max(records[0][0], since_ms) if records else 0
+    lim = load_settings().limits
     for ts, topic, part, offset, key, raw in records:
+        if topic == T.RESOURCES_AVAILABILITY.name:
+            _apply_resource(resources, key, raw, lim)
+            continue
         if speed > 0:
             wait = (ts - first_ts) / 1000 / speed - (time.monotonic() - started)
             if wait > 0:
                 time.sleep(wait)
         where = f"{topic}/{part}@{offset}"
-        try:
+        try:  # the worker's door: what it dead-letters is not replayed either
+            limits.record_size(len(raw or b""), lim)
             value = serde(topic).decode(raw)
-        except SerdeError as exc:
+        except (SerdeError, PlanningError) as exc:
             result.skipped.append((where, exc.reason))
-            continue
-        if topic == T.RESOURCES_AVAILABILITY.name:
-            resources[value["resource_id"]] = value
             continue
         pid = _plan_of(topic, value)
         if plan and pid != plan:
@@ -154,6 +163,9 @@ def replay(bootstrap: str, since_ms: int, until_ms: int, *, namespace: str = "re
         try:
             if topic == T.GOALS_CREATED.name:
                 goal = codec.goal_from_record(value)
+                limits.check_goal(goal, lim)
+                if goal.tasks:
+                    check_specs(goal.tasks)
                 new, events = lifecycle.on_goal(states.get(pid), goal, capacities(), config, received_at_ms=ts)
                 states[pid] = new
                 publish(events)
@@ -180,6 +192,26 @@ def replay(bootstrap: str, since_ms: int, until_ms: int, *, namespace: str = "re
     if producer.flush(30):
         raise ConnectionError("replayed records not acknowledged by the broker")
     return result
+
+
+def _apply_resource(resources: dict, key: bytes | None, raw: bytes | None, lim) -> None:
+    """The worker's resource table: a tombstone removes; a record keyed by its id with sane
+    numbers sets; anything else (dead-lettered by the worker) is ignored."""
+    if key is None:
+        return
+    if raw is None:
+        resources.pop(key.decode(errors="replace"), None)
+        return
+    try:
+        limits.record_size(len(raw), lim)
+        value = serde(T.RESOURCES_AVAILABILITY.name).decode(raw)
+        if key.decode(errors="replace") != value["resource_id"]:
+            return
+        limits.capacities(value["capacities"], "capacities", lim)
+        limits.finite(value.get("hourly_rate"), "hourly_rate", high=lim.max_budget)
+    except (SerdeError, PlanningError, KeyError, TypeError, ValueError):
+        return
+    resources[value["resource_id"]] = value
 
 
 def _ensure_topics(bootstrap: str, namespace: str) -> None:

@@ -164,3 +164,34 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
         assert {k: counts[k] for k in EXPECTED} == {**EXPECTED, "events": 9}
     finally:
         store.close()
+
+
+def test_a_record_the_store_refuses_is_isolated_and_dead_lettered(kafka_bootstrap, tmp_path):
+    """A write the store refuses for its content (not 'store down') is split until the refused
+    record is alone; it goes to the DLQ as store_rejected, the rest of the batch is written."""
+    from sinks.base import SinkRunner
+    from sinks.clickhouse import ClickHouseSink, reader
+
+    prefix = F.unique("chrej")
+    bad_goal = f"{prefix}-g2"
+
+    class Picky(ClickHouseSink):
+        def write(self, batch):
+            if any(r.topic == T.GOALS_CREATED.name and r.value["goal_id"] == bad_goal for r in batch.records):
+                raise ValueError("refused (test)")
+            super().write(batch)
+
+    for topic, pairs in F.sample_records(prefix).items():
+        F.produce_raw(kafka_bootstrap, topic, pairs)
+    sink = Picky(tmp_path / "ch")
+    runner = SinkRunner(sink, kafka_bootstrap, group=F.unique("chimera-sink-ch-rej"), batch_age_s=0.3)
+    with F.running(runner):
+        F.wait_until(lambda: _counts(sink.store, prefix)["plans"] >= 3 and runner.dead_letters >= 1
+                     and not runner.batches, what="the batch written but the refused record")
+    store = reader(tmp_path / "ch")
+    counts = _counts(store, prefix)
+    store.close()
+    assert counts["goals"] == 1 and counts["plans"] == 3 and not runner.paused
+    dead = [r for r in F.read_dlq(kafka_bootstrap) if r["key"] == bad_goal]
+    assert dead and dead[0]["headers"]["chimera.dlq.reason"] == "store_rejected"
+    assert "refused (test)" in dead[0]["headers"]["chimera.dlq.detail"]
