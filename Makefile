@@ -8,6 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_STAMP := .cache/kafka.ok
+NEO4J_STAMP := .cache/neo4j.ok
 
 .PHONY: demo test bench install kafka-jars clean
 
@@ -21,19 +22,25 @@ bench: install
 	$(PY) -m bench.planner
 	$(PY) -m bench.psplib
 
-install: $(STAMP) $(KAFKA_STAMP)
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
 	@command -v java >/dev/null || { echo "Installing a Java runtime (Kafka needs Java 17+)"; apt-get update -q && apt-get install -y -q openjdk-17-jre-headless maven; }
 	@command -v mvn >/dev/null || { apt-get update -q && apt-get install -y -q maven; }
+	@command -v javac >/dev/null || { echo "Installing a JDK (Neo4j's launcher is a single-file Java program)"; apt-get update -q && apt-get install -y -q openjdk-17-jdk-headless; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,sinks]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml
 	$(PY) -m infra.kafka fetch
+	mkdir -p .cache && touch $@
+
+# Neo4j Community 5.26.30's jars (for the Neo4j sink's local server), fetched once like Kafka's.
+$(NEO4J_STAMP): $(STAMP) infra/neo4j/pom.xml
+	$(PY) -m infra.neo4j fetch
 	mkdir -p .cache && touch $@
 
 clean:

@@ -138,6 +138,83 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
             console.print("stopping")
 
 
+@app.command()
+def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma or all"),
+         data_dir: Path = typer.Option(Path(".data"), help="chdb, Chroma and (local) Neo4j data folders"),
+         seconds: Optional[float] = typer.Option(None, help="stop after this many seconds (default: Ctrl-C)")) -> None:
+    """Run sinks (each its own consumer group) until Ctrl-C. Neo4j: NEO4J_URI, else a local Neo4j is started."""
+    import logging
+    from contextlib import ExitStack
+
+    from sinks import service
+    try:
+        chosen = service.expand(names)
+    except ValueError as exc:
+        _fail(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if os.environ.get("CHIMERA_METRICS_PORT"):
+        from prometheus_client import start_http_server
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with ExitStack() as stack:
+        uri = os.environ.get("NEO4J_URI")
+        if "neo4j" in chosen and not uri:
+            from infra.neo4j import Neo4jServer
+            uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
+            console.print(f"Neo4j: NEO4J_URI={uri}")
+        svc = stack.enter_context(service.running(chosen, _bootstrap(), data_dir=data_dir, neo4j_uri=uri))
+        console.print(f"[green]sinks running[/]: {', '.join(chosen)} (data in {data_dir}); Ctrl-C stops")
+        started = time.monotonic()
+        try:
+            while all(svc.alive().values()) and (seconds is None or time.monotonic() - started < seconds):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        for name, r in svc.runners.items():
+            console.print(f"{name}: {r.written} written, {r.dead_letters} dead letters, {r.retries} retries")
+
+
+@app.command()
+def replay(since: Optional[str] = typer.Option(None, "--from", help="ISO time or epoch ms"),
+           until: Optional[str] = typer.Option(None, "--to", help="ISO time or epoch ms (default: now)"),
+           plan: Optional[str] = typer.Option(None, "--plan", help="only this plan id"),
+           speed: float = typer.Option(0.0, help="X times the recorded rate; 0: as fast as possible"),
+           namespace: str = typer.Option("replay", help="topic prefix of the replayed outputs"),
+           compare: bool = typer.Option(False, "--compare", help="print replayed vs recorded plans"),
+           no_refine: bool = typer.Option(False, "--no-refine", help="skip CP-SAT refinement")) -> None:
+    """Re-run planning over a past window into <namespace>.* topics, or --compare them with the recorded plans."""
+    from streams import replay as R
+    if compare:
+        diffs = R.compare(_bootstrap(), namespace)
+        table = Table(title=f"replay '{namespace}' vs recorded")
+        for col in ("plan", "makespan h", "cost", "tasks", "changed"):
+            table.add_column(col)
+        for d in diffs:
+            ch, n = d.changes, d.replayed
+            table.add_row(d.plan_id[:13], _pair(ch, "makespan_hours", n["makespan_hours"]),
+                          _pair(ch, "cost", n["cost"]["total"]), _pair(ch, "tasks", len(n["tasks"])),
+                          "; ".join(f"{k}: {v[0]} -> {v[1]}" for k, v in ch.items()) or "same")
+        console.print(table)
+        console.print(f"{sum(1 for d in diffs if d.changes)} of {len(diffs)} plan(s) differ")
+        return
+    if since is None:
+        _fail("give --from TIME (and --to TIME), or --compare")
+    try:
+        t0, t1 = R.parse_time(since), R.parse_time(until) if until else _now_ms()
+    except ValueError as exc:
+        _fail(f"bad time: {exc}")
+    res = R.replay(_bootstrap(), t0, t1, namespace=namespace, plan=plan, speed=speed, refine=not no_refine,
+                   progress=console.print)
+    console.print(f"replayed {res.inputs} record(s) for {len(res.plans)} plan(s) into {namespace}.*: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(res.outputs.items())))
+    for where, why in res.skipped[:20]:
+        console.print(f"  skipped {where}: {why}")
+
+
+def _pair(changes: dict, key: str, now) -> str:
+    return f"{changes[key][0]} -> {changes[key][1]}" if key in changes else f"{now:g}"
+
+
 async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress: Progress) -> dict:
     """Wait for every goal's plan, then gather updates and alerts that follow it."""
     wanted = {derive_plan_id(g["goal_id"]): g for g in goals}

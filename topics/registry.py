@@ -64,19 +64,24 @@ TOPICS: tuple[TopicSpec, ...] = (
 )
 BY_NAME = {t.name: t for t in TOPICS}
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}
+# Records the sinks (ClickHouse, Neo4j, Chroma) cannot store: raw value, reason and source in
+# headers (topics/dlq.py), plus `chimera.dlq.sink`. Not in TOPICS: it has no schema.
+SINKS_DLQ = TopicSpec("chimera.sinks.dlq", "event_id", 1, DLQ_CONFIG, internal=True)
 
 
 def all_topic_names() -> list[str]:
     """Every topic Chimera needs, dead-letter topics included."""
     names = [t.name for t in TOPICS]
     names += [t.dlq for t in TOPICS if t.has_dlq]
-    return names
+    return names + [SINKS_DLQ.name]
 
 
 def spec(name: str) -> TopicSpec:
     """The spec of a topic or of a dead-letter topic (one partition, no schema)."""
     if name in BY_NAME:
         return BY_NAME[name]
+    if name == SINKS_DLQ.name:
+        return SINKS_DLQ
     if name.endswith(".dlq") and name[:-4] in BY_NAME and BY_NAME[name[:-4]].has_dlq:
         return TopicSpec(name, BY_NAME[name[:-4]].key, 1, DLQ_CONFIG)
     raise KeyError(f"unknown topic {name!r}; known: {', '.join(all_topic_names())}")

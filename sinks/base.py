@@ -1,0 +1,404 @@
+"""The sink runtime the ClickHouse, Neo4j and Chroma sinks share.
+
+One confluent-kafka consumer per sink, in the sink's own consumer group (so a slow or
+absent store never slows planning). Records are decoded, checked by the sink's `prepare`,
+and gathered in one `SinkBatch` per topic-partition. A batch is flushed, by the sink's
+`write(batch)`, when it is full or old enough; its offsets are committed only after the
+write succeeded. A write that fails means the store is unavailable: every assigned
+partition is paused, the same batch is retried with exponential backoff, and consumption
+resumes once it went through. Nothing is dropped and nothing is committed ahead of the
+store. Writes are idempotent upserts keyed by `SinkRecord.event_id`, so a batch delivered
+twice (a crash between write and commit, a replay) changes nothing.
+
+Records that can never be stored (undecodable, or refused by `prepare`) go to
+`chimera.sinks.dlq` with the reason and the source in headers (topics/dlq.py's format) and
+count as handled: their offsets are committed with the batch they sit in.
+
+Pattern after Quix Streams' `BatchingSink`/`SinkBatch` (batch per topic-partition, flush
+then commit, backpressure by pausing), written for a plain confluent-kafka loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
+
+from topics.admin import create_topics
+from topics.dlq import SOURCE_HEADERS, dlq_headers
+from topics.registry import SINKS_DLQ
+from topics.serde import SerdeError, serde
+
+log = logging.getLogger(__name__)
+
+RECORDS = Counter("chimera_sink_records_total", "Records written to the store", ["sink", "topic"])
+DEAD = Counter("chimera_sink_dead_letters_total", "Records sent to the sinks' DLQ", ["sink", "reason"])
+BATCH_SIZE = Histogram("chimera_sink_batch_size", "Records per flushed batch", ["sink"],
+                       buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000))
+WRITE_SECONDS = Histogram("chimera_sink_write_seconds", "Time of one successful write(batch)", ["sink"],
+                          buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+RETRIES = Counter("chimera_sink_retries_total", "Failed writes retried with backoff", ["sink"])
+LAG = Gauge("chimera_sink_lag", "High watermark minus committed position", ["sink", "topic", "partition"])
+PAUSED = Gauge("chimera_sink_paused", "1 while the sink waits for its store", ["sink"])
+
+
+class PoisonRecord(Exception):
+    """A record the store can never take: goes to the DLQ with `reason`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def derived_event_id(topic: str, partition: int, offset: int) -> str:
+    """A deterministic id for records without an `event_id` (goals, resources): where it sits."""
+    return hashlib.sha1(f"{topic}/{partition}/{offset}".encode()).hexdigest()[:32]
+
+
+@dataclass
+class SinkRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: dict | None          # decoded Avro value; None for raw topics (dead letters)
+    raw: bytes | None
+    headers: dict[str, bytes]
+    timestamp_ms: int
+
+    @property
+    def event_id(self) -> str:
+        if self.value and self.value.get("event_id"):
+            return self.value["event_id"]
+        h = self.headers
+        if "chimera.dlq.reason" in h and all(k in h for k in SOURCE_HEADERS):
+            # a dead letter: the same source record dead-lettered again (a replay) is the same event
+            where = "/".join(h[k].decode("utf-8", "replace") for k in SOURCE_HEADERS)
+            return derived_event_id(f"{self.topic}|{where}|{h.get('chimera.dlq.sink', b'').decode()}", 0, 0)
+        return derived_event_id(self.topic, self.partition, self.offset)
+
+
+@dataclass
+class SinkBatch:
+    """The records of one topic-partition waiting for one write; `items` holds what
+    `prepare` returned for each (poison records are counted in the offsets, not in items)."""
+    topic: str
+    partition: int
+    start_offset: int
+    end_offset: int = -1
+    records: list[SinkRecord] = field(default_factory=list)
+    items: list[Any] = field(default_factory=list)
+    created: float = field(default_factory=time.monotonic)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+class Sink(ABC):
+    """A store. Subclasses set `name` and `topics` and implement `write`."""
+
+    name: str = "sink"
+    topics: tuple[str, ...] = ()
+    raw_topics: tuple[str, ...] = ()    # consumed undecoded (dead-letter topics)
+
+    def setup(self) -> None:
+        """Connect, create tables/constraints. Raising means 'store not there yet': retried."""
+
+    def prepare(self, record: SinkRecord) -> Any:
+        """Turn a record into what `write` needs; raise PoisonRecord for one that can never be stored."""
+        return record
+
+    @abstractmethod
+    def write(self, batch: SinkBatch) -> None:
+        """Store the batch idempotently; raise if the store is unavailable (the batch is retried)."""
+
+    def close(self) -> None:
+        """Release the store's connections."""
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether a failed write means 'store unavailable' (pause and retry the batch) rather
+        than 'the store refuses some record in it' (find it and dead-letter it)."""
+        return isinstance(exc, (ConnectionError, TimeoutError, OSError))
+
+
+class SinkRunner:
+    """Consume a sink's topics into its store (see the module docstring)."""
+
+    def __init__(self, sink: Sink, bootstrap: str, *, group: str | None = None, batch_size: int = 1000,
+                 batch_age_s: float = 0.5, backoff_s: tuple[float, float] = (0.2, 5.0),
+                 dlq_topic: str = SINKS_DLQ.name, consumer_config: dict | None = None) -> None:
+        self.sink = sink
+        self.bootstrap = bootstrap
+        self.group = group or f"chimera-sink-{sink.name}"
+        self.batch_size = batch_size
+        self.batch_age_s = batch_age_s
+        self.backoff_min, self.backoff_max = backoff_s
+        self.dlq_topic = dlq_topic
+        self.consumer_config = consumer_config or {}
+        self.batches: dict[tuple[str, int], SinkBatch] = {}
+        self.paused = False
+        self.retry_at = 0.0
+        self.backoff = self.backoff_min
+        self.last_error: BaseException | None = None
+        self.committed: dict[tuple[str, int], int] = {}   # next offset to read, as committed
+        self.written = 0
+        self.dead_letters = 0
+        self.retries = 0
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._dlq_pending = 0
+        self.first_record_at: float | None = None   # monotonic time of the first record consumed
+        self.ready = threading.Event()   # set once the store is set up and the consumer subscribed
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start(self, stop: threading.Event) -> bool:
+        names = list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics, self.dlq_topic]))
+        asyncio.run(create_topics(self.bootstrap, names))
+        delay = self.backoff_min
+        while not stop.is_set():
+            try:
+                self.sink.setup()
+                break
+            except Exception as exc:  # noqa: BLE001 - the store is not there yet: wait for it
+                log.warning("sink %s: store not ready (%s); retry in %.1fs", self.sink.name, exc, delay)
+                self.last_error = exc
+                stop.wait(delay)
+                delay = min(delay * 2, self.backoff_max)
+        if stop.is_set():
+            return False
+        self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+                                   "acks": "all", "linger.ms": 5})
+        self._consumer = Consumer({
+            "bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "enable.partition.eof": False,
+            **self.consumer_config})
+        self._consumer.subscribe(list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics])),
+                                 on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self.ready.set()
+        return True
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Consume until `stop` is set; then flush what can be flushed, commit, and close."""
+        stop = stop or threading.Event()
+        if not self._start(stop):
+            self.sink.close()
+            return
+        try:
+            while not stop.is_set():
+                self.step()
+            self._flush_all(final=True)
+        finally:
+            self._close()
+
+    def step(self, timeout: float = 0.1) -> None:
+        """One turn of the loop: retry a failed flush when due, consume, flush what is due."""
+        now = time.monotonic()
+        if self.paused:
+            if now >= self.retry_at:
+                self._flush_all()
+            # paused partitions fetch nothing; polling keeps the group membership alive
+        msgs = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("sink %s: consumer error %s", self.sink.name, err)
+                continue
+            self._add(m)
+        if not self.paused:
+            now = time.monotonic()
+            for tp, b in list(self.batches.items()):
+                if b.end_offset - b.start_offset + 1 >= self.batch_size or now - b.created >= self.batch_age_s:
+                    if not self._flush(tp):
+                        break
+
+    def _close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+            self._producer = None   # librdkafka handles go now, not when the runner is collected
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.sink.close()
+
+    # ------------------------------------------------------------------ records
+
+    def _add(self, m) -> None:
+        if self.first_record_at is None:
+            self.first_record_at = time.monotonic()
+        tp = (m.topic(), m.partition())
+        headers = {k: (v or b"") for k, v in (m.headers() or [])}
+        key = m.key().decode("utf-8", "replace") if m.key() else None
+        ts = m.timestamp()[1]
+        rec = SinkRecord(m.topic(), m.partition(), m.offset(), key, None, m.value(), headers, ts)
+        batch = self.batches.get(tp)
+        if batch is None:
+            batch = self.batches[tp] = SinkBatch(m.topic(), m.partition(), m.offset())
+        batch.end_offset = m.offset()
+        try:
+            if m.topic() not in self.sink.raw_topics:
+                try:
+                    rec.value = serde(m.topic()).decode(m.value())
+                except SerdeError as exc:
+                    raise PoisonRecord(exc.reason, exc.detail) from exc
+            item = self.sink.prepare(rec)
+        except PoisonRecord as exc:
+            self._dead_letter(rec, exc.reason, exc.detail)
+            return
+        batch.records.append(rec)
+        batch.items.append(item)
+
+    def _dead_letter(self, rec: SinkRecord, reason: str, detail: str) -> None:
+        headers = {**dlq_headers(reason, detail, rec.topic, rec.partition, rec.offset),
+                   "chimera.dlq.sink": self.sink.name.encode()}
+        self._producer.produce(self.dlq_topic, key=rec.key.encode() if rec.key else None, value=rec.raw,
+                               headers=list(headers.items()))
+        self._producer.poll(0)
+        self._dlq_pending += 1
+        self.dead_letters += 1
+        DEAD.labels(self.sink.name, reason).inc()
+        log.warning("sink %s: %s/%d@%d to %s: %s %s", self.sink.name, rec.topic, rec.partition, rec.offset,
+                    self.dlq_topic, reason, detail[:200])
+
+    # ------------------------------------------------------------------ flush and commit
+
+    def _flush_all(self, final: bool = False) -> bool:
+        for tp in list(self.batches):
+            if not self._flush(tp):
+                return False
+        return True
+
+    def _flush(self, tp: tuple[str, int]) -> bool:
+        """Write one batch, then commit past it. False (and paused, retry scheduled) on failure."""
+        batch = self.batches[tp]
+        name = self.sink.name
+        try:
+            if batch.items:
+                t0 = time.perf_counter()
+                try:
+                    self.sink.write(batch)
+                except Exception as exc:  # noqa: BLE001 - classified below
+                    if self.sink.is_transient(exc):
+                        raise
+                    self._reject(batch, exc)
+                WRITE_SECONDS.labels(name).observe(time.perf_counter() - t0)
+                BATCH_SIZE.labels(name).observe(len(batch.items))
+                RECORDS.labels(name, batch.topic).inc(len(batch.items))
+            if self._dlq_pending:  # dead letters acknowledged before the offsets move past them
+                if self._producer.flush(10) > 0:
+                    raise ConnectionError("dead letters not acknowledged by the broker")
+                self._dlq_pending = 0
+        except Exception as exc:  # noqa: BLE001 - the store (or broker) is unavailable: back off
+            self._backpressure(exc)
+            return False
+        del self.batches[tp]
+        self.written += len(batch.items)
+        self._commit(batch)
+        if self.paused and not self.batches:
+            self._resume()
+        return True
+
+    def _reject(self, batch: SinkBatch, exc: BaseException) -> None:
+        """The store refused the batch for its content: write it in halves until the records it
+        refuses are alone, and dead-letter those ('store_rejected'). Should it refuse every
+        record one by one, the store is treated as unavailable instead (raised: back off)."""
+        refused: list[tuple[SinkRecord, BaseException]] = []
+
+        def attempt(lo: int, hi: int, known: BaseException | None) -> None:
+            if known is None:
+                part = SinkBatch(batch.topic, batch.partition, batch.records[lo].offset, batch.records[hi - 1].offset,
+                                 batch.records[lo:hi], batch.items[lo:hi])
+                try:
+                    self.sink.write(part)
+                    return
+                except Exception as e:  # noqa: BLE001
+                    if self.sink.is_transient(e):
+                        raise
+                    known = e
+            if hi - lo == 1:
+                refused.append((batch.records[lo], known))
+                return
+            mid = (lo + hi) // 2
+            attempt(lo, mid, None)
+            attempt(mid, hi, None)
+
+        attempt(0, len(batch.items), exc)
+        if len(refused) == len(batch.items) > 1:
+            raise ConnectionError(f"the store refused every record of the batch: {exc}") from exc
+        for rec, why in refused:
+            self._dead_letter(rec, "store_rejected", f"{type(why).__name__}: {why}")
+
+    def _commit(self, batch: SinkBatch) -> None:
+        nxt = batch.end_offset + 1
+        try:
+            self._consumer.commit(offsets=[TopicPartition(batch.topic, batch.partition, nxt)], asynchronous=False)
+            self.committed[(batch.topic, batch.partition)] = nxt
+        except Exception as exc:  # noqa: BLE001 - written idempotently: a re-delivery is harmless
+            log.warning("sink %s: commit of %s/%d@%d failed: %s", self.sink.name, batch.topic, batch.partition,
+                        nxt, exc)
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(batch.topic, batch.partition),
+                                                           cached=True)
+            if high >= 0:
+                LAG.labels(self.sink.name, batch.topic, str(batch.partition)).set(max(high - nxt, 0))
+        except Exception:  # noqa: BLE001 - metrics only
+            pass
+
+    def _backpressure(self, exc: BaseException) -> None:
+        self.last_error = exc
+        self.retries += 1
+        RETRIES.labels(self.sink.name).inc()
+        if not self.paused:
+            self._consumer.pause(self._consumer.assignment())
+            self.paused = True
+            PAUSED.labels(self.sink.name).set(1)
+            self.backoff = self.backoff_min
+        log.warning("sink %s: write failed (%s: %s); paused, retry in %.1fs", self.sink.name,
+                    type(exc).__name__, str(exc)[:300], self.backoff)
+        self.retry_at = time.monotonic() + self.backoff
+        self.backoff = min(self.backoff * 2, self.backoff_max)
+
+    def _resume(self) -> None:
+        self._consumer.resume(self._consumer.assignment())
+        self.paused = False
+        PAUSED.labels(self.sink.name).set(0)
+        self.backoff = self.backoff_min
+        log.info("sink %s: store back; resumed", self.sink.name)
+
+    # ------------------------------------------------------------------ rebalance
+
+    def _on_revoke(self, consumer, partitions: Iterable[TopicPartition]) -> None:
+        """Flush what we hold for partitions we lose; what cannot be written stays uncommitted
+        and is re-delivered to their next owner."""
+        for p in partitions:
+            tp = (p.topic, p.partition)
+            if tp in self.batches and not self.paused:
+                self._flush(tp)
+            self.batches.pop(tp, None)
+        if self.paused and not self.batches:
+            self.paused = False
+            PAUSED.labels(self.sink.name).set(0)
+
+    def _on_lost(self, consumer, partitions) -> None:
+        for p in partitions:
+            self.batches.pop((p.topic, p.partition), None)
+
+
+def run_in_thread(runner: SinkRunner, name: str | None = None) -> tuple[threading.Thread, threading.Event]:
+    """Start `runner.run` in a daemon thread; set the returned event to stop it."""
+    stop = threading.Event()
+    t = threading.Thread(target=runner.run, args=(stop,), name=name or f"sink-{runner.sink.name}", daemon=True)
+    t.start()
+    return t, stop

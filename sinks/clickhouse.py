@@ -1,0 +1,332 @@
+"""ClickHouse sink: every topic into a raw `events` table, plus typed tables (schema.sql).
+
+Local default: clickhouse-connect on `chdb://<data dir>` (ClickHouse's engine in this
+process); `CLICKHOUSE_URL` (http://user:pass@host:8123/) points the same code at a server.
+
+Readers while the sink writes. chdb lets one process own a data folder (a second gets
+"Cannot lock file"), so the process that runs the ClickHouse sink is the folder's owner
+and serves reads for everyone else: `serve_reads()` starts a small loopback HTTP endpoint
+(POST /query {"sql", "parameters"} -> {"columns", "rows"}) in a thread of the owner and
+writes its address to `<data dir>/reader.json`. `reader(data_dir)` gives any caller
+(queries, reports, training, the API, tests) the right way in: the server when
+CLICKHOUSE_URL is set, the owner's endpoint when one is alive, else chdb opened directly
+(nobody owns the folder). Inside the owner process, `ClickHouseStore.query` shares the engine.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib import request as urlrequest
+from urllib.error import URLError
+
+import orjson
+
+from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
+from topics import registry as T
+
+log = logging.getLogger(__name__)
+
+SCHEMA_SQL = Path(__file__).resolve().parent.parent / "infra" / "clickhouse" / "schema.sql"
+DEFAULT_DIR = Path(os.environ.get("CHIMERA_DATA_DIR", ".data")) / "clickhouse"
+
+COLUMNS = {
+    "events": ["topic", "partition", "offset", "event_id", "key", "ts", "payload"],
+    "goals": ["goal_id", "event_id", "title", "description", "domain", "priority", "objectives", "deadline_ms",
+              "budget", "max_parallelism", "submitted_by", "created_at", "version"],
+    "plans": ["plan_id", "plan_version", "event_id", "goal_id", "source", "strategy", "approval", "schedule_method",
+              "makespan_hours", "lower_bound_hours", "previous_makespan_hours", "cost_total", "currency",
+              "cost_by_resource", "task_count", "risk_count", "progress_pct", "variance_hours", "created_at",
+              "version"],
+    "tasks": ["plan_id", "plan_version", "task_id", "name", "phase", "component", "depends_on", "optimistic_hours",
+              "most_likely_hours", "pessimistic_hours", "start_hours", "finish_hours", "slack_hours", "critical",
+              "capabilities", "created_at", "version"],
+    "allocations": ["plan_id", "plan_version", "task_id", "resource", "amount", "start_hours", "finish_hours",
+                    "created_at", "version"],
+    "risks": ["plan_id", "plan_version", "risk_id", "event_id", "category", "severity", "title", "probability",
+              "impact", "score", "raised_at", "version"],
+    "assignments": ["event_id", "plan_id", "goal_id", "plan_version", "task_id", "assigned_to", "planned_hours",
+                    "assigned_at"],
+    "feedback": ["event_id", "plan_id", "task_id", "status", "progress_pct", "actual_hours", "message",
+                 "reported_at"],
+    "resources": ["resource_id", "kind", "capacities", "capabilities", "available", "hourly_rate", "updated_at",
+                  "version"],
+    "dead_letters": ["dlq_topic", "source_topic", "source_partition", "source_offset", "sink", "reason", "detail",
+                     "ts"],
+}
+
+SOURCE_TOPICS = (T.GOALS_CREATED.name, T.RESOURCES_AVAILABILITY.name, T.EXECUTION_FEEDBACK.name,
+                 T.PLANS_APPROVALS.name, T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name,
+                 T.RISKS_ALERTS.name)
+DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.has_dlq) + (T.SINKS_DLQ.name,)
+
+
+def _dt(ms: int | None) -> int:
+    """DateTime64(3) columns take epoch milliseconds as they are (no datetime objects: cheaper)."""
+    return ms or 0
+
+
+def schema_statements() -> list[str]:
+    text = "\n".join(line for line in SCHEMA_SQL.read_text().splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def get_client(data_dir: Path | str | None = None):
+    """clickhouse-connect on CLICKHOUSE_URL when set, else on chdb over `data_dir`."""
+    import clickhouse_connect
+
+    url = os.environ.get("CLICKHOUSE_URL")
+    if url:
+        return clickhouse_connect.get_client(dsn=url)
+    path = Path(data_dir or DEFAULT_DIR).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return clickhouse_connect.get_client(dsn=f"chdb://{path}")
+
+
+# ----------------------------------------------------------------------------- rows
+
+def _plan_rows(rows: dict, plan: dict, *, event_id: str, source: str, version: int, progress: float = 0.0,
+               variance: float = 0.0, previous_makespan: float | None = None) -> None:
+    pid, pv, created = plan["plan_id"], plan["version"], _dt(plan["created_at_ms"])
+    rows["plans"].append((pid, pv, event_id, plan["goal_id"], source, plan["strategy"], plan["approval"],
+                          plan["schedule_method"], plan["makespan_hours"], plan["lower_bound_hours"], previous_makespan,
+                          plan["cost"]["total"], plan["cost"]["currency"], dict(plan["cost"]["by_resource"]),
+                          len(plan["tasks"]), len(plan["risks"]), progress, variance, created, version))
+    for t in plan["tasks"]:
+        e = t["estimate"]
+        rows["tasks"].append((pid, pv, t["task_id"], t["name"], t["phase"], t["component"], list(t["depends_on"]),
+                              e["optimistic"], e["most_likely"], e["pessimistic"], t["start_hours"],
+                              t["finish_hours"], t["slack_hours"], int(t["critical"]), list(t["capabilities"]),
+                              created, version))
+        for res, amount in t["resources"].items():
+            rows["allocations"].append((pid, pv, t["task_id"], res, amount, t["start_hours"], t["finish_hours"],
+                                        created, version))
+    for r in plan["risks"]:
+        rows["risks"].append(_risk_row(pid, pv, r, event_id, created, version))
+
+
+def _risk_row(pid: str, pv: int, r: dict, event_id: str, at: int, version: int) -> tuple:
+    return (pid, pv, r["risk_id"], event_id, r["category"], r["severity"], r["title"], r["probability"],
+            r["impact"], r["score"], at, version)
+
+
+def rows_for(rec: SinkRecord) -> dict[str, list[tuple]]:
+    """The rows one record becomes, by table. Raises PoisonRecord for a record that cannot be stored."""
+    rows: dict[str, list[tuple]] = {t: [] for t in COLUMNS}
+    ts = _dt(rec.timestamp_ms)
+    v = rec.value
+    if rec.topic in DLQ_TOPICS:
+        h = {k: val.decode("utf-8", "replace") for k, val in rec.headers.items()}
+        rows["dead_letters"].append((rec.topic, h.get("chimera.source.topic", rec.topic[:-4]),
+                                     int(h.get("chimera.source.partition", -1)),
+                                     int(h.get("chimera.source.offset", -1)), h.get("chimera.dlq.sink", ""),
+                                     h.get("chimera.dlq.reason", "unknown"), h.get("chimera.dlq.detail", ""), ts))
+        payload = json.dumps({"raw": (rec.raw or b"").decode("utf-8", "replace"), "headers": h})
+        rows["events"].append((rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts, payload))
+        return rows
+    version = rec.timestamp_ms or 0
+    rows["events"].append((rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts,
+                           orjson.dumps(v, default=str).decode()))
+    try:
+        if rec.topic == T.GOALS_CREATED.name:
+            c = v["constraints"]
+            rows["goals"].append((v["goal_id"], rec.event_id, v["title"], v["description"], v["domain"], v["priority"],
+                                  list(v["objectives"]), c["deadline_ms"], c["budget"], c["max_parallelism"],
+                                  v["submitted_by"], _dt(v["created_at_ms"]), version))
+        elif rec.topic == T.PLANS_CREATED.name:
+            _plan_rows(rows, v, event_id=v["event_id"], source="created", version=version)
+        elif rec.topic == T.PLANS_UPDATED.name:
+            _plan_rows(rows, v["plan"], event_id=v["event_id"], source="updated", version=version,
+                       progress=v["progress_pct"], variance=v["variance_hours"],
+                       previous_makespan=v["previous_makespan_hours"])
+        elif rec.topic == T.TASKS_ASSIGNED.name:
+            t = v["task"]
+            rows["assignments"].append((v["event_id"], v["plan_id"], v["goal_id"], v["plan_version"], t["task_id"],
+                                        v["assigned_to"], t["finish_hours"] - t["start_hours"],
+                                        _dt(v["assigned_at_ms"])))
+        elif rec.topic == T.RISKS_ALERTS.name:
+            rows["risks"].append(_risk_row(v["plan_id"], v["plan_version"], v["risk"], v["event_id"],
+                                           _dt(v["raised_at_ms"]), version))
+        elif rec.topic == T.EXECUTION_FEEDBACK.name:
+            rows["feedback"].append((v["event_id"], v["plan_id"], v["task_id"], v["status"], v["progress_pct"],
+                                     v["actual_hours"], v["message"], _dt(v["reported_at_ms"])))
+        elif rec.topic == T.RESOURCES_AVAILABILITY.name:
+            rows["resources"].append((v["resource_id"], v["kind"], dict(v["capacities"]), list(v["capabilities"]),
+                                      int(v["available"]), v["hourly_rate"], _dt(v["updated_at_ms"]), version))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PoisonRecord("unstorable", f"{rec.topic}: {type(exc).__name__}: {exc}") from exc
+    return rows
+
+
+# ----------------------------------------------------------------------------- store and sink
+
+class ClickHouseStore:
+    """The tables, created once; batched inserts with deduplication tokens; queries."""
+
+    def __init__(self, data_dir: Path | str | None = None, client=None) -> None:
+        self.data_dir = Path(data_dir or DEFAULT_DIR).resolve()
+        self.client = client
+        self.lock = threading.Lock()
+
+    def setup(self) -> None:
+        if self.client is None:
+            self.client = get_client(self.data_dir)
+        for stmt in schema_statements():
+            self.client.command(stmt)
+
+    def insert(self, table: str, rows: list[tuple], token: str | None = None) -> None:
+        settings = {"insert_deduplication_token": token} if token else None
+        with self.lock:
+            self.client.insert(f"chimera.{table}", rows, column_names=COLUMNS[table], settings=settings)
+
+    def query(self, sql: str, parameters: dict | None = None) -> tuple[list[str], list[tuple]]:
+        with self.lock:
+            res = self.client.query(sql, parameters=parameters or {})
+        return list(res.column_names), [tuple(r) for r in res.result_rows]
+
+    def count(self, table: str, final: bool = True) -> int:
+        return self.query(f"SELECT count() FROM chimera.{table}{' FINAL' if final else ''}")[1][0][0]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+
+class ClickHouseSink(Sink):
+    name = "clickhouse"
+    topics = SOURCE_TOPICS
+    raw_topics = DLQ_TOPICS
+
+    def __init__(self, data_dir: Path | str | None = None, store: ClickHouseStore | None = None,
+                 serve: bool = False) -> None:
+        self.store = store or ClickHouseStore(data_dir)
+        self.serve = serve
+        self._server = None
+
+    def setup(self) -> None:
+        self.store.setup()
+        if self.serve and self._server is None and not os.environ.get("CLICKHOUSE_URL"):
+            self._server = serve_reads(self.store)
+
+    def prepare(self, record: SinkRecord) -> dict[str, list[tuple]]:
+        return rows_for(record)
+
+    def write(self, batch: SinkBatch) -> None:
+        tables: dict[str, list[tuple]] = {t: [] for t in COLUMNS}
+        for rows in batch.items:
+            for t, r in rows.items():
+                if r:
+                    tables[t].extend(r)
+        span = f"{batch.topic}:{batch.partition}:{batch.start_offset}-{batch.end_offset}"
+        for t, r in tables.items():
+            if r:
+                self.store.insert(t, r, token=f"{t}:{span}")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self.store.close()
+
+
+# ----------------------------------------------------------------------------- readers
+
+class _ReadServer:
+    def __init__(self, store: ClickHouseStore) -> None:
+        store_ref = store
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    cols, rows = store_ref.query(body["sql"], body.get("parameters") or {})
+                    out, code = json.dumps({"columns": cols, "rows": rows}, default=str).encode(), 200
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    out, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), 400
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.marker = store.data_dir / "reader.json"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chdb-reader", daemon=True)
+
+    def start(self) -> "_ReadServer":
+        self.thread.start()
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": f"http://127.0.0.1:{self.port}/query", "pid": os.getpid()}))
+        os.replace(tmp, self.marker)
+        return self
+
+    def stop(self) -> None:
+        try:
+            if json.loads(self.marker.read_text()).get("pid") == os.getpid():
+                self.marker.unlink()
+        except (OSError, ValueError):
+            pass
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def serve_reads(store: ClickHouseStore) -> _ReadServer:
+    """Serve read queries on the owner's engine from a loopback port (see the module docstring)."""
+    return _ReadServer(store).start()
+
+
+class RemoteReader:
+    """Queries through the owning process's read endpoint."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, sql: str, parameters: dict | None = None) -> tuple[list[str], list[tuple]]:
+        req = urlrequest.Request(self.url, data=json.dumps({"sql": sql, "parameters": parameters or {}}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urlrequest.urlopen(req, timeout=60) as resp:
+                body = json.loads(resp.read())
+        except URLError as exc:
+            if hasattr(exc, "read"):
+                raise RuntimeError(json.loads(exc.read()).get("error", str(exc))) from exc
+            raise
+        return body["columns"], [tuple(r) for r in body["rows"]]
+
+    def close(self) -> None:
+        pass
+
+
+def reader(data_dir: Path | str | None = None):
+    """A read-only way into the analytics data that never disturbs the writer (see the module docstring)."""
+    if os.environ.get("CLICKHOUSE_URL"):
+        store = ClickHouseStore(data_dir)
+        store.client = get_client()
+        return store
+    path = Path(data_dir or DEFAULT_DIR).resolve()
+    marker = path / "reader.json"
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("pid") == os.getpid():
+            pass  # we are the owner: open the shared engine below
+        elif _alive(info.get("pid")):
+            return RemoteReader(info["url"])
+    store = ClickHouseStore(path)
+    store.client = get_client(path)
+    return store
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except (OSError, TypeError, ValueError):
+        return False
