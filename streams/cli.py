@@ -4,9 +4,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -124,10 +127,13 @@ def worker(loglevel: str = "info") -> None:
 
 
 @app.command()
-def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs")) -> None:
-    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics and a worker; Ctrl-C stops all."""
+def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs"),
+       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)")) -> None:
+    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker and the sinks; Ctrl-C stops all."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
-    with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w):
+    with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w), ExitStack() as stack:
+        if sinks:
+            _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, Path(".data"))
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
         console.print("the worker is supervised: if it dies or stalls it is restarted")
@@ -138,13 +144,23 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
             console.print("stopping")
 
 
+def _start_sinks(stack, names: list[str], bootstrap: str, data_dir: Path):
+    """The sinks (each its own consumer group) inside `stack`; a local Neo4j unless NEO4J_URI."""
+    from sinks import service
+    uri = os.environ.get("NEO4J_URI")
+    if "neo4j" in names and not uri:
+        from infra.neo4j import Neo4jServer
+        uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
+        console.print(f"Neo4j: NEO4J_URI={uri}")
+    return stack.enter_context(service.running(names, bootstrap, data_dir=data_dir, neo4j_uri=uri))
+
+
 @app.command()
 def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma or all"),
          data_dir: Path = typer.Option(Path(".data"), help="chdb, Chroma and (local) Neo4j data folders"),
          seconds: Optional[float] = typer.Option(None, help="stop after this many seconds (default: Ctrl-C)")) -> None:
     """Run sinks (each its own consumer group) until Ctrl-C. Neo4j: NEO4J_URI, else a local Neo4j is started."""
     import logging
-    from contextlib import ExitStack
 
     from sinks import service
     try:
@@ -157,12 +173,7 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
         start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ExitStack() as stack:
-        uri = os.environ.get("NEO4J_URI")
-        if "neo4j" in chosen and not uri:
-            from infra.neo4j import Neo4jServer
-            uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
-            console.print(f"Neo4j: NEO4J_URI={uri}")
-        svc = stack.enter_context(service.running(chosen, _bootstrap(), data_dir=data_dir, neo4j_uri=uri))
+        svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)
         console.print(f"[green]sinks running[/]: {', '.join(chosen)} (data in {data_dir}); Ctrl-C stops")
         started = time.monotonic()
         try:
@@ -274,8 +285,12 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                   console=console) as progress:
         starting = progress.add_task("starting Kafka broker and planner worker", total=None)
         try:
-            with services.stack() as (bootstrap, w):
-                progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}", total=1,
+            with services.stack() as (bootstrap, w), ExitStack() as stack:
+                progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
+                stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
+                stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
+                svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
+                progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
                                 completed=1)
                 sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
                 asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in sample]))
@@ -288,9 +303,27 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                 if len(result["plans"]) < len(sample):
                     err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
                     raise typer.Exit(1)
+                result["stores"] = _stores(svc, sample)
         except BrokerUnreachable as exc:
             _fail(str(exc))
     _summary(result)
+    for line in result.get("stores", []):
+        console.print(line)
+
+
+def _stores(svc, sample: list[dict], settle_s: float = 30.0) -> list[str]:
+    """Once every sink has caught up (nothing written for 3 s), a line from each store."""
+    from sinks import service
+    last, quiet_since, started = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - started < settle_s:
+        now = {n: r.written for n, r in svc.runners.items()}
+        if now != last:
+            last, quiet_since = now, time.monotonic()
+        elif time.monotonic() - quiet_since > 3:
+            break
+        time.sleep(0.5)
+    lines = [f"{n}: {r.written} records written, {r.dead_letters} dead letters" for n, r in svc.runners.items()]
+    return lines + service.summary(svc, goal=sample[0])
 
 
 def main() -> None:
