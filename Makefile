@@ -21,6 +21,8 @@ test: install
 bench: install
 	$(PY) -m bench.planner
 	$(PY) -m bench.psplib
+	$(PY) -m bench.pipeline
+	$(PY) -m bench.sinks
 
 install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP)
 
