@@ -13,7 +13,7 @@ import faust
 from prometheus_client import Counter
 
 from streams.codec import Out
-from streams.dlq import dlq_headers, source_key, source_of
+from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
 from topics import registry as T
 from topics.serde import serde

@@ -29,7 +29,7 @@ from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
 from streams import codec, state as state_codec, watchdog
 from streams.app import Publisher, create_app, ignored
-from streams.dlq import source_headers
+from topics.dlq import source_headers
 from streams.settings import Settings
 from topics import registry as T
 from topics.serde import SerdeError, serde
