@@ -84,7 +84,7 @@ def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(
                 n_events = sum(len(v) for v in exp["events"].values()) + len(goals)
                 want_ch = {"goals": len(goals), "plans": len(exp["versions"]), "events": n_events}
                 want_neo = {"goals": len(goals), "plans": len(exp["versions"]), "has_plan": len(exp["versions"])}
-                F.wait_until(lambda: svc.runners["chroma"].ready.is_set() and mem.episodes is not None
+                F.wait_until(lambda: all(r.ready.is_set() for r in svc.runners.values()) and mem.episodes is not None
                              and _ch_counts(ch, plans, goals) == want_ch
                              and _neo_counts(graph, plans, goals) == want_neo
                              and len(mem.episodes.get(ids=sorted(goals))["ids"]) == len(goals),
@@ -102,7 +102,7 @@ def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(
                                  group_prefix=groups, batch_age_s=0.2) as svc:
                 ch = svc.runners["clickhouse"].sink.store
                 mem = svc.runners["chroma"].sink.memory
-                F.wait_until(lambda: svc.runners["chroma"].ready.is_set() and mem.episodes is not None
+                F.wait_until(lambda: all(r.ready.is_set() for r in svc.runners.values()) and mem.episodes is not None
                              and _ch_counts(ch, plans, goals) == want_ch
                              and _neo_counts(graph, plans, goals) == want_neo
                              and len(mem.episodes.get(ids=sorted(goals))["ids"]) == len(goals),
