@@ -242,9 +242,13 @@ async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress
     await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(forged, {
         "event_id": "demo-forged", "plan_id": forged, "task_id": seen[forged]["tasks"][-1]["task_id"],
         "status": "COMPLETED", "reported_at_ms": _now_ms()})])
-    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq,
-                  T.EXECUTION_FEEDBACK.dlq):
+    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq):
         others[topic] = [r async for r in client.read(bootstrap, topic, idle_timeout_s=3.0, deadline_s=20)]
+    letters: list = []  # the forged feedback's dead letter: wait for it, not for a quiet topic
+    async for r in client.read(bootstrap, T.EXECUTION_FEEDBACK.dlq, deadline_s=20, done=lambda: bool(letters)):
+        if r.key == forged:
+            letters.append(r)
+    others[T.EXECUTION_FEEDBACK.dlq] = letters
     return {"plans": seen, "wanted": wanted, **others}
 
 
