@@ -93,10 +93,9 @@ class Publisher:
         from. A dead letter that cannot be sent in time is logged and counted, not retried."""
         msg = event.message
         src_topic, partition, offset = source_of(msg.headers, msg.topic, msg.partition, msg.offset)
-        try:
-            dlq = T.spec(src_topic).dlq
-        except KeyError:
-            dlq = T.spec(msg.topic).dlq
+        if src_topic not in T.BY_NAME or not T.BY_NAME[src_topic].has_dlq:  # headers name no topic of ours
+            src_topic, partition, offset = msg.topic, msg.partition, msg.offset
+        dlq = T.spec(src_topic).dlq
         DEAD_LETTERS.labels(src_topic, reason).inc()
         log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500])
         try:

@@ -28,5 +28,8 @@ def source_of(headers, topic: str, partition: int, offset: int) -> tuple[str, in
     """Where a record originally came from: forwarded records carry it in headers."""
     h = dict(headers or {})
     if all(k in h for k in SOURCE_HEADERS):
-        return (h[SOURCE_HEADERS[0]].decode(), int(h[SOURCE_HEADERS[1]]), int(h[SOURCE_HEADERS[2]]))
+        try:
+            return (h[SOURCE_HEADERS[0]].decode(), int(h[SOURCE_HEADERS[1]]), int(h[SOURCE_HEADERS[2]]))
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass  # forged or broken headers: the record's own position is the truth
     return topic, partition, offset

@@ -135,3 +135,12 @@ def test_dependency_order_puts_the_files_that_define_used_types_first():
     assert schemas.dependency_order(raws) == ("defines", "uses", "plain")   # else registry order
     with pytest.raises(ValueError):
         schemas.dependency_order({"a": _record("A", b="x.B"), "b": _record("B", a="x.A")})
+
+
+def test_forged_source_headers_fall_back_to_the_records_own_position():
+    from topics.dlq import SOURCE_HEADERS, source_of
+    forged = [(SOURCE_HEADERS[0], b"goals.created"), (SOURCE_HEADERS[1], b"not a number"), (SOURCE_HEADERS[2], b"7")]
+    assert source_of(forged, "execution.feedback", 2, 41) == ("execution.feedback", 2, 41)
+    assert source_of([(k, b"\xff") for k in SOURCE_HEADERS], "t", 0, 1) == ("t", 0, 1)
+    good = [(SOURCE_HEADERS[0], b"goals.created"), (SOURCE_HEADERS[1], b"3"), (SOURCE_HEADERS[2], b"9")]
+    assert source_of(good, "chimera.goals.by_plan", 0, 1) == ("goals.created", 3, 9)
