@@ -53,6 +53,10 @@ def worker(kafka_bootstrap, tmp_path_factory):
                app_id=app_id,
                log_path=tmp_path_factory.mktemp("hardening") / "worker.log").start()
     w.metrics_port = port
+    warm = _goal(f"warm-{app_id}")  # the worker is up and planning before any test times it
+    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(warm["goal_id"], warm)])
+    assert collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.key == plan_id(warm["goal_id"]), count=1,
+                   timeout=120), w.log_tail()
     yield w
     w.stop()
     print(f"--- hardening worker (tail) ---\n{w.log_tail(60)}")
