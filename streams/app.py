@@ -13,6 +13,7 @@ import faust
 from prometheus_client import Counter
 
 from streams.codec import Out
+from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
 from topics import registry as T
@@ -60,6 +61,8 @@ class Publisher:
         self.app = app
         self.settings = settings
         self._topics: dict[str, faust.TopicT] = {}
+        self.producer = AsyncProducer(settings.bootstrap, timeout_s=settings.worker.producer_timeout_s,
+                                      client_id=settings.app_id)
 
     def topic(self, name: str) -> faust.TopicT:
         if name not in self._topics:
@@ -84,9 +87,13 @@ class Publisher:
         downstream, so a crash can never leave a plan stored but unpublished (its goal
         would be replayed as a duplicate). One round trip per input record, in parallel
         for its outputs."""
-        futures = [await self.topic(topic).send(key=key, value=value) for topic, key, value in encoded]
+        futures = [self.producer.send(topic, key, value) for topic, key, value in encoded]
         if futures:
             await asyncio.gather(*futures)
+
+    async def forward(self, topic: str, key: bytes, value: bytes, headers) -> None:
+        """One record, sent and acknowledged before the caller moves on."""
+        await self.producer.send(topic, key, value, headers)
 
     async def dead_letter(self, event, reason: str, detail: str) -> None:
         """The raw record to <original topic>.dlq with its key, the reason and where it came
