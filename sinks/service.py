@@ -39,7 +39,7 @@ def make_sink(name: str, data_dir: Path, neo4j_uri: str | None = None):
         from sinks.neo4j import Neo4jSink
         return Neo4jSink(neo4j_uri)
     from sinks.chroma import ChromaSink
-    return ChromaSink(data_dir / "chroma")
+    return ChromaSink(data_dir / "chroma", serve=True)
 
 
 class SinkService:
