@@ -326,9 +326,12 @@ async def _memory_story(bootstrap: str, svc, sample: list[dict], plans: dict, pr
     goals = {derive_plan_id(g["goal_id"]): g for g in sample}
     approved = [pid for pid, p in plans.items() if p["approval"] in ("APPROVED", "AUTO_APPROVED")]
     approved = approved[1:] + approved[:1]   # the first plan got the demo's forged feedback
-    if len(approved) < 2:
+    # run to the end a decomposed goal (one with its own tasks never plans from memory)
+    decomposed = [pid for pid in approved if not goals[pid].get("tasks")]
+    if len(approved) < 2 or not decomposed:
         return {}
-    done_pid, fail_pid = approved[0], approved[1]
+    done_pid = decomposed[0]
+    fail_pid = next(pid for pid in approved if pid != done_pid)
     want = {t["task_id"] for t in plans[done_pid]["tasks"]}
     completed: set[str] = set()
     failed: list[str] = []
