@@ -19,7 +19,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Mapping, Union
 
-from . import approval, risk
+from . import approval, memory, risk
 from .config import PlanningConfig
 from .model import ApprovalState, Goal, Plan, PlanningError, Risk, ScheduledTask
 from .planner import plan_goal, ready_tasks, refine_plan
@@ -176,9 +176,11 @@ def _emit(state: PlanState, config: PlanningConfig, events: list[Event]) -> Plan
 
 
 def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float], config: PlanningConfig,
-            *, received_at_ms: int) -> Result:
+            *, received_at_ms: int, reuse: "memory.Reuse | None" = None) -> Result:
     """The first plan of a goal (fast path) and, when configured, a refinement request.
-    A replayed goal changes nothing; an edited re-send of a planned goal is refused."""
+    A replayed goal changes nothing; an edited re-send of a planned goal is refused.
+    `reuse` (processors.memory.reuse) plans the goal from a past episode instead: the plan
+    records it (plan.memory), and the refinement request carries the goal actually planned."""
     digest = goal_digest(goal)
     if state is not None:
         if state.goal_digest == digest:
@@ -186,13 +188,16 @@ def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float]
         raise PlanningError("goal_edited", f"goal {goal.goal_id} was re-sent with different content; plan "
                                            f"{state.plan.plan_id} v{state.plan.version} stands: send the change "
                                            "under a new goal_id")
-    plan, _ = plan_goal(goal, known_capacities=capacities, config=config)
+    planned = goal if reuse is None else reuse.goal
+    plan, _ = plan_goal(planned, known_capacities=capacities, config=config)
+    if reuse is not None:
+        plan = dataclasses.replace(plan, strategy=memory.STRATEGY, memory=reuse.use)
     if deadline_passed(goal, received_at_ms):
         plan = _flag_past_deadline(plan)
     events: list[Event] = [PlanCreated(plan)]
     new = _emit(PlanState(plan=plan, goal_digest=digest), config, events)
     if config.refine_budget_seconds > 0:
-        events.append(RefineRequested(plan, goal, MappingProxyType(dict(capacities))))
+        events.append(RefineRequested(plan, planned, MappingProxyType(dict(capacities))))
     return new, tuple(events)
 
 
@@ -233,6 +238,8 @@ def on_refined(state: PlanState | None, plan_id: str, base_version: int, refined
         raise PlanningError("stale_version", f"refinement of v{base_version} carries v{refined.version}")
     if state.plan.approval is ApprovalState.REJECTED:
         return state, (Ignored("plan_rejected", f"{plan_id} was rejected; refinement dropped"),)
+    if state.plan.memory is not None:  # the refiner re-planned the remembered tasks: say so again
+        refined = dataclasses.replace(refined, strategy=state.plan.strategy, memory=state.plan.memory)
     return _new_version(state, approval.keep_decision(state.plan, refined), config, at_ms=0)
 
 

@@ -179,6 +179,18 @@ class Cost:
 
 
 @dataclass(frozen=True)
+class MemoryUse:
+    """A plan built from episodic memory: which past goal's decomposition was reused, how
+    similar it was, and how its durations were corrected (observed actual / planned hours)."""
+
+    source_goal_id: str
+    similarity: float
+    duration_factor: float           # actual / planned work hours of the reused episode
+    tasks_reused: int                # tasks taken over from the episode
+    tasks_observed: int              # of which had an observed actual duration
+
+
+@dataclass(frozen=True)
 class Plan:
     plan_id: str
     goal_id: str
@@ -197,6 +209,7 @@ class Plan:
     reason: str = "created"             # why this version exists
     violations: tuple[str, ...] = ()     # validation findings
     created_at_ms: int = 0
+    memory: MemoryUse | None = None      # set when the plan reused a past episode (processors.memory)
 
     def task(self, task_id: str) -> ScheduledTask:
         for st in self.tasks:

@@ -41,13 +41,17 @@ _QUERIES = [
         SELECT count() AS plans, quantileExact(0.5)(latency_ms) AS p50_ms, quantileExact(0.99)(latency_ms) AS p99_ms,
                max(latency_ms) AS max_ms
         FROM (
-            SELECT dateDiff('millisecond', g.created_at, p.created_at) AS latency_ms
-            FROM (SELECT plan_id, goal_id, created_at FROM chimera.plans FINAL WHERE source = 'created') AS p
-            INNER JOIN (SELECT goal_id, created_at FROM chimera.goals FINAL) AS g ON p.goal_id = g.goal_id
-            WHERE p.created_at >= fromUnixTimestamp64Milli({since_ms:Int64})
-              AND p.created_at < fromUnixTimestamp64Milli({until_ms:Int64}))""",
+            SELECT toInt64(p.planned_at) - toInt64(g.submitted_at) AS latency_ms
+            FROM (SELECT plan_id, any(goal_id) AS goal_id, min(version) AS planned_at
+                  FROM chimera.plans WHERE source = 'created' GROUP BY plan_id) AS p
+            INNER JOIN (SELECT goal_id, min(version) AS submitted_at FROM chimera.goals GROUP BY goal_id) AS g
+                ON p.goal_id = g.goal_id
+            WHERE g.submitted_at > 0 AND p.planned_at > 0
+              AND p.planned_at >= {since_ms:Int64} AND p.planned_at < {until_ms:Int64})""",
           {"since_ms": 0, "until_ms": FAR_FUTURE_MS},
-          "Goal submitted to first plan, in ms."),
+          "Goal to first plan, in ms: the Kafka timestamp of the goal's first goals.created record to "
+          "that of its plan's first plans.created record (the `version` columns; a plan carries its goal's "
+          "created_at, so the rows' own times cannot tell). A replayed goal or plan keeps its first time."),
     Query("goal_achievement_rate", f"""
         SELECT countIf(f.failed = 0 AND f.done >= p.latest_tasks) AS achieved, countIf(f.failed > 0) AS failed,
                achieved + failed AS finished, if(finished = 0, 0, achieved / finished) AS rate

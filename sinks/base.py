@@ -160,11 +160,14 @@ class SinkRunner:
         self._dlq_pending = 0
         self.first_record_at: float | None = None   # monotonic time of the first record consumed
         self.ready = threading.Event()   # set once the store is set up and the consumer subscribed
+        self._raw = frozenset(sink.raw_topics)
+        self._serdes: dict = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     def _start(self, stop: threading.Event) -> bool:
         names = list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics, self.dlq_topic]))
+        self._raw = frozenset(self.sink.raw_topics)
         asyncio.run(create_topics(self.bootstrap, names))
         delay = self.backoff_min
         while not stop.is_set():
@@ -238,19 +241,23 @@ class SinkRunner:
     def _add(self, m) -> None:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
-        tp = (m.topic(), m.partition())
-        headers = {k: (v or b"") for k, v in (m.headers() or [])}
-        key = m.key().decode("utf-8", "replace") if m.key() else None
-        ts = m.timestamp()[1]
-        rec = SinkRecord(m.topic(), m.partition(), m.offset(), key, None, m.value(), headers, ts)
+        topic, partition, offset, value, raw_key = m.topic(), m.partition(), m.offset(), m.value(), m.key()
+        h = m.headers()
+        headers = {k: (v or b"") for k, v in h} if h else {}
+        key = raw_key.decode("utf-8", "replace") if raw_key else None
+        rec = SinkRecord(topic, partition, offset, key, None, value, headers, m.timestamp()[1])
+        tp = (topic, partition)
         batch = self.batches.get(tp)
         if batch is None:
-            batch = self.batches[tp] = SinkBatch(m.topic(), m.partition(), m.offset())
-        batch.end_offset = m.offset()
+            batch = self.batches[tp] = SinkBatch(topic, partition, offset)
+        batch.end_offset = offset
         try:
-            if m.topic() not in self.sink.raw_topics:
+            if topic not in self._raw:
+                codec = self._serdes.get(topic)
+                if codec is None:
+                    codec = self._serdes[topic] = serde(topic)
                 try:
-                    rec.value = serde(m.topic()).decode(m.value())
+                    rec.value = codec.decode(value)
                 except SerdeError as exc:
                     raise PoisonRecord(exc.reason, exc.detail) from exc
             item = self.sink.prepare(rec)

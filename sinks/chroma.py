@@ -231,10 +231,85 @@ class Hit:
         """Observed actual / planned work hours (1.0 when unknown): scales duration estimates."""
         return float(self.metadata.get("duration_factor", 1.0))
 
+    def episode(self) -> dict:
+        """The episode as plain JSON for the planner (processors.memory.Episode's fields):
+        the decomposition with each task's planned and observed hours."""
+        actual = json.loads(self.metadata.get("actual_by_task", "{}"))
+        return {"goal_id": self.goal_id, "similarity": self.similarity,
+                "outcome": self.metadata.get("outcome", "PLANNED"),
+                "title": self.metadata.get("title", ""),
+                "tasks": [{"task_id": t["task_id"], "name": t["name"], "planned_hours": t["hours"],
+                           "depends_on": t.get("depends_on", []), "actual_hours": actual.get(t["task_id"]),
+                           "resources": t.get("resources", {}), "capabilities": t.get("capabilities", [])}
+                          for t in self.decomposition]}
+
+
+# ----------------------------------------------------------------------------- recall for the planner
+
+class _RecallServer:
+    """`POST /recall {"goal": <goals.created record>, "threshold": x}` -> `{"episode": {...} | null}`,
+    served on loopback by the process that owns the Chroma folder (a second PersistentClient on
+    the same folder in another process does not see new writes: "Error creating hnsw segment
+    reader: Nothing found on disk"). Its address is in `<chroma dir>/memory.json`."""
+
+    def __init__(self, memory: Memory, folder: Path) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                try:
+                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                    with lock:  # one embedding + query at a time
+                        hit = memory.recall(body["goal"], threshold=float(body.get("threshold", 0.8)))
+                    out, code = json.dumps({"episode": hit.episode() if hit else None}).encode(), 200
+                except Exception as exc:  # noqa: BLE001 - reported to the caller
+                    out, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), 400
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/recall"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.marker = folder / MARKER
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chroma-recall", daemon=True)
+
+    def start(self) -> "_RecallServer":
+        self.thread.start()
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
+        os.replace(tmp, self.marker)
+        return self
+
+    def stop(self) -> None:
+        try:
+            if json.loads(self.marker.read_text()).get("pid") == os.getpid():
+                self.marker.unlink()
+        except (OSError, ValueError):
+            pass
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+MARKER = "memory.json"
+
+
+def serve_recall(memory: Memory, folder: Path | str | None = None) -> _RecallServer:
+    """Serve the planner's memory look-ups from this process (see _RecallServer)."""
+    return _RecallServer(memory, Path(folder or memory.data_dir or DEFAULT_DIR).resolve()).start()
+
 
 def _action(p: dict) -> dict:
     tasks = [{"task_id": t["task_id"], "name": t["name"], "hours": t["estimate"]["most_likely"],
-              "depends_on": list(t["depends_on"]), "phase": t["phase"]} for t in p["tasks"]]
+              "depends_on": list(t["depends_on"]), "phase": t["phase"], "resources": dict(t["resources"]),
+              "capabilities": list(t["capabilities"])} for t in p["tasks"]]
     return {"plan_id": p["plan_id"], "plan_version": p["version"], "strategy": p["strategy"],
             "task_count": len(tasks), "makespan_hours": p["makespan_hours"], "planned_cost": p["cost"]["total"],
             "planned_work_hours": sum(t["hours"] for t in tasks), "decomposition": json.dumps(tasks)}
@@ -244,12 +319,17 @@ class ChromaSink(Sink):
     name = "chroma"
     topics = (T.GOALS_CREATED.name, T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.EXECUTION_FEEDBACK.name)
 
-    def __init__(self, data_dir: Path | str | None = None, memory: Memory | None = None) -> None:
+    def __init__(self, data_dir: Path | str | None = None, memory: Memory | None = None, serve: bool = False) -> None:
         self.memory = memory or Memory(data_dir)
+        self.data_dir = data_dir
+        self.serve = serve
+        self._server: _RecallServer | None = None
 
     def setup(self) -> None:
         self.memory.open()
         _model()  # load the model before the first batch, not inside it
+        if self.serve and self._server is None:
+            self._server = serve_recall(self.memory, self.data_dir)
 
     def prepare(self, record: SinkRecord) -> tuple[str, dict]:
         v = record.value
@@ -282,4 +362,7 @@ class ChromaSink(Sink):
         return True                        # anything else (HTTP, disk, ...): retry the batch
 
     def close(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
         self.memory.client = None

@@ -29,9 +29,11 @@ CYPHER = {
     "goal": """UNWIND $rows AS r MERGE (g:Goal {id: r.id}) SET g += r.props""",
     "plan": """UNWIND $rows AS r
         MERGE (p:Plan {id: r.id}) SET p += r.props
-        MERGE (g:Goal {id: r.goal_id}) MERGE (g)-[:HAS_PLAN]->(p)
-        WITH p, r WHERE r.prev_id IS NOT NULL
-        MERGE (prev:Plan {id: r.prev_id}) MERGE (prev)-[:REPLANNED_AS]->(p)""",
+        MERGE (g:Goal {id: r.goal_id}) MERGE (g)-[:HAS_PLAN]->(p)""",
+    # a second statement (only for versions with a predecessor): two MERGEs on :Plan in one
+    # query made the planner put an Eager barrier over every row
+    "replan": """UNWIND $rows AS r
+        MATCH (p:Plan {id: r.id}) MERGE (prev:Plan {id: r.prev_id}) MERGE (prev)-[:REPLANNED_AS]->(p)""",
     "task": """UNWIND $rows AS r
         MERGE (t:Task {id: r.id}) SET t += r.props
         MERGE (p:Plan {id: r.plan}) MERGE (p)-[h:HAS_TASK]->(t) SET h.start = r.start, h.finish = r.finish""",
@@ -59,7 +61,7 @@ CYPHER = {
         MERGE (t)-[:FAILED_BECAUSE]->(f)""",
     "resource": """UNWIND $rows AS r MERGE (x:Resource {id: r.id}) SET x += r.props""",
 }
-ORDER = ("goal", "resource", "plan", "task", "depends", "alloc", "risk", "assign", "feedback")
+ORDER = ("goal", "resource", "plan", "replan", "task", "depends", "alloc", "risk", "assign", "feedback")
 
 # The three graph queries.
 ROOT_CAUSE = """
@@ -101,8 +103,9 @@ def _task_id(plan_id: str, task_id: str) -> str:
 def _plan_rows(out: dict, plan: dict, prev_version: int | None) -> None:
     pid, v = plan["plan_id"], plan["version"]
     pv = f"{pid}:v{v}"
+    if prev_version and prev_version != v:
+        out["replan"].append({"id": pv, "prev_id": f"{pid}:v{prev_version}"})
     out["plan"].append({"id": pv, "goal_id": plan["goal_id"],
-                        "prev_id": f"{pid}:v{prev_version}" if prev_version and prev_version != v else None,
                         "props": {"plan_id": pid, "version": v, "strategy": plan["strategy"],
                                   "approval": plan["approval"], "makespan_hours": plan["makespan_hours"],
                                   "cost": plan["cost"]["total"], "created_at": plan["created_at_ms"]}})

@@ -39,7 +39,7 @@ def make_sink(name: str, data_dir: Path, neo4j_uri: str | None = None):
         from sinks.neo4j import Neo4jSink
         return Neo4jSink(neo4j_uri)
     from sinks.chroma import ChromaSink
-    return ChromaSink(data_dir / "chroma")
+    return ChromaSink(data_dir / "chroma", serve=True)
 
 
 class SinkService:
@@ -94,7 +94,7 @@ def summary(svc: SinkService, *, failed_task: tuple[str, str] | None = None, goa
         finally:
             g.close()
         lines.append(f"Neo4j root cause of {failed_task[1]}: " + (
-            f"{' <- '.join(rc['path'])}; first failure {rc['root']} on {rc['executor']} "
+            f"{' <- '.join(rc['path'])}; first failure {rc['root']} on {rc['executor'] or 'no executor'} "
             f"({', '.join(rc['resources'])}): {'; '.join(rc['reasons'])}" if rc else "no failure found"))
     if "chroma" in svc.runners and goal:
         hit = svc.runners["chroma"].sink.memory.recall(goal, threshold=0.0)

@@ -289,9 +289,11 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                   console=console) as progress:
         starting = progress.add_task("starting Kafka broker and planner worker", total=None)
         try:
-            with services.stack() as (bootstrap, w), ExitStack() as stack:
+            stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
+            (stores / "chroma").mkdir()  # the worker asks the Chroma sink (serving from there) for memory
+            with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma")}) as (bootstrap, w), \
+                    ExitStack() as stack:
                 progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
-                stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
                 stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
                 svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
                 progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
@@ -307,7 +309,8 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                 if len(result["plans"]) < len(sample):
                     err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
                     raise typer.Exit(1)
-                result["stores"] = _stores(svc, sample)
+                story = asyncio.run(_memory_story(bootstrap, svc, sample, result["plans"], progress))
+                result["stores"] = _stores(svc, sample, story)
         except BrokerUnreachable as exc:
             _fail(str(exc))
     _summary(result)
@@ -315,7 +318,65 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         console.print(line)
 
 
-def _stores(svc, sample: list[dict], settle_s: float = 30.0) -> list[str]:
+async def _memory_story(bootstrap: str, svc, sample: list[dict], plans: dict, progress: Progress,
+                        factor: float = 1.3, timeout_s: float = 90.0) -> dict:
+    """Run one approved plan to the end (every handed-out task COMPLETED, taking `factor` x its
+    planned hours), fail a task of another, then send the finished goal again under a new id:
+    the planner finds it in episodic memory and plans from it (plan.memory)."""
+    goals = {derive_plan_id(g["goal_id"]): g for g in sample}
+    approved = [pid for pid, p in plans.items() if p["approval"] in ("APPROVED", "AUTO_APPROVED")]
+    approved = approved[1:] + approved[:1]   # the first plan got the demo's forged feedback
+    # run to the end a decomposed goal (one with its own tasks never plans from memory)
+    decomposed = [pid for pid in approved if not goals[pid].get("tasks")]
+    if len(approved) < 2 or not decomposed:
+        return {}
+    done_pid = decomposed[0]
+    fail_pid = next(pid for pid in approved if pid != done_pid)
+    want = {t["task_id"] for t in plans[done_pid]["tasks"]}
+    completed: set[str] = set()
+    failed: list[str] = []
+    task = progress.add_task("executing a plan", total=len(want))
+    async for rec in client.read(bootstrap, T.TASKS_ASSIGNED.name, deadline_s=timeout_s,
+                                 done=lambda: completed == want and bool(failed)):
+        v = rec.value
+        if not v or v["plan_id"] not in (done_pid, fail_pid):
+            continue
+        t = v["task"]
+        if v["plan_id"] == fail_pid and not failed:
+            failed.append(t["task_id"])
+            status, hours, msg = "FAILED", None, "demo: the executor ran out of memory"
+        elif v["plan_id"] == done_pid and t["task_id"] not in completed:
+            completed.add(t["task_id"])
+            status, hours, msg = "COMPLETED", round(t["estimate"]["most_likely"] * factor, 2), ""
+        else:
+            continue
+        await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(v["plan_id"], {
+            "event_id": f"demo-{v['plan_id']}-{t['task_id']}", "plan_id": v["plan_id"], "task_id": t["task_id"],
+            "status": status, "progress_pct": 100.0, "actual_hours": hours, "message": msg,
+            "reported_at_ms": _now_ms(), "attempt": v.get("attempt")})])
+        progress.update(task, completed=len(completed))
+    out: dict = {"failed": (fail_pid, failed[0]) if failed else None}
+    if completed != want or "chroma" not in svc.runners:
+        return out
+    done_goal = goals[done_pid]
+    memory = svc.runners["chroma"].sink.memory
+    started = time.monotonic()
+    while time.monotonic() - started < 60:   # the Chroma sink saw every report: the episode is COMPLETED
+        got = memory.episodes.get(ids=[done_goal["goal_id"]], include=["metadatas"])["metadatas"]
+        if got and got[0].get("outcome") == "COMPLETED":
+            break
+        await asyncio.sleep(0.5)
+    again = {**done_goal, "goal_id": done_goal["goal_id"] + "-again", "created_at_ms": _now_ms()}
+    await client.produce(bootstrap, T.GOALS_CREATED.name, [(again["goal_id"], again)])
+    pid = derive_plan_id(again["goal_id"])
+    async for rec in client.read(bootstrap, T.PLANS_CREATED.name, deadline_s=60):
+        if rec.value and rec.value["plan_id"] == pid:
+            out.update(repeated=again, done_goal=done_goal, reused=rec.value)
+            break
+    return out
+
+
+def _stores(svc, sample: list[dict], story: dict | None = None, settle_s: float = 30.0) -> list[str]:
     """Once every sink has caught up (nothing written for 3 s), a line from each store."""
     from sinks import service
     last, quiet_since, started = None, time.monotonic(), time.monotonic()
@@ -326,8 +387,17 @@ def _stores(svc, sample: list[dict], settle_s: float = 30.0) -> list[str]:
         elif time.monotonic() - quiet_since > 3:
             break
         time.sleep(0.5)
+    story = story or {}
     lines = [f"{n}: {r.written} records written, {r.dead_letters} dead letters" for n, r in svc.runners.items()]
-    return lines + service.summary(svc, goal=sample[0])
+    lines += service.summary(svc, failed_task=story.get("failed"), goal=story.get("repeated", sample[0]))
+    reused = story.get("reused")
+    if reused is not None:
+        m = reused.get("memory")
+        lines.append(f"Planner memory: '{story['repeated']['title']}' sent again as {story['repeated']['goal_id']}: " + (
+            f"planned from {m['source_goal_id']} (similarity {m['similarity']:.2f}), {m['tasks_reused']} tasks, "
+            f"{m['tasks_observed']} estimates from observed actuals (x{m['duration_factor']:.2f}); makespan "
+            f"{reused['makespan_hours']:g} h" if m else "planned without memory (no similar completed goal found)"))
+    return lines
 
 
 def main() -> None:

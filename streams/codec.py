@@ -1,10 +1,11 @@
 """Avro records (dicts) <-> domain objects. The only place that knows both shapes."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, Milestone, Phase, Plan,
+from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, MemoryUse, Milestone, Phase, Plan,
                               PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity, Task,
                               TaskSpec)
 from processors.ids import event_id
@@ -127,6 +128,7 @@ def plan_record(p: Plan) -> dict[str, Any]:
         "risks": [risk_record(k) for k in p.risks],
         "cost": {"total": p.cost.total, "currency": p.cost.currency, "by_resource": dict(p.cost.by_resource)},
         "violations": list(p.violations), "created_at_ms": p.created_at_ms,
+        "memory": None if p.memory is None else dataclasses.asdict(p.memory),
     }
 
 
@@ -142,7 +144,8 @@ def plan_from_record(r: dict[str, Any]) -> Plan:
         cost=Cost(r["cost"]["total"], r["cost"].get("currency", "USD"), dict(r["cost"].get("by_resource", {}))),
         approval=ApprovalState(r["approval"]), schedule_method=r["schedule_method"],
         lower_bound_hours=r.get("lower_bound_hours", 0.0), reason=r.get("reason", ""),
-        violations=tuple(r.get("violations", ())), created_at_ms=r["created_at_ms"])
+        violations=tuple(r.get("violations", ())), created_at_ms=r["created_at_ms"],
+        memory=None if r.get("memory") is None else MemoryUse(**r["memory"]))
 
 
 def update_record(p: Plan, previous: Plan, *, progress_pct: float = 0.0, variance_hours: float = 0.0) -> dict:

@@ -27,7 +27,7 @@ from processors import lifecycle, limits
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
-from streams import codec, state as state_codec, watchdog
+from streams import codec, memory, state as state_codec, watchdog
 from streams.app import Publisher, create_app, ignored
 from topics.dlq import source_headers
 from streams.settings import Settings
@@ -91,6 +91,7 @@ class PlannerWorker:
         self.resources = app.GlobalTable("resources", default=None, partitions=1)
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
+        self.memory = memory.MemoryLookup.from_settings(settings.memory)
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
             T.EXECUTION_FEEDBACK.name: self.on_feedback,
@@ -232,11 +233,14 @@ class PlannerWorker:
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)
         pid = derive_plan_id(goal.goal_id)
+        # episodic memory (streams/memory.py): off the event loop, bounded by [memory] timeout_s
+        reuse = await self.memory.reuse(goal, record) if self.memory and self.plans.get(pid) is None else None
         started = time.perf_counter()
         result = lifecycle.on_goal(self._state(pid), goal, self.known_capacities(), self.config,
-                                   received_at_ms=int(event.message.timestamp * 1000))
+                                   received_at_ms=int(event.message.timestamp * 1000), reuse=reuse)
         PLANNING_SECONDS.observe(time.perf_counter() - started)
         await self._apply(pid, result)
+        memory.count_plans(result[1])
 
     async def on_feedback(self, record: dict, event) -> None:
         fb = codec.feedback_from_record(record)

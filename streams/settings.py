@@ -43,11 +43,52 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """`[memory]`: the planner's episodic-memory look-up (MEMORY_<KEY> env vars override).
+
+    The planner asks the process that owns the Chroma folder (the Chroma sink, which writes
+    its address to `<dir>/memory.json`) or `url`. Safe when off or absent: no folder, no
+    endpoint, a slow or failing look-up: the goal is planned without memory."""
+
+    enabled: bool = True
+    dir: str = str(REPO / ".data" / "chroma")  # the Chroma sink's folder (its memory.json)
+    url: str = ""                              # the recall endpoint; "" = read it from dir/memory.json
+    threshold: float = 0.8                     # least cosine similarity to reuse an episode
+    timeout_s: float = 0.25                    # a look-up slower than this: plan without memory
+    min_factor: float = 0.25                   # duration corrections stay within [min, max] x planned
+    max_factor: float = 4.0
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "MemorySettings":
+        kinds = {f: type(getattr(cls, f)) for f in cls.__dataclass_fields__}
+        values = dict(d)
+        for key in values:
+            if key not in kinds:
+                raise ValueError(f"unknown memory setting: {key!r}")
+        for key in kinds:
+            if f"MEMORY_{key.upper()}" in env:
+                values[key] = env[f"MEMORY_{key.upper()}"]
+        out = {}
+        for k, v in values.items():
+            if kinds[k] is bool and isinstance(v, str):
+                if v.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(f"[memory]: {k} must be a boolean, got {v!r}")
+                out[k] = v.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                try:
+                    out[k] = kinds[k](v)
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"[memory]: {k}: {exc}") from None
+        return cls(**out)
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap: str
     planning: PlanningConfig
     limits: Limits = field(default_factory=Limits)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    memory: MemorySettings = field(default_factory=MemorySettings)
     app_id: str = "chimera-planner"
     data_dir: str = str(REPO / ".data" / "faust")
 
@@ -76,5 +117,6 @@ def load(env=os.environ, path: str | os.PathLike | None = None) -> Settings:
                     planning=with_env(PlanningConfig.from_mapping(tables.get("planning", {})), env),
                     limits=Limits.from_mapping(tables.get("limits", {}), env),
                     worker=WorkerSettings.from_mapping(tables.get("worker", {}), env),
+                    memory=MemorySettings.from_mapping(tables.get("memory", {}), env),
                     app_id=env.get("CHIMERA_APP_ID", "chimera-planner"),
                     data_dir=env.get("CHIMERA_DATA_DIR") or str(REPO / ".data" / "faust"))

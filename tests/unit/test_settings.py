@@ -53,3 +53,17 @@ def test_bad_limits_or_worker_settings_are_refused_with_the_key(tmp_path, text, 
     f.write_text(text)
     with pytest.raises(ValueError):
         load(env={"CHIMERA_CONFIG": str(f), **env})
+
+
+def test_memory_settings_from_toml_and_env(tmp_path):
+    from streams.settings import MemorySettings, load
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[memory]\nthreshold = 0.9\nenabled = true\n')
+    s = load(env={"CHIMERA_CONFIG": str(cfg), "MEMORY_ENABLED": "false", "MEMORY_TIMEOUT_S": "0.5"})
+    assert s.memory.threshold == 0.9 and s.memory.enabled is False and s.memory.timeout_s == 0.5
+    assert MemorySettings.from_mapping({}, {"MEMORY_ENABLED": "1"}).enabled is True
+    with pytest.raises(ValueError):
+        MemorySettings.from_mapping({}, {"MEMORY_ENABLED": "maybe"})
+    with pytest.raises(ValueError):
+        MemorySettings.from_mapping({"thresold": 0.5}, {})
