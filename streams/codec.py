@@ -154,7 +154,8 @@ def update_record(p: Plan, previous: Plan, *, progress_pct: float = 0.0, varianc
 def assignment_record(p: Plan, st: ScheduledTask, attempt: int = 1) -> dict[str, Any]:
     return {"event_id": event_id("assign", p.plan_id, st.task.task_id, attempt), "plan_id": p.plan_id,
             "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": None,
-            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS), "attempt": attempt}
+            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS), "attempt": attempt,
+            "deadline_ms": None}
 
 
 def alert_record(p: Plan, k: Risk) -> dict[str, Any]:
