@@ -331,7 +331,7 @@ class Released:
 
 
 def on_request(state: LedgerState | None, resource: Resource | None, req: AllocationRequest, now_ms: int,
-               config: PlanningConfig) -> tuple[LedgerState | None, tuple[Decision, ...]]:
+               config: PlanningConfig) -> tuple[LedgerState | None, tuple[Released | Decision, ...]]:
     """Decide one request on the resource's ledger. An unknown resource or an open breaker
     refuses (not waiting: the plan chooses another resource)."""
     if resource is None:
@@ -341,12 +341,16 @@ def on_request(state: LedgerState | None, resource: Resource | None, req: Alloca
     cooldown = breaker_cooldown_ms(config)
     if req.key not in ledger.bookings and not state.breaker.allows(now_ms, cooldown):
         return dataclasses.replace(state, ledger=ledger), (Refused(req, "breaker_open"),)
+    before = ledger.bookings
     ledger, decisions = ledger.allocate((req,), now_ms, heartbeat_timeout_ms(config))
     breaker = state.breaker
     for d in decisions:
-        if isinstance(d, Granted) and d.request.key not in state.ledger.bookings:
+        if isinstance(d, Granted) and d.request.key not in before:
             breaker = breaker.on_assigned(now_ms, cooldown)
-    return LedgerState(ledger, breaker), decisions
+    # a later attempt of a task replaced an earlier attempt's booking: say so
+    replaced = tuple(Released(b.request, ledger.resource.resource_id) for k, b in before.items()
+                     if k not in ledger.bookings)
+    return LedgerState(ledger, breaker), replaced + decisions
 
 
 def on_release(state: LedgerState | None, resource: Resource | None, key: Key, outcome: str, now_ms: int,

@@ -259,3 +259,24 @@ def records(events: Iterable[L.Event]) -> list[Out]:
 def refined_record(plan: Plan, base_version: int) -> Out:
     return Out(T.PLANS_REFINED.name, plan.plan_id, {"plan_id": plan.plan_id, "base_version": base_version,
                                                     "plan": plan_record(plan)})
+
+
+def decision_records(decisions, ledger, resource, at_ms: int) -> list[Out]:
+    """A ledger's decisions: each on resources.allocations (keyed by resource id: the history
+    of every booking of that resource, in order) and, keyed by plan id, back to the plan."""
+    from processors.allocation import Granted, Refused, Released
+    capacity = dict(resource.capacity) if resource is not None else {}
+    booked = ledger.booked() if ledger is not None else {}
+    out: list[Out] = []
+    for d in decisions:
+        q = d.request
+        kind = {Granted: "GRANTED", Refused: "REFUSED", Released: "RELEASED"}[type(d)]
+        value = {"event_id": event_id("allocation", kind, q.resource_id, q.plan_id, q.task_id, q.attempt, at_ms),
+                 "decision": kind, "resource_id": q.resource_id, "plan_id": q.plan_id, "task_id": q.task_id,
+                 "attempt": q.attempt, "reason": getattr(d, "reason", ""), "waiting": getattr(d, "waiting", False),
+                 "demand": dict(q.demand), "capacity": capacity, "booked": booked,
+                 "cost_estimate": getattr(d, "cost_estimate", 0.0), "decided_at_ms": at_ms}
+        out.append(Out(T.RESOURCES_ALLOCATIONS.name, q.resource_id, value))
+        if kind != "RELEASED":   # the plan asked for the release (or moved on): nothing to tell it
+            out.append(Out(T.ALLOCATION_DECISIONS.name, q.plan_id, value))
+    return out

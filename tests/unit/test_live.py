@@ -268,3 +268,20 @@ def test_ledger_owner_books_releases_and_its_breaker_opens_after_failures():
     s, d = A.on_request(s, later, _req("p", "y", 2), T0 + 2 + 60_000, cfg)   # half-open: one trial
     assert isinstance(d[0], A.Granted)
     assert state_codec.decode_ledger(state_codec.encode_ledger(s), later) == s
+
+
+def test_decision_records_carry_what_was_booked_and_go_back_to_the_plan():
+    s, d = A.on_request(None, R1, _req("p", "x"), T0, CFG)
+    s, d2 = A.on_request(s, R1, _req("p", "x", 2), T0, CFG)   # a later attempt replaces the earlier booking
+    assert [type(x).__name__ for x in d2] == ["Released", "Granted"]
+    outs = codec.decision_records(d2, s.ledger, R1, T0)
+    assert [(o.topic, o.key, o.value["decision"]) for o in outs] == [
+        (T.RESOURCES_ALLOCATIONS.name, "r1", "RELEASED"), (T.RESOURCES_ALLOCATIONS.name, "r1", "GRANTED"),
+        (T.ALLOCATION_DECISIONS.name, "p", "GRANTED")]
+    assert outs[1].value["booked"] == {"agents": 1.0} and outs[1].value["capacity"] == {"agents": 2.0}
+    _check_records_outs(outs)
+
+
+def _check_records_outs(outs):
+    for o in outs:
+        assert serde(o.topic).decode(serde(o.topic).encode(o.value)) == o.value
