@@ -283,6 +283,7 @@ def _flag_past_deadline(plan: Plan) -> Plan:
 SEEN_KEEP = 256                 # feedback ids remembered per plan (duplicates within them are ignored)
 MAX_FAILURE_REPLANS = 1         # replans after a task failed for good; then the plan fails
 UNPLACED_RETRY_MS = 1_000       # a task no resource can take now is tried again this much later
+REQUEST_RETRY_MS = 5_000        # a request with no decision this long is sent again (the ledger is idempotent)
 
 
 def _approved(plan: Plan) -> bool:
@@ -339,7 +340,17 @@ def _place(state: PlanState, tid: str, run: TaskRun, live: Live, config: Plannin
                                    due_ms=live.now_ms + UNPLACED_RETRY_MS)
     priority = state.goal.priority if state.goal is not None else Priority.MEDIUM
     events.append(AllocationRequested(request_for(state.plan, tid, run.attempt, r, priority, live.now_ms)))
-    return dataclasses.replace(run, status=RunStatus.WAITING, resource_id=r.resource_id, due_ms=None)
+    return dataclasses.replace(run, status=RunStatus.WAITING, resource_id=r.resource_id,
+                               due_ms=live.now_ms + REQUEST_RETRY_MS)
+
+
+def _ask_again(state: PlanState, tid: str, run: TaskRun, live: Live, events: list[Event]) -> TaskRun:
+    """No decision came for a request in time (a lost record, a rebalance): ask the same
+    ledger again for the same attempt. A ledger repeats a grant and keeps a queued request."""
+    r = live.resource(run.resource_id) or Resource(run.resource_id or "", "")
+    priority = state.goal.priority if state.goal is not None else Priority.MEDIUM
+    events.append(AllocationRequested(request_for(state.plan, tid, run.attempt, r, priority, live.now_ms)))
+    return dataclasses.replace(run, due_ms=live.now_ms + REQUEST_RETRY_MS)
 
 
 def _budget_check(state: PlanState, live: Live, config: PlanningConfig, events: list[Event]) -> PlanState:
@@ -375,6 +386,9 @@ def _dispatch(state: PlanState, config: PlanningConfig, live: Live | None, event
     for tid, run in state.runs.items():
         if run.status is RunStatus.HELD and not blocked:
             changes[tid] = _send(state, tid, run, live, config, events)
+        elif (run.status is RunStatus.WAITING and live is not None and run.due_ms is not None
+              and run.due_ms <= live.now_ms and run.resource_id):
+            changes[tid] = _ask_again(state, tid, run, live, events)
         elif (run.status in (RunStatus.RETRY, RunStatus.UNPLACED) and live is not None
               and (run.due_ms or 0) <= live.now_ms):
             to_place.append((tid, dataclasses.replace(run, tried=())))
@@ -656,8 +670,9 @@ def on_allocation(state: PlanState | None, d: Decision, config: PlanningConfig, 
         else:
             run = _send(state, d.task_id, run, live, config, events)
         return state.with_runs(**{d.task_id: run}), tuple(events)
-    if d.waiting:
-        return state, (Ignored("allocation_queued", f"{d.task_id} waits for {d.resource_id}"),)
+    if d.waiting:   # queued at the ledger: granted when capacity is released; asked again only much later
+        queued = dataclasses.replace(run, due_ms=now + 12 * REQUEST_RETRY_MS)
+        return state.with_runs(**{d.task_id: queued}), (Ignored("allocation_queued", f"{d.task_id} waits for {d.resource_id}"),)
     run = dataclasses.replace(run, tried=run.tried + (d.resource_id,))
     if live is None or not live.resources:
         run = dataclasses.replace(run, status=RunStatus.UNPLACED, resource_id=None, due_ms=now + UNPLACED_RETRY_MS)
@@ -767,7 +782,7 @@ def next_due_ms(state: PlanState, config: PlanningConfig) -> int | None:
     if state.status is not PlanStatus.ACTIVE:
         return None
     times = [r.due_ms for r in state.runs.values()
-             if r.status in (RunStatus.RETRY, RunStatus.UNPLACED) and r.due_ms is not None]
+             if r.status in (RunStatus.RETRY, RunStatus.UNPLACED, RunStatus.WAITING) and r.due_ms is not None]
     times += [r.deadline_ms for r in state.runs.values() if r.status in OUT and r.deadline_ms is not None]
     if config.enable_continuous_replanning and state.goal is not None and state.runs:
         times.append(drift_check_at(state, config))

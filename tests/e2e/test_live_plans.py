@@ -70,6 +70,14 @@ def _explain(bootstrap: str, seen, stuck: set[str]) -> None:
                 v = r.value or {}
                 print(" ", topic, r.headers.get("chimera.dlq.reason", ""), {k: v.get(k) for k in (
                     "task_id", "attempt", "decision", "resource_id", "reason", "kind", "resources", "version")})
+        for topic in (T.RESOURCES_ALLOCATIONS.name, T.ALLOCATION_REQUESTS.name):
+            for r in collect(bootstrap, topic, lambda r: r.value and r.value["plan_id"] == pid, count=10**9,
+                             timeout=3):
+                print(" ", topic, r.key, r.partition, r.offset, {k: r.value.get(k) for k in (
+                    "kind", "decision", "task_id", "attempt", "reason", "waiting", "booked")})
+    if stuck:
+        for r in collect(bootstrap, T.ALLOCATION_REQUESTS.dlq, lambda r: True, count=10**9, timeout=3):
+            print("  requests.dlq", r.key, r.headers.get("chimera.dlq.reason"), r.headers.get("chimera.dlq.detail"))
 
 
 def test_live_plans_allocated_dispatched_retried_replanned_reallocated(kafka_bootstrap, planner_stack):
@@ -104,7 +112,7 @@ def test_live_plans_allocated_dispatched_retried_replanned_reallocated(kafka_boo
             for g in goals + [flaky, bad]:
                 await sim.send(T.GOALS_CREATED.name, g["goal_id"], g)
             try:
-                return await sim.until(set(pids), timeout_s=150)
+                return await sim.until(set(pids), timeout_s=60)
             finally:
                 await sim.tombstone()
     seen = asyncio.run(go())

@@ -92,7 +92,7 @@ def test_refused_tries_the_next_resource_then_waits_unplaced():
     assert not events and s3.runs["a"].status is L.RunStatus.UNPLACED and s3.runs["a"].due_ms == T0 + 1000
     queued, events = L.on_allocation(state, L.Decision(PID, "a", 1, "r1", "REFUSED", "insufficient_capacity",
                                                        waiting=True), CFG, _live())
-    assert queued is state and events[0].reason == "allocation_queued"
+    assert queued.runs["a"].status is L.RunStatus.WAITING and events[0].reason == "allocation_queued"
     later, events = L.on_tick(s3, PID, "DUE", CFG, _live(T0 + 1000))
     assert [e.request.resource_id for e in _of(events, L.AllocationRequested)] == ["r1"]
 
@@ -285,3 +285,13 @@ def test_decision_records_carry_what_was_booked_and_go_back_to_the_plan():
 def _check_records_outs(outs):
     for o in outs:
         assert serde(o.topic).decode(serde(o.topic).encode(o.value)) == o.value
+
+
+def test_a_request_without_decision_is_asked_again_of_the_same_ledger():
+    state, _ = _start()
+    due = state.runs["a"].due_ms
+    _, events = L.on_tick(state, PID, "DUE", CFG, _live(due - 1))
+    assert not _of(events, L.AllocationRequested)
+    again, events = L.on_tick(state, PID, "DUE", CFG, _live(due))
+    assert [(e.request.resource_id, e.request.attempt) for e in _of(events, L.AllocationRequested)] == [("r1", 1)]
+    assert again.runs["a"].due_ms > due
