@@ -309,3 +309,67 @@ def budget_hold(plan_cost_estimate: float, budget: float | None) -> str | None:
     if budget is None or plan_cost_estimate <= budget + EPS:
         return None
     return f"estimated cost {plan_cost_estimate:.2f} exceeds the budget {budget:.2f}"
+
+
+# ------------------------------------------------------------------ the ledger's owner
+
+@dataclass(frozen=True)
+class LedgerState:
+    """What the partition owning a resource keeps for it: its bookings and its breaker
+    (outcomes of the attempts it ran: one place decides both capacity and trust)."""
+
+    ledger: ResourceLedger
+    breaker: Breaker = Breaker()
+
+
+@dataclass(frozen=True)
+class Released:
+    """A booking given back (completed, failed, lost, cancelled)."""
+
+    request: AllocationRequest
+    resource_id: str
+
+
+def on_request(state: LedgerState | None, resource: Resource | None, req: AllocationRequest, now_ms: int,
+               config: PlanningConfig) -> tuple[LedgerState | None, tuple[Released | Decision, ...]]:
+    """Decide one request on the resource's ledger. An unknown resource or an open breaker
+    refuses (not waiting: the plan chooses another resource)."""
+    if resource is None:
+        return state, (Refused(req, "unknown_resource"),)
+    state = state or LedgerState(ResourceLedger(resource))
+    ledger = state.ledger.with_resource(resource)
+    cooldown = breaker_cooldown_ms(config)
+    if req.key not in ledger.bookings and not state.breaker.allows(now_ms, cooldown):
+        return dataclasses.replace(state, ledger=ledger), (Refused(req, "breaker_open"),)
+    before = ledger.bookings
+    ledger, decisions = ledger.allocate((req,), now_ms, heartbeat_timeout_ms(config))
+    breaker = state.breaker
+    for d in decisions:
+        if isinstance(d, Granted) and d.request.key not in before:
+            breaker = breaker.on_assigned(now_ms, cooldown)
+    # a later attempt of a task replaced an earlier attempt's booking: say so
+    replaced = tuple(Released(b.request, ledger.resource.resource_id) for k, b in before.items()
+                     if k not in ledger.bookings)
+    return LedgerState(ledger, breaker), replaced + decisions
+
+
+def on_release(state: LedgerState | None, resource: Resource | None, key: Key, outcome: str, now_ms: int,
+               config: PlanningConfig) -> tuple[LedgerState | None, tuple[Released | Decision, ...]]:
+    """Give an attempt's booking back (a waiting request is dropped too) and grant what now
+    fits; SUCCESS closes the resource's breaker, FAILURE counts towards opening it."""
+    if state is None:
+        return None, ()
+    ledger = state.ledger if resource is None else state.ledger.with_resource(resource)
+    booking = ledger.bookings.get(key)
+    cooldown = breaker_cooldown_ms(config)
+    breaker = state.breaker
+    if booking is not None and outcome == "SUCCESS":
+        breaker = breaker.on_success()
+    elif booking is not None and outcome == "FAILURE":
+        breaker = breaker.on_failure(now_ms, config.breaker_failure_threshold, cooldown)
+    ledger, decisions = ledger.release(*key, now_ms, heartbeat_timeout_ms(config))
+    for d in decisions:
+        if isinstance(d, Granted):
+            breaker = breaker.on_assigned(now_ms, cooldown)
+    released = (Released(booking.request, ledger.resource.resource_id),) if booking is not None else ()
+    return LedgerState(ledger, breaker), released + decisions

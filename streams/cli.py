@@ -119,6 +119,81 @@ def approve(plan: str, version: int = typer.Option(..., help="the version being 
     console.print(f"{record['decision'].lower()} sent for {plan} v{version}")
 
 
+def _control(command: str, plan: Optional[str], every: bool, by: str, reason: str) -> None:
+    from streams import codec
+    if (plan is None) == (not every):
+        _fail("name one PLAN or --all")
+    if command == "CANCEL" and plan is None:
+        _fail("cancel names one plan")
+    out = codec.control_record(command, plan, reason=reason, by=by, at_ms=_now_ms())
+    _run(client.produce(_bootstrap(), out.topic, [(out.key, out.value)]))
+    console.print(f"{command} sent for {plan or 'every plan'}")
+
+
+@app.command()
+def stop(plan: Optional[str] = typer.Argument(None), every: bool = typer.Option(False, "--all"),
+         by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+    """Emergency stop: no new assignment for PLAN (or --all plans) until resumed; executors honour it too."""
+    _control("STOP", plan, every, by, reason)
+
+
+@app.command()
+def resume(plan: Optional[str] = typer.Argument(None), every: bool = typer.Option(False, "--all"),
+           by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+    """Undo a stop of PLAN (or --all); for one plan it also releases a budget hold."""
+    _control("RESUME", plan, every, by, reason)
+
+
+@app.command()
+def cancel(plan: str, by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+    """Cancel PLAN: it ends CANCELLED, its resources are released."""
+    _control("CANCEL", plan, False, by, reason)
+
+
+async def _plan_history(bootstrap: str, plan: str, idle_s: float = 2.0) -> dict:
+    """Everything the topics say about one plan (read from the beginning until quiet)."""
+    seen: dict = {"plan": None, "update": None, "assigned": {}, "feedback": {}}
+    for topic in (T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name, T.EXECUTION_FEEDBACK.name):
+        async for rec in client.read(bootstrap, topic, idle_timeout_s=idle_s, deadline_s=30):
+            if rec.key != plan or rec.value is None:
+                continue
+            v = rec.value
+            if topic == T.PLANS_CREATED.name:
+                seen["plan"] = v
+            elif topic == T.PLANS_UPDATED.name:
+                seen["update"], seen["plan"] = v, v["plan"]
+            elif topic == T.TASKS_ASSIGNED.name:
+                seen["assigned"][v["task"]["task_id"]] = v
+            else:
+                seen["feedback"][v["task_id"]] = v
+    return seen
+
+
+@app.command()
+def status(plan: str, idle: float = typer.Option(2.0, help="seconds without records that end the read")) -> None:
+    """One plan's tasks, their states, allocations and attempts, and its progress and variance."""
+    h = _run(_plan_history(_bootstrap(), plan, idle))
+    if h["plan"] is None:
+        _fail(f"no plan {plan} on {_bootstrap()}")
+    p, u = h["plan"], h["update"] or {}
+    console.print(f"[bold]{plan}[/] v{p['version']} {p['approval']} status={u.get('status', 'ACTIVE')} "
+                  f"reason={p['reason']!r}")
+    console.print(f"progress {u.get('progress_pct', 0.0):.1f}%  variance {u.get('variance_hours', 0.0):+.2f} h  "
+                  f"SPI {u.get('spi', 1.0):.2f}  CPI {u.get('cpi', 1.0):.2f}  PV {u.get('planned_value', 0.0):.2f}  "
+                  f"EV {u.get('earned_value', 0.0):.2f}  AC {u.get('actual_cost', 0.0):.2f}  "
+                  f"cost estimate {u.get('cost_estimate', 0.0):.2f}")
+    table = Table("task", "start h", "finish h", "state", "attempt", "resource", "deadline")
+    for t in p["tasks"]:
+        tid = t["task_id"]
+        a, fb = h["assigned"].get(tid), h["feedback"].get(tid)
+        state = fb["status"] if fb and (not a or fb.get("attempt") in (None, a["attempt"])) else (
+            "ASSIGNED" if a else "-")
+        deadline = time.strftime("%H:%M:%S", time.localtime(a["deadline_ms"] / 1000)) if a and a.get("deadline_ms") else ""
+        table.add_row(tid, f"{t['start_hours']:.2f}", f"{t['finish_hours']:.2f}", state,
+                      str(a["attempt"]) if a else "", (a or {}).get("assigned_to") or "", deadline)
+    console.print(table)
+
+
 @app.command()
 def worker(loglevel: str = "info") -> None:
     """Run one planner worker in the foreground (KAFKA_BOOTSTRAP must point at a broker)."""

@@ -71,7 +71,65 @@ def feedback_from_record(r: dict[str, Any]) -> L.Feedback:
     return L.Feedback(plan_id=r["plan_id"], task_id=r["task_id"], status=r["status"],
                       reported_at_ms=r["reported_at_ms"], attempt=r.get("attempt"),
                       progress_pct=r.get("progress_pct", 0.0), actual_hours=r.get("actual_hours"),
-                      message=r.get("message", ""))
+                      message=r.get("message", ""), feedback_id=r.get("event_id", ""))
+
+
+def decision_from_record(r: dict[str, Any]) -> L.Decision:
+    """A resources.allocations / chimera.allocations.decisions value."""
+    return L.Decision(plan_id=r["plan_id"], task_id=r["task_id"], attempt=r["attempt"], resource_id=r["resource_id"],
+                      decision=r["decision"], reason=r.get("reason", ""), waiting=r.get("waiting", False),
+                      cost_estimate=r.get("cost_estimate", 0.0))
+
+
+def control_from_record(r: dict[str, Any]) -> L.Control:
+    """A control.commands value for one plan (plan_id null means every plan: the wiring's business)."""
+    return L.Control(command=r["command"], plan_id=r.get("plan_id") or T.ALL_PLANS, reason=r.get("reason", ""),
+                     by=r.get("issued_by", ""), at_ms=r["issued_at_ms"])
+
+
+def control_record(command: str, plan_id: str | None, *, reason: str = "", by: str = "", at_ms: int) -> Out:
+    """A control.commands record (the CLI and tests send these); plan_id None: every plan."""
+    key = plan_id or T.ALL_PLANS
+    return Out(T.CONTROL_COMMANDS.name, key, {
+        "command_id": event_id("control", command, key, at_ms), "command": command, "plan_id": plan_id,
+        "reason": reason, "issued_by": by, "issued_at_ms": at_ms})
+
+
+def resource_from_record(r: dict[str, Any]):
+    """A resources.availability value as an allocation.Resource (capacity = capacities;
+    free: reported, else all of it; healthy unless unavailable or UNHEALTHY)."""
+    from processors.allocation import Resource
+    caps = {k: float(v) for k, v in r["capacities"].items()}
+    return Resource(resource_id=r["resource_id"], kind=r.get("kind", ""), capabilities=frozenset(r.get("capabilities", ())),
+                    capacity=caps, free=dict(r.get("free") or caps), cost_per_hour=r.get("hourly_rate", 0.0),
+                    healthy=r.get("available", True) and r.get("health", "HEALTHY") != "UNHEALTHY",
+                    heartbeat_ms=r.get("heartbeat_ms") or r["updated_at_ms"])
+
+
+def request_record(req) -> Out:
+    """An allocation request to the ledger that owns req.resource_id."""
+    return Out(T.ALLOCATION_REQUESTS.name, req.resource_id, {
+        "event_id": event_id("alloc-request", req.plan_id, req.task_id, req.attempt, req.resource_id),
+        "kind": "REQUEST", "resource_id": req.resource_id, "plan_id": req.plan_id, "task_id": req.task_id,
+        "attempt": req.attempt, "demand": dict(req.demand), "capabilities": list(req.capabilities),
+        "priority": getattr(req.priority, "value", req.priority), "slack_hours": req.slack_hours,
+        "hours": req.hours, "outcome": "", "at_ms": req.requested_at_ms})
+
+
+def release_record(e: L.AllocationReleased) -> Out:
+    return Out(T.ALLOCATION_REQUESTS.name, e.resource_id, {
+        "event_id": event_id("alloc-release", e.plan_id, e.task_id, e.attempt, e.resource_id),
+        "kind": "RELEASE", "resource_id": e.resource_id, "plan_id": e.plan_id, "task_id": e.task_id,
+        "attempt": e.attempt, "demand": {}, "capabilities": [], "priority": "MEDIUM", "slack_hours": 0.0,
+        "hours": 0.0, "outcome": e.outcome, "at_ms": e.at_ms})
+
+
+def request_from_record(r: dict[str, Any]):
+    from processors.allocation import AllocationRequest
+    return AllocationRequest(plan_id=r["plan_id"], task_id=r["task_id"], attempt=r["attempt"],
+                             resource_id=r["resource_id"], demand=dict(r["demand"]),
+                             capabilities=tuple(r["capabilities"]), priority=Priority(r["priority"]),
+                             slack_hours=r["slack_hours"], hours=r["hours"], requested_at_ms=r["at_ms"])
 
 
 def task_record(st: ScheduledTask) -> dict[str, Any]:
@@ -148,16 +206,22 @@ def plan_from_record(r: dict[str, Any]) -> Plan:
         memory=None if r.get("memory") is None else MemoryUse(**r["memory"]))
 
 
-def update_record(p: Plan, previous: Plan, *, progress_pct: float = 0.0, variance_hours: float = 0.0) -> dict:
+def update_record(p: Plan, previous: Plan, figures: L.Figures = L.Figures(), status: str = "ACTIVE",
+                  trigger: str = "") -> dict:
+    f = figures
     return {"event_id": event_id("plan-update", p.plan_id, p.version), "plan": plan_record(p),
             "previous_version": previous.version, "previous_makespan_hours": previous.makespan_hours,
-            "progress_pct": progress_pct, "variance_hours": variance_hours}
+            "progress_pct": f.progress_pct, "variance_hours": f.variance_hours, "status": status, "trigger": trigger,
+            "spi": f.spi, "cpi": f.cpi, "planned_value": f.pv, "earned_value": f.ev, "actual_cost": f.ac,
+            "budget_variance": f.budget_variance, "cost_estimate": f.cost_estimate}
 
 
-def assignment_record(p: Plan, st: ScheduledTask, attempt: int = 1) -> dict[str, Any]:
+def assignment_record(p: Plan, st: ScheduledTask, attempt: int = 1, resource_id: str | None = None,
+                      assigned_at_ms: int | None = None, deadline_ms: int | None = None) -> dict[str, Any]:
+    at = p.created_at_ms + int(st.start_hours * HOUR_MS) if assigned_at_ms is None else assigned_at_ms
     return {"event_id": event_id("assign", p.plan_id, st.task.task_id, attempt), "plan_id": p.plan_id,
-            "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": None,
-            "assigned_at_ms": p.created_at_ms + int(st.start_hours * HOUR_MS), "attempt": attempt}
+            "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": resource_id,
+            "assigned_at_ms": at, "attempt": attempt, "deadline_ms": deadline_ms}
 
 
 def alert_record(p: Plan, k: Risk) -> dict[str, Any]:
@@ -177,8 +241,12 @@ class Out:
 
 _RECORDS: dict[type, Callable[[Any], Out]] = {
     L.PlanCreated: lambda e: Out(T.PLANS_CREATED.name, e.plan.plan_id, plan_record(e.plan)),
-    L.PlanUpdated: lambda e: Out(T.PLANS_UPDATED.name, e.plan.plan_id, update_record(e.plan, e.previous)),
-    L.TaskAssigned: lambda e: Out(T.TASKS_ASSIGNED.name, e.plan.plan_id, assignment_record(e.plan, e.task, e.attempt)),
+    L.PlanUpdated: lambda e: Out(T.PLANS_UPDATED.name, e.plan.plan_id,
+                                 update_record(e.plan, e.previous, e.figures, e.status, e.trigger)),
+    L.TaskAssigned: lambda e: Out(T.TASKS_ASSIGNED.name, e.plan.plan_id, assignment_record(
+        e.plan, e.task, e.attempt, e.resource_id, e.assigned_at_ms, e.deadline_ms)),
+    L.AllocationRequested: lambda e: request_record(e.request),
+    L.AllocationReleased: release_record,
     L.RiskAlerted: lambda e: Out(T.RISKS_ALERTS.name, e.plan.plan_id, alert_record(e.plan, e.risk)),
     L.RefineRequested: lambda e: Out(T.PLANS_REFINE.name, e.plan.plan_id, {
         "plan_id": e.plan.plan_id, "base_version": e.plan.version, "goal": goal_record(e.goal),
@@ -194,3 +262,24 @@ def records(events: Iterable[L.Event]) -> list[Out]:
 def refined_record(plan: Plan, base_version: int) -> Out:
     return Out(T.PLANS_REFINED.name, plan.plan_id, {"plan_id": plan.plan_id, "base_version": base_version,
                                                     "plan": plan_record(plan)})
+
+
+def decision_records(decisions, ledger, resource, at_ms: int) -> list[Out]:
+    """A ledger's decisions: each on resources.allocations (keyed by resource id: the history
+    of every booking of that resource, in order) and, keyed by plan id, back to the plan."""
+    from processors.allocation import Granted, Refused, Released
+    capacity = dict(resource.capacity) if resource is not None else {}
+    booked = ledger.booked() if ledger is not None else {}
+    out: list[Out] = []
+    for d in decisions:
+        q = d.request
+        kind = {Granted: "GRANTED", Refused: "REFUSED", Released: "RELEASED"}[type(d)]
+        value = {"event_id": event_id("allocation", kind, q.resource_id, q.plan_id, q.task_id, q.attempt, at_ms),
+                 "decision": kind, "resource_id": q.resource_id, "plan_id": q.plan_id, "task_id": q.task_id,
+                 "attempt": q.attempt, "reason": getattr(d, "reason", ""), "waiting": getattr(d, "waiting", False),
+                 "demand": dict(q.demand), "capacity": capacity, "booked": booked,
+                 "cost_estimate": getattr(d, "cost_estimate", 0.0), "decided_at_ms": at_ms}
+        out.append(Out(T.RESOURCES_ALLOCATIONS.name, q.resource_id, value))
+        if kind != "RELEASED":   # the plan asked for the release (or moved on): nothing to tell it
+            out.append(Out(T.ALLOCATION_DECISIONS.name, q.plan_id, value))
+    return out

@@ -1,10 +1,16 @@
 """The planner worker: its agents and tables, wired to the domain's plan lifecycle.
 
 intake:    goals.created -> limits, validation -> chimera.goals.by_plan (re-keyed by plan_id)
-planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.refined
-           -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine
+planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.refined + control.commands
+           + chimera.allocations.decisions + chimera.plans.tick
+           -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine, chimera.allocations.requests
 refiner:   chimera.plans.refine -> CP-SAT (off the event loop) -> chimera.plans.refined
-resources: resources.availability -> a global table of capacities every worker sees
+resources: resources.availability -> a global table of resources every worker sees
+ledger:    chimera.allocations.requests (keyed by resource id) -> the resource's ledger decides
+           -> resources.allocations (keyed by resource id) + chimera.allocations.decisions (by plan id)
+halt:      chimera.control.global -> a global table with the "everything stopped" flag
+timers:    plans due (retries, timeouts, placements), on lost resources, or held by a stop of
+           everything that was resumed -> chimera.plans.tick, to the partition owning the plan
 
 Each record is handled whole or not at all: its outputs and the new state are encoded
 first; a record that cannot apply goes to <topic>.dlq with the reason.
@@ -23,7 +29,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
-from processors import lifecycle, limits
+from processors import allocation, lifecycle, limits
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
@@ -48,8 +54,13 @@ _COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPD
 # ~3.7 KB per goal (the stored state's size). Bounded: ~4 x 2 x 8 MB of memtables, 32 MB cache.
 ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 2**20, "max_write_buffer_number": 2,
                    "block_cache_size": 32 * 2**20, "block_cache_compressed_size": 8 * 2**20}
-PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE)
-SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AVAILABILITY) + PLAN_KEYED)
+PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE,
+              T.CONTROL_COMMANDS, T.ALLOCATION_DECISIONS, T.PLANS_TICK)
+SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AVAILABILITY, T.ALLOCATION_REQUESTS,
+                                 T.CONTROL_GLOBAL) + PLAN_KEYED)
+ALLOCATION_SECONDS = Histogram("chimera_allocation_decision_seconds", "Ledger decision time per allocation message",
+                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1))
+TICK_INTERVAL_S = 0.25
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -62,6 +73,7 @@ def check_resource(key: bytes | None, record: dict, lim: limits.Limits) -> None:
     if key is None or key.decode(errors="replace") != record["resource_id"]:
         raise PlanningError("wrong_key", f"key {key!r} is not the resource_id {record['resource_id']!r}")
     limits.capacities(record["capacities"], "capacities", lim)
+    limits.capacities(record.get("free") or {}, "free", lim)
     limits.finite(record.get("hourly_rate"), "hourly_rate", high=lim.max_budget)
 
 
@@ -89,6 +101,10 @@ class PlannerWorker:
                                value_type=bytes,  # value: streams.state bytes
                                options=ROCKSDB_OPTIONS)
         self.resources = app.GlobalTable("resources", default=None, partitions=1)
+        self.ledgers = app.Table("ledgers", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
+                                 value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
+        self.control = app.GlobalTable("control", default=None, partitions=1)   # "*" -> {"halted": bool}
+        self._ticked: dict[str, float] = {}
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self.memory = memory.MemoryLookup.from_settings(settings.memory)
@@ -98,12 +114,18 @@ class PlannerWorker:
             T.PLANS_APPROVALS.name: self.on_approval,
             T.PLANS_REFINED.name: self.on_refined,
             T.PLANS_EXPIRE.name: self.on_expire,
+            T.CONTROL_COMMANDS.name: self.on_control,
+            T.ALLOCATION_DECISIONS.name: self.on_allocation,
+            T.PLANS_TICK.name: self.on_tick,
         }
         app.agent(self.out.topic(T.GOALS_CREATED.name), name="intake")(self.intake)
         app.agent(self.out.sources([s.name for s in PLAN_KEYED]), name="planner")(self.planner)
         app.agent(self.out.topic(T.PLANS_REFINE.name), name="refiner")(self.refiner)
         app.agent(self.out.topic(T.RESOURCES_AVAILABILITY.name), name="resources")(self.resource_updates)
+        app.agent(self.out.topic(T.ALLOCATION_REQUESTS.name), name="ledger")(self.ledger)
+        app.agent(self.out.topic(T.CONTROL_GLOBAL.name), name="halt")(self.halt)
         app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
+        app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
         app.task(self.on_started)
         watchdog.install(app, SOURCES, interval_s=settings.worker.watchdog_interval_s,
                          stall_s=settings.worker.watchdog_stall_s)
@@ -138,7 +160,7 @@ class PlannerWorker:
                 limits.record_size(len(event.value or b""), self.limits)
                 record = serde(msg.topic).decode(event.value)
                 self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
-                                else record["plan_id"])
+                                else record["plan_id"] or T.ALL_PLANS)
                 await self._handlers[msg.topic](record, event)
             except (SerdeError, PlanningError) as exc:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
@@ -184,6 +206,73 @@ class PlannerWorker:
                 continue
             self.resources[record["resource_id"]] = record
 
+    async def ledger(self, stream) -> None:
+        """The owner of each resource's capacity: requests and releases keyed by resource id
+        reach the one partition whose ledger decides (never two deciders for one resource)."""
+        async for event in stream.events():
+            msg = event.message
+            try:
+                limits.record_size(len(event.value or b""), self.limits)
+                record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)
+                rid = record["resource_id"]
+                if (msg.key or b"") != rid.encode():
+                    raise PlanningError("wrong_key", f"key {(msg.key or b'')[:100]!r} is not the resource_id {rid!r}")
+                started = time.perf_counter()
+                await self._decide(rid, record)
+                ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+            except Exception as exc:
+                log.exception("ledger failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    async def _decide(self, rid: str, record: dict) -> None:
+        resource = self.resource(rid)
+        stored = self.ledgers.get(rid)
+        held = None if stored is None else state_codec.decode_ledger(
+            stored, resource or allocation.Resource(rid, "", healthy=False))
+        now = int(time.time() * 1000)
+        if record["kind"] == "REQUEST":
+            new, decisions = allocation.on_request(held, resource, codec.request_from_record(record), now, self.config)
+        elif record["kind"] == "RELEASE":
+            key = (record["plan_id"], record["task_id"], record["attempt"])
+            new, decisions = allocation.on_release(held, resource, key, record["outcome"], now, self.config)
+        else:
+            raise PlanningError("unknown_kind", f"allocation message kind {record['kind']!r}")
+        ledger = new.ledger if new is not None else None
+        encoded = self.out.encode(codec.decision_records(decisions, ledger, resource, now))
+        data = None if new is None else state_codec.encode_ledger(new)
+        await self.out.send(encoded)
+        if data is not None and data != stored:
+            self.ledgers[rid] = data
+
+    async def halt(self, stream) -> None:
+        """STOP / RESUME of every plan: a flag every worker reads before it dispatches."""
+        async for event in stream.events():
+            try:
+                record = serde(T.CONTROL_GLOBAL.name).decode(event.value)
+                if record["command"] not in ("STOP", "RESUME") or record.get("plan_id") is not None:
+                    raise PlanningError("unknown_command", f"{record['command']} cannot apply to every plan")
+            except (SerdeError, PlanningError) as exc:
+                await self.out.dead_letter(event, exc.reason, exc.detail)
+                continue
+            self.control[T.ALL_PLANS] = {"halted": record["command"] == "STOP", "at_ms": record["issued_at_ms"],
+                                         "by": record.get("issued_by", "")}
+            log.warning("control: %s of every plan by %s", record["command"], record.get("issued_by") or "unknown")
+
+    def halted(self) -> bool:
+        flag = self.control.get(T.ALL_PLANS)
+        return bool(flag and flag.get("halted"))
+
+    def resource(self, rid: str) -> allocation.Resource | None:
+        rec = self.resources.get(rid)
+        return None if not rec else codec.resource_from_record(rec)
+
+    def live(self) -> lifecycle.Live:
+        """Now, every announced resource, the stop-everything flag, the capacities for replans."""
+        resources = tuple(codec.resource_from_record(r) for r in self.resources.values() if r)
+        return lifecycle.Live(int(time.time() * 1000), resources, self.halted(), self.known_capacities())
+
     # -- handlers: decode, run the lifecycle, publish -------------------------------------
 
     def _check_key(self, msg, plan_id: str) -> None:
@@ -221,7 +310,7 @@ class PlannerWorker:
                     and encoded[0][0] == T.PLANS_CREATED.name):
                 # the state stores these very bytes (compressed): encode the plan once, not twice
                 state_codec.remember_encoded(new.plan, encoded[0][2])
-            data = state_codec.encode(new)
+            data = state_codec.encode(new, self.config)
             limits.state_size(len(data), plan_id, self.limits)
         await self.out.send(encoded)
         for topic, _, _ in encoded:
@@ -236,8 +325,9 @@ class PlannerWorker:
         # episodic memory (streams/memory.py): off the event loop, bounded by [memory] timeout_s
         reuse = await self.memory.reuse(goal, record) if self.memory and self.plans.get(pid) is None else None
         started = time.perf_counter()
-        result = lifecycle.on_goal(self._state(pid), goal, self.known_capacities(), self.config,
-                                   received_at_ms=int(event.message.timestamp * 1000), reuse=reuse)
+        live = self.live()
+        result = lifecycle.on_goal(self._state(pid), goal, live.capacities, self.config,
+                                   received_at_ms=int(event.message.timestamp * 1000), live=live, reuse=reuse)
         PLANNING_SECONDS.observe(time.perf_counter() - started)
         await self._apply(pid, result)
         memory.count_plans(result[1])
@@ -246,17 +336,35 @@ class PlannerWorker:
         fb = codec.feedback_from_record(record)
         limits.finite(fb.progress_pct, "progress_pct", high=100.0)
         limits.finite(fb.actual_hours, "actual_hours", high=self.limits.max_task_hours)
-        await self._apply(fb.plan_id, lifecycle.on_feedback(self._state(fb.plan_id), fb, self.config))
+        await self._apply(fb.plan_id, lifecycle.on_feedback(self._state(fb.plan_id), fb, self.config, self.live()))
 
     async def on_approval(self, record: dict, event) -> None:
         decision = codec.approval_from_record(record)
         await self._apply(decision.plan_id, lifecycle.on_approval(self._state(decision.plan_id), decision,
-                                                                  self.config))
+                                                                  self.config, self.live()))
 
     async def on_refined(self, record: dict, event) -> None:
         plan = codec.plan_from_record(record["plan"])
         await self._apply(record["plan_id"], lifecycle.on_refined(self._state(record["plan_id"]), record["plan_id"],
-                                                                  record["base_version"], plan, self.config))
+                                                                  record["base_version"], plan, self.config,
+                                                                  self.live()))
+
+    async def on_control(self, record: dict, event) -> None:
+        """STOP / RESUME / CANCEL of one plan here; of every plan: forwarded to the halt agent."""
+        if record.get("plan_id") is None:
+            await self.out.send([(T.CONTROL_GLOBAL.name, T.ALL_PLANS.encode(), event.value)])
+            return
+        c = codec.control_from_record(record)
+        await self._apply(c.plan_id, lifecycle.on_control(self._state(c.plan_id), c, self.config, self.live()))
+
+    async def on_allocation(self, record: dict, event) -> None:
+        d = codec.decision_from_record(record)
+        await self._apply(d.plan_id, lifecycle.on_allocation(self._state(d.plan_id), d, self.config, self.live()))
+
+    async def on_tick(self, record: dict, event) -> None:
+        pid = record["plan_id"]
+        await self._apply(pid, lifecycle.on_tick(self._state(pid), pid, record["kind"], self.config, self.live(),
+                                                 frozenset(record.get("resources") or ())))
 
     def known_capacities(self) -> dict[str, float]:
         """Sum of what available resources report (empty when none reported)."""
@@ -281,6 +389,43 @@ class PlannerWorker:
             await self.out.send(self.out.encode(
                 codec.Out(T.PLANS_EXPIRE.name, key, {"plan_id": key, "finished_at_ms": at}) for key, at in stale))
             log.info("asked to expire the state of %d finished plans", len(stale))
+
+
+    async def tick(self) -> None:
+        """Find plans with work due (retries, deadlines, placements, drift checks), plans using
+        a lost resource, and plans held by a stop of everything that has been resumed, and send
+        each a tick on its own partition (a table is written only from its own partition's
+        events). Reads only each state's small JSON header."""
+        now = int(time.time() * 1000)
+        timeout = allocation.heartbeat_timeout_ms(self.config)
+        known = {r["resource_id"]: codec.resource_from_record(r) for r in self.resources.values() if r}
+        halted = self.halted()
+        outs = []
+        for key, data in list(self.plans.items()):
+            if not data:
+                continue
+            h = state_codec.header(data)
+            if h.get("st", "ACTIVE") != "ACTIVE":
+                continue
+            lost = sorted(rid for rid in h.get("u", ())
+                          if rid not in known or not allocation.usable(known[rid], now, timeout))
+            if lost:
+                kind = "RESOURCE_LOST"
+            elif h.get("n") is not None and h["n"] <= now:
+                kind = "DUE"
+            elif h.get("hd") and not halted:
+                kind = "RESUME"
+            else:
+                continue
+            if now - self._ticked.get(key, 0) < 1000:   # one tick per plan per second at most
+                continue
+            self._ticked[key] = now
+            outs.append(codec.Out(T.PLANS_TICK.name, key, {"plan_id": key, "kind": kind, "at_ms": now,
+                                                            "resources": lost}))
+        if len(self._ticked) > 10_000:
+            self._ticked = {k: v for k, v in self._ticked.items() if now - v < 1000}
+        if outs:
+            await self.out.send(self.out.encode(outs))
 
 
 def build(settings: Settings) -> faust.App:

@@ -13,7 +13,10 @@ import zlib
 from collections import OrderedDict
 from types import MappingProxyType
 
-from processors.lifecycle import PlanState, RunStatus, TaskRun
+from processors import lifecycle as L
+from processors.config import PlanningConfig
+from processors.lifecycle import PlanState, PlanStatus, RunStatus, TaskRun
+from processors.model import Constraints, Goal, Priority, TaskSpec
 from streams import codec
 from topics import registry as T
 from topics.serde import serde
@@ -56,12 +59,59 @@ _plans = _PlanBytes()
 remember_encoded = _plans.remember_encoded
 
 
-def encode(state: PlanState) -> bytes:
+_RUN_DEFAULTS = (None, None, None, None, 0, 0.0, 0.0, 0.0, 0.0, [])   # TaskRun fields after status, attempt
+
+
+def _run(r: TaskRun) -> list:
+    out = [r.status.value, r.attempt, r.resource_id, r.assigned_at_ms, r.deadline_ms, r.due_ms, r.failures,
+           r.percent, r.actual_hours, r.actual_cost, r.cost_per_hour, list(r.tried)]
+    while len(out) > 2 and out[-1] == _RUN_DEFAULTS[len(out) - 3]:
+        out.pop()
+    return out
+
+
+def _run_back(x: list) -> TaskRun:
+    rest = list(x[2:]) + list(_RUN_DEFAULTS[len(x) - 2:])
+    return TaskRun(RunStatus(x[0]), x[1], *rest[:-1], tuple(rest[-1]))
+
+
+def goal_json(g: Goal | None) -> dict | None:
+    """The goal as planned, exactly (replans need it; floats stay floats)."""
+    if g is None:
+        return None
+    c = g.constraints
+    return {"id": g.goal_id, "t": g.title, "at": g.created_at_ms, "de": g.description, "do": g.domain,
+            "p": g.priority.value, "o": list(g.objectives), "sc": list(g.success_criteria),
+            "c": [c.deadline_hours, c.budget, c.max_parallelism, dict(c.capacities), list(c.required_capabilities)],
+            "s": g.strategy, "by": g.submitted_by,
+            "ts": [[t.task_id, t.name, t.duration_hours, list(t.depends_on), dict(t.resources), list(t.capabilities)]
+                   for t in g.tasks]}
+
+
+def goal_back(d: dict | None) -> Goal | None:
+    if d is None:
+        return None
+    c = d["c"]
+    return Goal(goal_id=d["id"], title=d["t"], created_at_ms=d["at"], description=d["de"], domain=d["do"],
+                priority=Priority(d["p"]), objectives=tuple(d["o"]), success_criteria=tuple(d["sc"]),
+                constraints=Constraints(c[0], c[1], c[2], dict(c[3]), tuple(c[4])), strategy=d["s"],
+                tasks=tuple(TaskSpec(t[0], t[1], t[2], tuple(t[3]), dict(t[4]), tuple(t[5])) for t in d["ts"]),
+                submitted_by=d["by"])
+
+
+def encode(state: PlanState, config: PlanningConfig | None = None) -> bytes:
+    """The state's bytes. The header also carries what the worker's timers scan for without
+    decoding the plan: when the plan is next due, the resources it uses, whether it is held."""
+    cfg = config or PlanningConfig()
     header = json.dumps({
         "d": state.goal_digest,
-        "r": {t: [r.status.value, r.attempt] for t, r in state.runs.items()},
+        "r": {t: _run(r) for t, r in state.runs.items()},
         "a": sorted(state.alerted),
         "f": state.finished_at_ms,
+        "g": goal_json(state.goal),
+        "st": state.status.value, "er": state.end_reason, "sp": state.stopped, "h": state.hold,
+        "sn": list(state.seen), "lp": state.last_progress_ms, "lc": state.last_check_ms, "rp": state.replans, "bo": state.budget_ok,
+        "n": L.next_due_ms(state, cfg), "u": list(L.resources_in_use(state)), "hd": L.held(state),
     }, separators=(",", ":")).encode()
     return _LEN.pack(len(header)) + header + _plans.encode(state.plan)
 
@@ -73,11 +123,59 @@ def decode(data: bytes) -> PlanState:
     plan = codec.plan_from_record(serde(T.PLANS_CREATED.name).decode(zlib.decompress(body)))
     _plans.remember(plan, body)
     return PlanState(plan=plan, goal_digest=header["d"],
-                     runs=MappingProxyType({t: TaskRun(RunStatus(s), a) for t, (s, a) in header["r"].items()}),
-                     alerted=frozenset(header["a"]), finished_at_ms=header["f"])
+                     runs=MappingProxyType({t: _run_back(x) for t, x in header["r"].items()}),
+                     alerted=frozenset(header["a"]), finished_at_ms=header["f"],
+                     goal=goal_back(header.get("g")), status=PlanStatus(header.get("st", "ACTIVE")),
+                     end_reason=header.get("er", ""), stopped=header.get("sp", False), hold=header.get("h", ""),
+                     seen=tuple(header.get("sn", ())), last_progress_ms=header.get("lp"),
+                     last_check_ms=header.get("lc"), replans=header.get("rp", 0),
+                     budget_ok=header.get("bo", False))
+
+
+def header(data: bytes) -> dict:
+    """The JSON header alone (timers scan it without decoding the plan)."""
+    (n,) = _LEN.unpack_from(data)
+    return json.loads(data[_LEN.size:_LEN.size + n])
 
 
 def finished_at(data: bytes) -> int | None:
     """The finish time without decoding the plan (for expiry scans)."""
     (n,) = _LEN.unpack_from(data)
     return json.loads(data[_LEN.size:_LEN.size + n])["f"]
+
+
+# -- a resource's ledger (allocation.LedgerState) as the ledger table stores it ------------
+
+def _request(q) -> list:
+    return [q.plan_id, q.task_id, q.attempt, dict(q.demand), list(q.capabilities), q.priority.value,
+            q.slack_hours, q.hours, q.requested_at_ms]
+
+
+def _request_back(resource_id: str, x: list):
+    from processors.allocation import AllocationRequest
+    return AllocationRequest(x[0], x[1], x[2], resource_id, MappingProxyType(dict(x[3])), tuple(x[4]),
+                             Priority(x[5]), x[6], x[7], x[8])
+
+
+def encode_ledger(s) -> bytes:
+    b = s.breaker
+    return json.dumps({
+        "b": [[_request(k.request), k.booked_at_ms] for k in s.ledger.bookings.values()],
+        "w": [_request(q) for q in s.ledger.waiting],
+        "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight],
+    }, separators=(",", ":")).encode()
+
+
+def decode_ledger(data: bytes, resource):
+    """The stored ledger of `resource` (its announcement comes from the resources table)."""
+    from processors.allocation import Booking, LedgerState, ResourceLedger
+    from processors.retry import Breaker, BreakerState
+    d = json.loads(data)
+    rid = resource.resource_id
+    bookings = {}
+    for x, at in d["b"]:
+        q = _request_back(rid, x)
+        bookings[q.key] = Booking(q, at)
+    br = d["br"]
+    return LedgerState(ResourceLedger(resource, MappingProxyType(bookings), tuple(_request_back(rid, x) for x in d["w"])),
+                       Breaker(BreakerState(br[0]), br[1], br[2], br[3]))

@@ -56,11 +56,30 @@ PLANS_REFINED = TopicSpec("chimera.plans.refined", "plan_id", PLAN_PARTITIONS, _
 # Finished plans' state expires through the partition that owns it (a table is written
 # only from its own partition's events).
 PLANS_EXPIRE = TopicSpec("chimera.plans.expire", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
+# Live plans (issue 7). Emergency stop / resume / cancel: keyed by plan id, or ALL_PLANS for every plan.
+CONTROL_COMMANDS = TopicSpec("control.commands", "plan_id", PLAN_PARTITIONS, _RETAIN, is_input=True)
+# Allocation is decided where the capacity is owned: requests (and releases) keyed by resource id
+# reach the one partition whose ledger owns that resource; its decisions are published keyed by
+# resource id (every booking and release of a resource, in order, in one partition) and routed
+# back, keyed by plan id, to the partition that owns the plan.
+ALLOCATION_REQUESTS = TopicSpec("chimera.allocations.requests", "resource_id", PLAN_PARTITIONS, _RETAIN,
+                                internal=True)
+RESOURCES_ALLOCATIONS = TopicSpec("resources.allocations", "resource_id", PLAN_PARTITIONS, _RETAIN)
+ALLOCATION_DECISIONS = TopicSpec("chimera.allocations.decisions", "plan_id", PLAN_PARTITIONS, _RETAIN,
+                                 internal=True, schema="resources.allocations")
+# Work a worker's timers found due (retries, timeouts, lost resources, a resume of all plans),
+# sent to the partition that owns the plan (a table is written only from its own partition's events).
+PLANS_TICK = TopicSpec("chimera.plans.tick", "plan_id", PLAN_PARTITIONS, _RETAIN, internal=True)
+# STOP / RESUME of every plan, forwarded from control.commands to one partition whose agent
+# sets the flag in a global table that every worker reads.
+CONTROL_GLOBAL = TopicSpec("chimera.control.global", "plan_id", 1, _RETAIN, internal=True, schema="control.commands")
+ALL_PLANS = "*"   # control.commands key (and null plan_id) that means every plan
 
 TOPICS: tuple[TopicSpec, ...] = (
     GOALS_CREATED, RESOURCES_AVAILABILITY, EXECUTION_FEEDBACK, PLANS_APPROVALS,
     PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN, PLANS_REFINE, PLANS_REFINED,
-    PLANS_EXPIRE,
+    PLANS_EXPIRE, CONTROL_COMMANDS, ALLOCATION_REQUESTS, RESOURCES_ALLOCATIONS, ALLOCATION_DECISIONS, PLANS_TICK,
+    CONTROL_GLOBAL,
 )
 BY_NAME = {t.name: t for t in TOPICS}
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}

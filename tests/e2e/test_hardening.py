@@ -106,7 +106,8 @@ def test_oversized_and_extreme_goals_are_dead_lettered_with_a_reason(kafka_boots
 def test_garbage_on_every_consumed_topic_is_dead_lettered_within_a_second(kafka_bootstrap, worker):
     run = uuid.uuid4().hex[:8]
     consumed = [T.GOALS_CREATED, T.RESOURCES_AVAILABILITY, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS,
-                T.GOALS_BY_PLAN, T.PLANS_REFINE, T.PLANS_REFINED, T.PLANS_EXPIRE]
+                T.GOALS_BY_PLAN, T.PLANS_REFINE, T.PLANS_REFINED, T.PLANS_EXPIRE, T.CONTROL_COMMANDS,
+                T.ALLOCATION_REQUESTS, T.ALLOCATION_DECISIONS, T.PLANS_TICK, T.CONTROL_GLOBAL]
     assert {t.name for t in consumed} == {t.name for t in T.TOPICS if t.has_dlq}
     key = f"garbage-{run}"
     for t in consumed:
@@ -197,13 +198,14 @@ def test_feedback_and_approvals_are_checked_and_nothing_is_dropped_silently(kafk
     reasons = [r.headers["chimera.dlq.reason"] for r in collect(
         kafka_bootstrap, T.PLANS_APPROVALS.dlq, lambda r: r.key in (pid, f"not-{pid}"), count=4)]
     assert sorted(reasons) == sorted(["stale_version", "not_pending", "wrong_key", "wrong_partition"])
-    edited = dict(goal, title="edited title")
-    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], edited), (goal["goal_id"], goal)])
-    letters = collect(kafka_bootstrap, T.GOALS_CREATED.dlq, lambda r: r.key == goal["goal_id"], count=1)
-    assert letters[0].headers["chimera.dlq.reason"] == "goal_edited"
     produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [(pid, fb("a", "STARTED")), (pid, fb("a", "COMPLETED"))])
     after = collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == pid, count=2)
     assert [r.value["task"]["task_id"] for r in after] == ["a", "b"], "the real COMPLETED releases b, once"
+    edited = dict(goal, title="edited title")   # an edited goal replans the live plan (issue 7)
+    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], goal), (goal["goal_id"], edited)])
+    replans = collect(kafka_bootstrap, T.PLANS_UPDATED.name,
+                      lambda r: r.key == pid and r.value["trigger"] == "goal_changed", count=1)
+    assert replans, "a changed goal is surfaced as a new version"
     assert _metric(worker.metrics_port, "chimera_records_ignored_total", 'reason="duplicate_goal"') >= 1
 
 

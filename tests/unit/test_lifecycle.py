@@ -87,11 +87,17 @@ def test_low_risk_plan_is_auto_approved_and_hands_out_roots():
     assert dict(result[0].runs) == {"a": L.TaskRun(L.RunStatus.ASSIGNED, 1)}
 
 
-def test_replayed_goal_changes_nothing_and_an_edited_one_is_refused():
+def test_replayed_goal_changes_nothing_an_edited_one_replans_and_an_ended_plans_is_refused():
     state, _ = _goal(_explicit())
     again, events = _goal(_explicit(), state)
     assert again is state and [type(e) for e in events] == [L.Ignored] and events[0].reason == "duplicate_goal"
-    assert _reason(_goal, _explicit(title="another title"), state) == "goal_edited"
+    edited, events = _goal(_explicit(title="another title"), state)
+    updates = [o.value for o in codec.records(events) if o.topic == T.PLANS_UPDATED.name]
+    assert [u["trigger"] for u in updates] == ["goal_changed"] and updates[0]["plan"]["version"] == 2
+    assert edited.goal.title == "another title" and edited.runs["a"].status is L.RunStatus.ASSIGNED
+    assert not [e for e in events if isinstance(e, L.TaskAssigned)], "running work is not handed out again"
+    cancelled, _ = L.on_control(state, L.Control("CANCEL", PID, "no longer needed", "bob", T0 + 5), CFG)
+    assert _reason(_goal, _explicit(title="another title"), cancelled) == "goal_edited"
 
 
 def test_goal_whose_deadline_passed_on_arrival_is_planned_flagged_and_not_auto_approved():
@@ -127,10 +133,10 @@ def test_rejection_is_a_new_version_without_assignments_and_finishes_the_plan():
 def test_completed_task_releases_successors_once_and_finishes_the_plan():
     state, _ = _goal(_explicit())
     started = _fb(state, "a", "STARTED")
-    assert _out(started) == [] and started[0].runs["a"].status is L.RunStatus.STARTED
+    assert _topics(started) == [T.PLANS_UPDATED.name] and started[0].runs["a"].status is L.RunStatus.STARTED
     assert _fb(started[0], "a", "PROGRESS")[0].runs["a"].status is L.RunStatus.STARTED
     done = _fb(started[0], "a", "COMPLETED")
-    assert sorted(o.value["task"]["task_id"] for o in _out(done)) == ["b", "c"]
+    assert sorted(o.value["task"]["task_id"] for o in _out(done) if o.topic == T.TASKS_ASSIGNED.name) == ["b", "c"]
     again = _fb(done[0], "a", "COMPLETED")
     assert _out(again) == [] and again[1][0].reason == "duplicate_feedback"
     state = done[0]

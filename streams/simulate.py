@@ -1,0 +1,149 @@
+"""Simulated executors for the demo and the end-to-end tests: they announce resources and
+keep their heartbeats, answer tasks.assigned with execution.feedback (STARTED, PROGRESS,
+COMPLETED or FAILED, as a script says), and follow plans.updated until every plan ended.
+The WebAssembly executor of the next issue replaces this; the records are the same."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from processors.ids import event_id
+from topics import registry as T
+from topics.serde import serde
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def resource_record(rid: str, *, capabilities=(), agents: float = 2.0, cost: float = 1.0, now_ms: int | None = None,
+                    health: str = "HEALTHY") -> dict:
+    now_ms = now_ms or int(time.time() * 1000)
+    return {"resource_id": rid, "kind": "agents", "capacities": {"agents": agents}, "capabilities": list(capabilities),
+            "available": True, "hourly_rate": cost, "updated_at_ms": now_ms, "free": {"agents": agents},
+            "health": health, "heartbeat_ms": now_ms}
+
+
+@dataclass
+class Run:
+    """What the simulation saw: assignments (with broker timestamps), plan updates, alerts."""
+
+    assignments: list[dict] = field(default_factory=list)
+    updates: dict[str, list[dict]] = field(default_factory=dict)
+    alerts: list[dict] = field(default_factory=list)
+    status: dict[str, str] = field(default_factory=dict)
+
+
+async def _tail(bootstrap: str, topics: list[str]) -> AIOKafkaConsumer:
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await c.start()
+    tps = []
+    for t in topics:
+        await c._client._wait_on_metadata(t)
+        tps += [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t) or ())]
+    c.assign(tps)
+    await c.seek_to_end(*tps)
+    for tp in tps:   # fix the position now, before anything is produced
+        await c.position(tp)
+    return c
+
+
+class Simulation:
+    """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer).
+    Resources in `self.silent` stop heartbeating."""
+
+    def __init__(self, bootstrap: str, resources: list[dict], script: Callable[[str, str, int, str | None], str],
+                 *, work_s: float = 0.05, heartbeat_s: float = 1.0) -> None:
+        self.bootstrap = bootstrap
+        self.resources = resources
+        self.script = script
+        self.work_s = work_s
+        self.heartbeat_s = heartbeat_s
+        self.silent: set[str] = set()
+        self.run = Run()
+        self.producer: AIOKafkaProducer | None = None
+        self.on_assignment: Callable[[dict], None] | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> "Simulation":
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
+        await self.producer.start()
+        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name])
+        await self.heartbeat_once()
+        self._bg = [asyncio.create_task(self._heartbeats())]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for t in self._bg + list(self._tasks):
+            t.cancel()
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def send(self, topic: str, key: str, value: dict | None) -> None:
+        data = None if value is None else serde(topic).encode(value, strict=True)
+        await (await self.producer.send(topic, key=key.encode(), value=data))
+
+    async def heartbeat_once(self) -> None:
+        now = int(time.time() * 1000)
+        for r in self.resources:
+            if r["resource_id"] not in self.silent:
+                await self.send(T.RESOURCES_AVAILABILITY.name, r["resource_id"],
+                                dict(r, updated_at_ms=now, heartbeat_ms=now))
+
+    async def tombstone(self) -> None:
+        for r in self.resources:
+            await self.send(T.RESOURCES_AVAILABILITY.name, r["resource_id"], None)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self.heartbeat_once()
+
+    async def _execute(self, a: dict) -> None:
+        pid, tid, attempt = a["plan_id"], a["task"]["task_id"], a["attempt"]
+        what = self.script(pid, tid, attempt, a["assigned_to"])
+        if what == "silent":
+            return
+
+        def fb(status: str, **extra) -> dict:
+            return {"event_id": event_id("sim-feedback", pid, tid, attempt, status), "plan_id": pid, "task_id": tid,
+                    "status": status, "reported_at_ms": int(time.time() * 1000), "attempt": attempt, **extra}
+        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("STARTED"))
+        await asyncio.sleep(self.work_s)
+        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("PROGRESS", progress_pct=50.0))
+        await asyncio.sleep(self.work_s)
+        if what == "fail":
+            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("FAILED", message="simulated failure"))
+        else:
+            hours = a["task"]["estimate"]["most_likely"]
+            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("COMPLETED", actual_hours=hours))
+
+    async def until(self, plans: set[str], done: Callable[[Run], bool] | None = None, timeout_s: float = 120.0) -> Run:
+        """Play executors for `plans` until `done(run)` (default: every plan ended) or the timeout."""
+        done = done or (lambda run: all(run.status.get(p) in ENDED for p in plans))
+        start = time.monotonic()
+        while not done(self.run) and time.monotonic() - start < timeout_s:
+            batch = await self.consumer.getmany(timeout_ms=100)
+            for msgs in batch.values():
+                for m in msgs:
+                    if m.key is None or m.key.decode() not in plans:
+                        continue
+                    value = serde(m.topic).decode(m.value)
+                    value["_ts"] = m.timestamp
+                    if m.topic == T.TASKS_ASSIGNED.name:
+                        self.run.assignments.append(value)
+                        if self.on_assignment:
+                            self.on_assignment(value)
+                        t = asyncio.create_task(self._execute(value))
+                        self._tasks.add(t)
+                        t.add_done_callback(self._tasks.discard)
+                    elif m.topic == T.PLANS_UPDATED.name:
+                        pid = value["plan"]["plan_id"]
+                        self.run.updates.setdefault(pid, []).append(value)
+                        self.run.status[pid] = value["status"]
+                    else:
+                        self.run.alerts.append(value)
+        return self.run
