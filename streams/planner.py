@@ -33,7 +33,7 @@ from processors import allocation, lifecycle, limits
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
-from streams import codec, memory, state as state_codec, watchdog
+from streams import codec, memory, state as state_codec, timers, watchdog
 from streams.app import Publisher, create_app, ignored
 from topics.dlq import source_headers
 from streams.settings import Settings
@@ -61,6 +61,7 @@ SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AV
 ALLOCATION_SECONDS = Histogram("chimera_allocation_decision_seconds", "Ledger decision time per allocation message",
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1))
 TICK_INTERVAL_S = 0.25
+LIVE_CACHE_S = 0.25   # resources announced by other workers' partitions reach a plan this late at most
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -105,6 +106,9 @@ class PlannerWorker:
                                  value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
         self.control = app.GlobalTable("control", default=None, partitions=1)   # "*" -> {"halted": bool}
         self._ticked: dict[str, float] = {}
+        self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
+        self._watching: frozenset[int] | None = None  # the partitions it was built for
+        self._live: tuple[float, tuple, dict] | None = None  # (until, resources, capacities): see live()
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self.memory = memory.MemoryLookup.from_settings(settings.memory)
@@ -196,6 +200,7 @@ class PlannerWorker:
             if event.value is None:
                 if key is not None:
                     self.resources.pop(key.decode(errors="replace"), None)
+                    self._live = None
                 continue
             try:
                 limits.record_size(len(event.value), self.limits)
@@ -205,6 +210,7 @@ class PlannerWorker:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
                 continue
             self.resources[record["resource_id"]] = record
+            self._live = None
 
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
@@ -270,8 +276,12 @@ class PlannerWorker:
 
     def live(self) -> lifecycle.Live:
         """Now, every announced resource, the stop-everything flag, the capacities for replans."""
-        resources = tuple(codec.resource_from_record(r) for r in self.resources.values() if r)
-        return lifecycle.Live(int(time.time() * 1000), resources, self.halted(), self.known_capacities())
+        now = time.monotonic()
+        if self._live is None or self._live[0] < now:   # decoding every resource per record cost more than planning
+            resources = tuple(codec.resource_from_record(r) for r in self.resources.values() if r)
+            self._live = (now + LIVE_CACHE_S, resources, self.known_capacities())
+        _, resources, capacities = self._live
+        return lifecycle.Live(int(time.time() * 1000), resources, self.halted(), capacities)
 
     # -- handlers: decode, run the lifecycle, publish -------------------------------------
 
@@ -298,6 +308,7 @@ class PlannerWorker:
         stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
             self.plans.pop(plan_id, None)
+            self.watch.set(plan_id, None)
             STATES_EXPIRED.inc()
             return
         for e in events:
@@ -318,6 +329,7 @@ class PlannerWorker:
                 _COUNTED[topic].inc()
         if data is not None and data != stored:
             self.plans[plan_id] = data
+            self.watch.set(plan_id, timers.watch_of(new, self.config))
 
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)
@@ -379,49 +391,60 @@ class PlannerWorker:
         pid = record["plan_id"]
         await self._apply(pid, lifecycle.on_expire(self._state(pid), pid, record["finished_at_ms"]))
 
+    def _watchlist(self) -> timers.Watchlist | None:
+        """The watchlist, rebuilt from the table once when this worker's partitions changed;
+        None while partitions move or tables recover (the table is not whole then)."""
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return None
+        actives = frozenset(tp.partition for tp in self.app.assignor.assigned_actives()
+                            if tp.topic == T.GOALS_BY_PLAN.name)
+        if actives != self._watching:
+            self.watch.clear()
+            for key, data in list(self.plans.items()):
+                if data:
+                    self.watch.set(key, timers.watch_of_header(state_codec.header(data)))
+            self._watching = actives
+            log.info("timers watch %d of the plans on partitions %s", len(self.watch), sorted(actives))
+        return self.watch
+
     async def expire(self) -> None:
-        """Find plans finished longer than state_ttl_hours ago and ask their partition to drop
-        them (a table is written only from its own partition's events)."""
+        """Ask the partitions of plans finished longer than state_ttl_hours ago to drop them
+        (a table is written only from its own partition's events)."""
+        wl = self._watchlist()
+        if wl is None:
+            return
         now, ttl = int(time.time() * 1000), self.settings.worker.state_ttl_hours
-        stale = [(key, at) for key, data in list(self.plans.items())
-                 if data and lifecycle.expiry_due(at := state_codec.finished_at(data), now, ttl)]
+        stale = [(key, at) for key, at in wl.finished() if lifecycle.expiry_due(at, now, ttl)]
         if stale:
             await self.out.send(self.out.encode(
                 codec.Out(T.PLANS_EXPIRE.name, key, {"plan_id": key, "finished_at_ms": at}) for key, at in stale))
             log.info("asked to expire the state of %d finished plans", len(stale))
 
-
     async def tick(self) -> None:
-        """Find plans with work due (retries, deadlines, placements, drift checks), plans using
-        a lost resource, and plans held by a stop of everything that has been resumed, and send
-        each a tick on its own partition (a table is written only from its own partition's
-        events). Reads only each state's small JSON header."""
+        """Send a tick, on its own partition, to each plan with work due (retries, deadlines,
+        placements, drift checks), each plan using a lost resource, and each plan held by a
+        stop of everything that has been resumed. Costs what is due, not O(plans)."""
+        wl = self._watchlist()
+        if wl is None:
+            return
         now = int(time.time() * 1000)
         timeout = allocation.heartbeat_timeout_ms(self.config)
-        known = {r["resource_id"]: codec.resource_from_record(r) for r in self.resources.values() if r}
-        halted = self.halted()
+        lost = [rid for rid in wl.resources()
+                if (r := self.resource(rid)) is None or not allocation.usable(r, now, timeout)]
+        kinds: dict[str, tuple[str, list[str]]] = {pid: ("RESOURCE_LOST", sorted(rids))
+                                                   for pid, rids in wl.using(lost).items()}
+        for pid in wl.due(now):
+            kinds.setdefault(pid, ("DUE", []))
+        if not self.halted():
+            for pid in wl.held():
+                kinds.setdefault(pid, ("RESUME", []))
         outs = []
-        for key, data in list(self.plans.items()):
-            if not data:
-                continue
-            h = state_codec.header(data)
-            if h.get("st", "ACTIVE") != "ACTIVE":
-                continue
-            lost = sorted(rid for rid in h.get("u", ())
-                          if rid not in known or not allocation.usable(known[rid], now, timeout))
-            if lost:
-                kind = "RESOURCE_LOST"
-            elif h.get("n") is not None and h["n"] <= now:
-                kind = "DUE"
-            elif h.get("hd") and not halted:
-                kind = "RESUME"
-            else:
-                continue
+        for key, (kind, rids) in kinds.items():
             if now - self._ticked.get(key, 0) < 1000:   # one tick per plan per second at most
                 continue
             self._ticked[key] = now
             outs.append(codec.Out(T.PLANS_TICK.name, key, {"plan_id": key, "kind": kind, "at_ms": now,
-                                                            "resources": lost}))
+                                                            "resources": rids}))
         if len(self._ticked) > 10_000:
             self._ticked = {k: v for k, v in self._ticked.items() if now - v < 1000}
         if outs:

@@ -31,7 +31,9 @@ class Worker:
         self.module = module
         self.log_path = log_path or Path(tempfile.mkdtemp(prefix="chimera-worker-")) / "worker.log"
         self.env = {**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap, "CHIMERA_APP_ID": app_id,
-                    "CHIMERA_DATA_DIR": str(self.log_path.parent / "faust")}
+                    # one state folder per worker: two workers of one app in one folder fight
+                    # over the same RocksDB locks when partitions move between them
+                    "CHIMERA_DATA_DIR": str(self.log_path.parent / f"faust-{self.log_path.stem}")}
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
         self._supervisor: threading.Thread | None = None
