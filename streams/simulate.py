@@ -32,6 +32,7 @@ class Run:
     """What the simulation saw: assignments (with broker timestamps), plan updates, alerts."""
 
     assignments: list[dict] = field(default_factory=list)
+    created: dict[str, dict] = field(default_factory=dict)
     updates: dict[str, list[dict]] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)
@@ -53,15 +54,18 @@ async def _tail(bootstrap: str, topics: list[str]) -> AIOKafkaConsumer:
 
 class Simulation:
     """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer).
-    Resources in `self.silent` stop heartbeating."""
+    Resources in `self.silent` stop heartbeating. `actual_hours(assignment)` says how long a
+    completed task took (default: its most likely estimate)."""
 
     def __init__(self, bootstrap: str, resources: list[dict], script: Callable[[str, str, int, str | None], str],
-                 *, work_s: float = 0.05, heartbeat_s: float = 1.0) -> None:
+                 *, work_s: float = 0.05, heartbeat_s: float = 1.0,
+                 actual_hours: Callable[[dict], float] | None = None) -> None:
         self.bootstrap = bootstrap
         self.resources = resources
         self.script = script
         self.work_s = work_s
         self.heartbeat_s = heartbeat_s
+        self.actual_hours = actual_hours or (lambda a: a["task"]["estimate"]["most_likely"])
         self.silent: set[str] = set()
         self.run = Run()
         self.producer: AIOKafkaProducer | None = None
@@ -71,7 +75,8 @@ class Simulation:
     async def __aenter__(self) -> "Simulation":
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
         await self.producer.start()
-        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name])
+        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name,
+                                                     T.PLANS_CREATED.name])
         await self.heartbeat_once()
         self._bg = [asyncio.create_task(self._heartbeats())]
         return self
@@ -118,7 +123,7 @@ class Simulation:
         if what == "fail":
             await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("FAILED", message="simulated failure"))
         else:
-            hours = a["task"]["estimate"]["most_likely"]
+            hours = self.actual_hours(a)
             await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("COMPLETED", actual_hours=hours))
 
     async def until(self, plans: set[str], done: Callable[[Run], bool] | None = None, timeout_s: float = 120.0) -> Run:
@@ -140,6 +145,8 @@ class Simulation:
                         t = asyncio.create_task(self._execute(value))
                         self._tasks.add(t)
                         t.add_done_callback(self._tasks.discard)
+                    elif m.topic == T.PLANS_CREATED.name:
+                        self.run.created.setdefault(value["plan_id"], value)
                     elif m.topic == T.PLANS_UPDATED.name:
                         pid = value["plan"]["plan_id"]
                         self.run.updates.setdefault(pid, []).append(value)
