@@ -35,6 +35,7 @@ class Run:
     created: dict[str, dict] = field(default_factory=dict)
     updates: dict[str, list[dict]] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
+    reported: list[dict] = field(default_factory=list)   # the feedback this simulation sent (acknowledged)
     status: dict[str, str] = field(default_factory=dict)
 
 
@@ -53,7 +54,8 @@ async def _tail(bootstrap: str, topics: list[str]) -> AIOKafkaConsumer:
 
 
 class Simulation:
-    """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer).
+    """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer) |
+    "hang" (STARTED and PROGRESS 50 %, then nothing).
     Resources in `self.silent` stop heartbeating. `actual_hours(assignment)` says how long a
     completed task took (default: its most likely estimate)."""
 
@@ -116,15 +118,21 @@ class Simulation:
         def fb(status: str, **extra) -> dict:
             return {"event_id": event_id("sim-feedback", pid, tid, attempt, status), "plan_id": pid, "task_id": tid,
                     "status": status, "reported_at_ms": int(time.time() * 1000), "attempt": attempt, **extra}
-        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("STARTED"))
+        await self._report(fb("STARTED"))
         await asyncio.sleep(self.work_s)
-        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("PROGRESS", progress_pct=50.0))
+        await self._report(fb("PROGRESS", progress_pct=50.0))
+        if what == "hang":
+            return
         await asyncio.sleep(self.work_s)
         if what == "fail":
-            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("FAILED", message="simulated failure"))
+            await self._report(fb("FAILED", message="simulated failure"))
         else:
             hours = self.actual_hours(a)
-            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("COMPLETED", actual_hours=hours))
+            await self._report(fb("COMPLETED", actual_hours=hours))
+
+    async def _report(self, feedback: dict) -> None:
+        await self.send(T.EXECUTION_FEEDBACK.name, feedback["plan_id"], feedback)
+        self.run.reported.append(feedback)
 
     async def until(self, plans: set[str], done: Callable[[Run], bool] | None = None, timeout_s: float = 120.0) -> Run:
         """Play executors for `plans` until `done(run)` (default: every plan ended) or the timeout."""
