@@ -503,7 +503,7 @@ def _summary(result: dict) -> None:
 
 
 @app.command()
-def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 120.0) -> None:
+def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 75.0) -> None:
     """The main job: start a broker, a worker and the sinks; announce resources, plan sample goals and
     play executors until every plan ended (live progress bars); print plans, progress, alerts; stop all."""
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
