@@ -23,6 +23,7 @@ bench: install
 	$(PY) -m bench.psplib
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.sinks
+	$(PY) -m bench.feedback
 
 install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP)
 

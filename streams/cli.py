@@ -15,7 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from processors.ids import plan_id as derive_plan_id
@@ -182,14 +182,16 @@ def status(plan: str, idle: float = typer.Option(2.0, help="seconds without reco
                   f"SPI {u.get('spi', 1.0):.2f}  CPI {u.get('cpi', 1.0):.2f}  PV {u.get('planned_value', 0.0):.2f}  "
                   f"EV {u.get('earned_value', 0.0):.2f}  AC {u.get('actual_cost', 0.0):.2f}  "
                   f"cost estimate {u.get('cost_estimate', 0.0):.2f}")
-    table = Table("task", "start h", "finish h", "state", "attempt", "resource", "deadline")
+    table = Table("task", "start h", "finish h", "state", "done %", "attempt", "resource", "deadline")
     for t in p["tasks"]:
         tid = t["task_id"]
         a, fb = h["assigned"].get(tid), h["feedback"].get(tid)
-        state = fb["status"] if fb and (not a or fb.get("attempt") in (None, a["attempt"])) else (
+        current = fb if fb and (not a or fb.get("attempt") in (None, a["attempt"])) else None
+        state = ("STARTED" if current["status"] == "PROGRESS" else current["status"]) if current else (
             "ASSIGNED" if a else "-")
+        pct = {"COMPLETED": "100"}.get(state, f"{current.get('progress_pct') or 0.0:.0f}" if current else "")
         deadline = time.strftime("%H:%M:%S", time.localtime(a["deadline_ms"] / 1000)) if a and a.get("deadline_ms") else ""
-        table.add_row(tid, f"{t['start_hours']:.2f}", f"{t['finish_hours']:.2f}", state,
+        table.add_row(tid, f"{t['start_hours']:.2f}", f"{t['finish_hours']:.2f}", state, pct,
                       str(a["attempt"]) if a else "", (a or {}).get("assigned_to") or "", deadline)
     console.print(table)
 
@@ -301,55 +303,198 @@ def _pair(changes: dict, key: str, now) -> str:
     return f"{changes[key][0]} -> {changes[key][1]}" if key in changes else f"{now:g}"
 
 
-async def _collect(bootstrap: str, goals: list[dict], timeout_s: float, progress: Progress) -> dict:
-    """Wait for every goal's plan, then gather updates and alerts that follow it."""
-    wanted = {derive_plan_id(g["goal_id"]): g for g in goals}
-    seen: dict[str, dict] = {}
-    task = progress.add_task("planning", total=len(wanted))
-    async for rec in client.read(bootstrap, T.PLANS_CREATED.name, deadline_s=timeout_s):
-        if rec.value and rec.value["plan_id"] in wanted and rec.value["plan_id"] not in seen:
-            seen[rec.value["plan_id"]] = rec.value
-            progress.update(task, completed=len(seen))
-        if len(seen) == len(wanted):
-            break
+REPLAN_TRIGGERS = ("failed_after_retries", "drift", "lost_capacity", "goal_changed")
+DEMO_WORKER_ENV = {   # live plans at demo speed: seconds, not hours
+    "PLANNING_RESOURCE_HEARTBEAT_TIMEOUT_SECONDS": "3", "PLANNING_RETRY_BASE_SECONDS": "1",
+    "PLANNING_PROGRESS_INTERVAL_SECONDS": "0.5"}
+
+
+def _template_capabilities() -> list[str]:
+    """Every capability the decomposition templates ask for (the demo's resources offer them all)."""
+    import tomllib
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "capabilities" and isinstance(v, list):
+                    found.update(map(str, v))
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    for path in sorted((Path(__file__).resolve().parent.parent / "processors" / "templates").glob("*.toml")):
+        walk(tomllib.loads(path.read_text()))
+    return sorted(found)
+
+
+def _demo_resources(now_ms: int) -> list[dict]:
+    """Two clusters and a cheap spot pool (the one that goes silent), all with every capability."""
+    caps = _template_capabilities()
+
+    def res(rid, cost, **capacity):
+        return {"resource_id": rid, "kind": "agents", "capacities": capacity, "capabilities": caps, "available": True,
+                "hourly_rate": cost, "updated_at_ms": now_ms, "free": dict(capacity), "health": "HEALTHY",
+                "heartbeat_ms": now_ms}
+    return [res("demo-spot", 5.0, cpu=16.0, gpu=2.0, memory_gb=64.0, agents=3.0),
+            res("demo-cluster-a", 20.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0),
+            res("demo-cluster-b", 30.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0)]
+
+
+def _latest(run, pid: str, plan: dict) -> tuple[dict, dict]:
+    """(the plan's newest version, its newest plans.updated record or {})."""
+    ups = run.updates.get(pid) or []
+    return (ups[-1]["plan"], ups[-1]) if ups else (run.created.get(pid, plan), {})
+
+
+async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, timeout_s: float,
+                     factor: float = 1.3) -> dict:
+    """Resources announced, goals planned, executors played (streams/simulate.py) until every
+    plan ended: one task fails once (retried), the cheapest resource goes silent after its first
+    assignment (its tasks are reallocated, with a RESOURCE alert), plans waiting for a person are
+    approved at their current version (as `chimera approve` would), completed tasks took `factor`
+    x their most likely hours. A live progress bar per plan."""
+    from streams.simulate import ENDED, Simulation
+    resources = _demo_resources(_now_ms())
+    silent_rid = resources[0]["resource_id"]
+    wanted = {derive_plan_id(g["goal_id"]): g for g in sample}
+    chosen: dict = {}     # fail_pid, fail_task: who fails once
+
+    def script(pid, tid, attempt, rid):
+        if rid == silent_rid:
+            return "silent"
+        if pid == chosen.get("fail_pid") and attempt == 1 and chosen.setdefault("fail_task", tid) == tid:
+            return "fail"
+        return "ok"
+
+    hours = lambda a: round(a["task"]["estimate"]["most_likely"] * factor, 2)  # noqa: E731
+    async with Simulation(bootstrap, resources, script, work_s=0.25, actual_hours=hours) as sim:
+        def went_silent(a):
+            if a["assigned_to"] == silent_rid and silent_rid not in sim.silent:
+                sim.silent.add(silent_rid)
+                chosen["silent_at"] = time.monotonic()
+        sim.on_assignment = went_silent
+        announce = progress.add_task(f"announcing {len(resources)} resources", total=None)
+        await asyncio.sleep(1.5)   # the worker's global table has them before the goals arrive
+        progress.update(announce, total=1, completed=1)
+        await client.produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in sample])
+        await client.produce(bootstrap, T.GOALS_CREATED.name, [("bad-goal", b"{not avro}")])
+        huge = {"goal_id": "demo-huge", "title": "1,000 tasks", "created_at_ms": _now_ms(),
+                "tasks": [{"task_id": f"t{i}", "name": f"t{i}", "duration_hours": 1} for i in range(1000)]}
+        await client.produce(bootstrap, T.GOALS_CREATED.name, [(huge["goal_id"], huge)])
+
+        planning = progress.add_task("planning", total=len(wanted))
+        plans: dict[str, dict] = {}
+        async for rec in client.read(bootstrap, T.PLANS_CREATED.name, deadline_s=timeout_s,
+                                     done=lambda: len(plans) == len(wanted)):
+            if rec.value and rec.value["plan_id"] in wanted and rec.value["plan_id"] not in plans:
+                plans[rec.value["plan_id"]] = rec.value
+                progress.update(planning, completed=len(plans))
+        if len(plans) < len(wanted):
+            return {"plans": plans, "wanted": wanted}
+        # a forged COMPLETED for a task never handed out (it has predecessors and nothing ran yet)
+        forged = next(iter(plans))
+        later = next((t for t in plans[forged]["tasks"] if t["depends_on"]), plans[forged]["tasks"][-1])
+        await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(forged, {
+            "event_id": "demo-forged", "plan_id": forged, "task_id": later["task_id"],
+            "status": "COMPLETED", "reported_at_ms": _now_ms()})])
+        # the memory story runs a decomposed plan to the end; another one has a task failing once
+        decomposed = [pid for pid in plans if not wanted[pid].get("tasks")]
+        done_pid = decomposed[0] if decomposed else None
+        chosen["fail_pid"] = next((pid for pid in plans if pid not in (done_pid, forged)), None)
+
+        bars = {pid: progress.add_task(wanted[pid]["title"][:40], total=100.0) for pid in plans}
+        approved: set[tuple[str, int]] = set()
+
+        def refresh(run) -> bool:
+            for pid, bar in bars.items():
+                plan, up = _latest(run, pid, plans[pid])
+                state = run.status.get(pid) or ("PENDING" if plan["approval"] == "PENDING" else "ACTIVE")
+                progress.update(bar, completed=up.get("progress_pct", 0.0),
+                                description=f"{wanted[pid]['title'][:34]:34} v{plan['version']:<3} {state:9}")
+                if plan["approval"] == "PENDING" and run.status.get(pid) not in ENDED \
+                        and (pid, plan["version"]) not in approved:
+                    approved.add((pid, plan["version"]))
+                    record = {"plan_id": pid, "version": plan["version"], "decision": "APPROVE", "by": "demo",
+                              "reason": "", "decided_at_ms": _now_ms()}
+                    t = asyncio.get_running_loop().create_task(sim.send(T.PLANS_APPROVALS.name, pid, record))
+                    sim._tasks.add(t)
+                    t.add_done_callback(sim._tasks.discard)
+            return all(run.status.get(p) in ENDED for p in bars)
+        started = time.monotonic()
+        run = await sim.until(set(plans), done=refresh, timeout_s=timeout_s)
+        refresh(run)
+        took = time.monotonic() - started
     others = {}
-    forged = next(iter(seen))  # a COMPLETED for a task of a real plan that was never handed out
-    await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(forged, {
-        "event_id": "demo-forged", "plan_id": forged, "task_id": seen[forged]["tasks"][-1]["task_id"],
-        "status": "COMPLETED", "reported_at_ms": _now_ms()})])
-    for topic in (T.PLANS_UPDATED.name, T.RISKS_ALERTS.name, T.TASKS_ASSIGNED.name, T.GOALS_CREATED.dlq):
+    for topic in (T.GOALS_CREATED.dlq,):
         others[topic] = [r async for r in client.read(bootstrap, topic, idle_timeout_s=3.0, deadline_s=20)]
     letters: list = []  # the forged feedback's dead letter: wait for it, not for a quiet topic
     async for r in client.read(bootstrap, T.EXECUTION_FEEDBACK.dlq, deadline_s=20, done=lambda: bool(letters)):
-        if r.key == forged:
+        if r.key == forged and r.value and r.value.get("event_id") == "demo-forged":
             letters.append(r)
     others[T.EXECUTION_FEEDBACK.dlq] = letters
-    return {"plans": seen, "wanted": wanted, **others}
+    return {"plans": plans, "wanted": wanted, "run": run, "seconds": took, "silent": silent_rid,
+            "approved": sorted({p for p, _ in approved}), "done_pid": done_pid,
+            "failed": (chosen["fail_pid"], chosen["fail_task"]) if "fail_task" in chosen else None, **others}
 
 
 def _summary(result: dict) -> None:
+    run = result["run"]
     table = Table(title="Plans")
     for col in ("goal", "plan", "strategy", "tasks", "makespan h", "refined h", "cost", "approval", "risks", "alerts",
                 "assigned"):
         table.add_column(col)
-    updates, alerts, assigned = (result[T.PLANS_UPDATED.name], result[T.RISKS_ALERTS.name],
-                                 result[T.TASKS_ASSIGNED.name])
     for pid, plan in result["plans"].items():
-        ups = [u.value["plan"] for u in updates if u.value and u.value["plan"]["plan_id"] == pid]
-        refined = min((u["makespan_hours"] for u in ups), default=None)
+        ups = [u["plan"] for u in run.updates.get(pid, [])]
+        refined = min((u["makespan_hours"] for u in ups if u["reason"].startswith("refined")), default=None)
+        approvals = [u["approval"] for u in ups if u["approval"] != "PENDING"]
         table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"], str(len(plan["tasks"])),
                       f"{plan['makespan_hours']:g}", f"{refined:g}" if refined is not None else "-",
-                      f"{plan['cost']['total']:,.0f}", ups[-1]["approval"] if ups else plan["approval"],
-                      str(len(plan["risks"])), str(sum(1 for a in alerts if a.value and a.value["plan_id"] == pid)),
-                      str(sum(1 for a in assigned if a.value and a.value["plan_id"] == pid)))
+                      f"{plan['cost']['total']:,.0f}", approvals[-1] if approvals else plan["approval"],
+                      str(len(plan["risks"])), str(sum(1 for a in run.alerts if a["plan_id"] == pid)),
+                      str(sum(1 for a in run.assignments if a["plan_id"] == pid)))
     console.print(table)
+
+    live = Table(title=f"Live plans ({result['seconds']:.0f} s of simulated executors)")
+    for col in ("plan", "status", "progress", "SPI", "CPI", "AC", "cost est.", "versions", "attempts", "retries",
+                "reallocated", "replans (trigger)"):
+        live.add_column(col)
+    for pid in result["plans"]:
+        _, up = _latest(run, pid, result["plans"][pid])
+        mine = [a for a in run.assignments if a["plan_id"] == pid]
+        retries = sum(1 for a in mine if a["attempt"] > 1)
+        on: dict[str, list[str]] = {}
+        for a in sorted(mine, key=lambda a: a["attempt"]):
+            on.setdefault(a["task"]["task_id"], []).append(a["assigned_to"] or "")
+        moved = sum(1 for rids in on.values() if len(set(rids)) > 1)
+        replans = [u["trigger"] for u in run.updates.get(pid, []) if u["trigger"] in REPLAN_TRIGGERS]
+        live.add_row(pid[:13], run.status.get(pid, "ACTIVE"), f"{up.get('progress_pct', 0.0):.0f}%",
+                     f"{up.get('spi', 1.0):.2f}", f"{up.get('cpi', 1.0):.2f}", f"{up.get('actual_cost', 0.0):,.0f}",
+                     f"{up.get('cost_estimate', 0.0):,.0f}", str(len(run.updates.get(pid, [])) + 1), str(len(mine)),
+                     str(retries), str(moved), f"{len(replans)}" + (f" ({', '.join(sorted(set(replans)))})" if replans else ""))
+    console.print(live)
+    if result.get("approved"):
+        console.print(f"approved by the demo (as `chimera approve PLAN --version N`): "
+                      f"{', '.join(p[:13] for p in result['approved'])}")
+    if result.get("failed"):
+        pid, tid = result["failed"]
+        attempts = sorted(a["attempt"] for a in run.assignments if (a["plan_id"], a["task"]["task_id"]) == (pid, tid))
+        console.print(f"task {tid} of {pid[:13]} failed once and was retried: attempts {attempts}, "
+                      f"plan {run.status.get(pid, 'ACTIVE')}")
+    silent = result["silent"]
+    moved = sorted({(a["plan_id"][:13], a["task"]["task_id"]) for a in run.assignments if a["assigned_to"] == silent})
+    lost = [a for a in run.alerts if a["risk"]["category"] == "RESOURCE" and silent in a["risk"]["title"]]
+    console.print(f"resource {silent} went silent after its first assignment: {len(moved)} task(s) it held were "
+                  f"reallocated; {len(lost)} RESOURCE alert(s)" + (f": {lost[0]['risk']['title']}" if lost else ""))
+
     atable = Table(title="Risk alerts")
     for col in ("plan", "category", "severity", "score", "risk"):
         atable.add_column(col)
-    for a in alerts:
-        if a.value and a.value["plan_id"] in result["plans"]:
-            r = a.value["risk"]
-            atable.add_row(a.value["plan_id"][:13], r["category"], r["severity"], f"{r['score']:.2f}", r["title"][:60])
+    for a in run.alerts:
+        if a["plan_id"] in result["plans"]:
+            r = a["risk"]
+            atable.add_row(a["plan_id"][:13], r["category"], r["severity"], f"{r['score']:.2f}", r["title"][:60])
     console.print(atable)
     for topic in (T.GOALS_CREATED.dlq, T.EXECUTION_FEEDBACK.dlq):
         for d in result[topic]:
@@ -358,15 +503,16 @@ def _summary(result: dict) -> None:
 
 
 @app.command()
-def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 180.0) -> None:
-    """The main job: start a broker and a worker, plan sample goals, print plans and alerts, stop all."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as progress:
+def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 75.0) -> None:
+    """The main job: start a broker, a worker and the sinks; announce resources, plan sample goals and
+    play executors until every plan ended (live progress bars); print plans, progress, alerts; stop all."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                  TimeElapsedColumn(), console=console) as progress:
         starting = progress.add_task("starting Kafka broker and planner worker", total=None)
         try:
             stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
             (stores / "chroma").mkdir()  # the worker asks the Chroma sink (serving from there) for memory
-            with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma")}) as (bootstrap, w), \
+            with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV}) as (bootstrap, w), \
                     ExitStack() as stack:
                 progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
                 stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
@@ -374,17 +520,11 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                 progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
                                 completed=1)
                 sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
-                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in sample]))
-                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [("bad-goal", b"{not avro}")]))
-                huge = {"goal_id": "demo-huge", "title": "1,000 tasks", "created_at_ms": _now_ms(),
-                        "tasks": [{"task_id": f"t{i}", "name": f"t{i}", "duration_hours": 1} for i in range(1000)]}
-                asyncio.run(client.produce(bootstrap, T.GOALS_CREATED.name, [(huge["goal_id"], huge)]))
-
-                result = asyncio.run(_collect(bootstrap, sample, timeout, progress))
+                result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout))
                 if len(result["plans"]) < len(sample):
                     err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
                     raise typer.Exit(1)
-                story = asyncio.run(_memory_story(bootstrap, svc, sample, result["plans"], progress))
+                story = asyncio.run(_memory_story(bootstrap, svc, result))
                 result["stores"] = _stores(svc, sample, story)
         except BrokerUnreachable as exc:
             _fail(str(exc))
@@ -393,47 +533,14 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         console.print(line)
 
 
-async def _memory_story(bootstrap: str, svc, sample: list[dict], plans: dict, progress: Progress,
-                        factor: float = 1.3, timeout_s: float = 90.0) -> dict:
-    """Run one approved plan to the end (every handed-out task COMPLETED, taking `factor` x its
-    planned hours), fail a task of another, then send the finished goal again under a new id:
-    the planner finds it in episodic memory and plans from it (plan.memory)."""
-    goals = {derive_plan_id(g["goal_id"]): g for g in sample}
-    approved = [pid for pid, p in plans.items() if p["approval"] in ("APPROVED", "AUTO_APPROVED")]
-    approved = approved[1:] + approved[:1]   # the first plan got the demo's forged feedback
-    # run to the end a decomposed goal (one with its own tasks never plans from memory)
-    decomposed = [pid for pid in approved if not goals[pid].get("tasks")]
-    if len(approved) < 2 or not decomposed:
-        return {}
-    done_pid = decomposed[0]
-    fail_pid = next(pid for pid in approved if pid != done_pid)
-    want = {t["task_id"] for t in plans[done_pid]["tasks"]}
-    completed: set[str] = set()
-    failed: list[str] = []
-    task = progress.add_task("executing a plan", total=len(want))
-    async for rec in client.read(bootstrap, T.TASKS_ASSIGNED.name, deadline_s=timeout_s,
-                                 done=lambda: completed == want and bool(failed)):
-        v = rec.value
-        if not v or v["plan_id"] not in (done_pid, fail_pid):
-            continue
-        t = v["task"]
-        if v["plan_id"] == fail_pid and not failed:
-            failed.append(t["task_id"])
-            status, hours, msg = "FAILED", None, "demo: the executor ran out of memory"
-        elif v["plan_id"] == done_pid and t["task_id"] not in completed:
-            completed.add(t["task_id"])
-            status, hours, msg = "COMPLETED", round(t["estimate"]["most_likely"] * factor, 2), ""
-        else:
-            continue
-        await client.produce(bootstrap, T.EXECUTION_FEEDBACK.name, [(v["plan_id"], {
-            "event_id": f"demo-{v['plan_id']}-{t['task_id']}", "plan_id": v["plan_id"], "task_id": t["task_id"],
-            "status": status, "progress_pct": 100.0, "actual_hours": hours, "message": msg,
-            "reported_at_ms": _now_ms(), "attempt": v.get("attempt")})])
-        progress.update(task, completed=len(completed))
-    out: dict = {"failed": (fail_pid, failed[0]) if failed else None}
-    if completed != want or "chroma" not in svc.runners:
+async def _memory_story(bootstrap: str, svc, result: dict) -> dict:
+    """The decomposed plan the executors ran to the end is sent again under a new goal id: the
+    planner finds it in episodic memory and plans from it (plan.memory)."""
+    out: dict = {"failed": result.get("failed")}
+    done_pid = result.get("done_pid")
+    if done_pid is None or result["run"].status.get(done_pid) != "COMPLETED" or "chroma" not in svc.runners:
         return out
-    done_goal = goals[done_pid]
+    done_goal = result["wanted"][done_pid]
     memory = svc.runners["chroma"].sink.memory
     started = time.monotonic()
     while time.monotonic() - started < 60:   # the Chroma sink saw every report: the episode is COMPLETED

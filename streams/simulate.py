@@ -32,8 +32,10 @@ class Run:
     """What the simulation saw: assignments (with broker timestamps), plan updates, alerts."""
 
     assignments: list[dict] = field(default_factory=list)
+    created: dict[str, dict] = field(default_factory=dict)
     updates: dict[str, list[dict]] = field(default_factory=dict)
     alerts: list[dict] = field(default_factory=list)
+    reported: list[dict] = field(default_factory=list)   # the feedback this simulation sent (acknowledged)
     status: dict[str, str] = field(default_factory=dict)
 
 
@@ -52,16 +54,20 @@ async def _tail(bootstrap: str, topics: list[str]) -> AIOKafkaConsumer:
 
 
 class Simulation:
-    """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer).
-    Resources in `self.silent` stop heartbeating."""
+    """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer) |
+    "hang" (STARTED and PROGRESS 50 %, then nothing).
+    Resources in `self.silent` stop heartbeating. `actual_hours(assignment)` says how long a
+    completed task took (default: its most likely estimate)."""
 
     def __init__(self, bootstrap: str, resources: list[dict], script: Callable[[str, str, int, str | None], str],
-                 *, work_s: float = 0.05, heartbeat_s: float = 1.0) -> None:
+                 *, work_s: float = 0.05, heartbeat_s: float = 1.0,
+                 actual_hours: Callable[[dict], float] | None = None) -> None:
         self.bootstrap = bootstrap
         self.resources = resources
         self.script = script
         self.work_s = work_s
         self.heartbeat_s = heartbeat_s
+        self.actual_hours = actual_hours or (lambda a: a["task"]["estimate"]["most_likely"])
         self.silent: set[str] = set()
         self.run = Run()
         self.producer: AIOKafkaProducer | None = None
@@ -71,7 +77,8 @@ class Simulation:
     async def __aenter__(self) -> "Simulation":
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
         await self.producer.start()
-        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name])
+        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name,
+                                                     T.PLANS_CREATED.name])
         await self.heartbeat_once()
         self._bg = [asyncio.create_task(self._heartbeats())]
         return self
@@ -111,15 +118,21 @@ class Simulation:
         def fb(status: str, **extra) -> dict:
             return {"event_id": event_id("sim-feedback", pid, tid, attempt, status), "plan_id": pid, "task_id": tid,
                     "status": status, "reported_at_ms": int(time.time() * 1000), "attempt": attempt, **extra}
-        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("STARTED"))
+        await self._report(fb("STARTED"))
         await asyncio.sleep(self.work_s)
-        await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("PROGRESS", progress_pct=50.0))
+        await self._report(fb("PROGRESS", progress_pct=50.0))
+        if what == "hang":
+            return
         await asyncio.sleep(self.work_s)
         if what == "fail":
-            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("FAILED", message="simulated failure"))
+            await self._report(fb("FAILED", message="simulated failure"))
         else:
-            hours = a["task"]["estimate"]["most_likely"]
-            await self.send(T.EXECUTION_FEEDBACK.name, pid, fb("COMPLETED", actual_hours=hours))
+            hours = self.actual_hours(a)
+            await self._report(fb("COMPLETED", actual_hours=hours))
+
+    async def _report(self, feedback: dict) -> None:
+        await self.send(T.EXECUTION_FEEDBACK.name, feedback["plan_id"], feedback)
+        self.run.reported.append(feedback)
 
     async def until(self, plans: set[str], done: Callable[[Run], bool] | None = None, timeout_s: float = 120.0) -> Run:
         """Play executors for `plans` until `done(run)` (default: every plan ended) or the timeout."""
@@ -140,6 +153,8 @@ class Simulation:
                         t = asyncio.create_task(self._execute(value))
                         self._tasks.add(t)
                         t.add_done_callback(self._tasks.discard)
+                    elif m.topic == T.PLANS_CREATED.name:
+                        self.run.created.setdefault(value["plan_id"], value)
                     elif m.topic == T.PLANS_UPDATED.name:
                         pid = value["plan"]["plan_id"]
                         self.run.updates.setdefault(pid, []).append(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 
 import pytest
@@ -140,7 +141,6 @@ def test_resources_are_validated_and_a_tombstone_deletes_one(kafka_bootstrap, wo
     gpu = f"gpu-{run}"
     produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(gpu, resource(gpu, {"gpu": 1.0}))])
     try:
-        import time
         time.sleep(2)  # the global table catches up
         first = _goal(f"one-gpu-{run}", two_gpu_tasks)
         produce(kafka_bootstrap, T.GOALS_CREATED.name, [(first["goal_id"], first)])
@@ -165,48 +165,133 @@ async def _send_to_partition(bootstrap: str, topic: str, key: str, value: dict, 
         await producer.stop()
 
 
+def _versions(bootstrap: str, pid: str, timeout: float = 3) -> list[dict]:
+    """Every version of a plan published so far (plans.created, then plans.updated), in order."""
+    created = collect(bootstrap, T.PLANS_CREATED.name, lambda r: r.key == pid, count=1, timeout=30)
+    updated = collect(bootstrap, T.PLANS_UPDATED.name, lambda r: r.key == pid, count=10**9, timeout=timeout)
+    return [r.value for r in created] + [r.value["plan"] for r in sorted(updated, key=lambda r: r.offset)]
+
+
+def _reasons(bootstrap: str, topic: str, key: str, count: int) -> list[tuple[str, str]]:
+    """(reason, detail) of the dead letters keyed `key` on `topic`, in order."""
+    found = collect(bootstrap, topic, lambda r: r.key == key, count=count, timeout=60, settle=1.0)
+    return [(r.headers["chimera.dlq.reason"], r.headers["chimera.dlq.detail"])
+            for r in sorted(found, key=lambda r: r.offset)]
+
+
 def test_feedback_and_approvals_are_checked_and_nothing_is_dropped_silently(kafka_bootstrap, worker):
+    """Issue 6's contract against issue 7's moving versions: an approval applies only to the
+    *current* version (read from plans.created/plans.updated, as a person's client would) of a
+    PENDING plan; feedback only to a task handed out, in its current attempt, in a legal
+    transition; everything refused is a dead letter with a precise reason, and a harmless
+    repeat is counted."""
     run = uuid.uuid4().hex[:8]
-    goal = _goal(f"live-{run}")
-    pid = plan_id(goal["goal_id"])
-    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], goal)])
+    # goals made now: one made in the past is behind its own schedule at once and replanned for drift
+    now_ms = int(time.time() * 1000)
+    goal = _goal(f"live-{run}", created_at_ms=now_ms)    # low risk: auto-approved, dispatched at once
+    late = _goal(f"wait-{run}", created_at_ms=now_ms, constraints={"deadline_ms": now_ms - HOUR_MS})  # PENDING
+    pid, wpid = plan_id(goal["goal_id"]), plan_id(late["goal_id"])
+    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], goal), (late["goal_id"], late)])
     first = collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == pid, count=1)
     assert [r.value["task"]["task_id"] for r in first] == ["a"]
+    attempt = first[0].value["attempt"]
 
     def fb(task, status, attempt=None, plan=pid, n=0):
-        return {"event_id": f"fb-{run}-{task}-{status}-{n}", "plan_id": plan, "task_id": task, "status": status,
-                "reported_at_ms": T0 + 1, "attempt": attempt}
+        return {"event_id": f"fb-{run}-{task}-{status}-{attempt}-{n}", "plan_id": plan, "task_id": task,
+                "status": status, "reported_at_ms": int(time.time() * 1000), "attempt": attempt}
 
     def approval(version, plan=pid):
-        return {"plan_id": plan, "version": version, "decision": "APPROVE", "by": "eve", "decided_at_ms": T0 + 1}
+        return {"plan_id": plan, "version": version, "decision": "APPROVE", "by": "eve",
+                "decided_at_ms": int(time.time() * 1000)}
 
+    # feedback that cannot apply: each is a dead letter with its reason
     ghost = plan_id(f"ghost-{run}")
     produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [
         (pid, fb("b", "COMPLETED")),                 # forged: b was never assigned
         (pid, fb("zzz", "COMPLETED")),
-        (pid, fb("a", "COMPLETED", attempt=7)),
+        (pid, fb("a", "COMPLETED", attempt=attempt + 6)),
         (ghost, fb("a", "COMPLETED", plan=ghost)),
         (pid, fb("a", "PROGRESS", n=1) | {"progress_pct": math.nan}),
     ])
     reasons = [r.headers["chimera.dlq.reason"] for r in collect(
         kafka_bootstrap, T.EXECUTION_FEEDBACK.dlq, lambda r: r.key in (pid, ghost), count=5)]
     assert sorted(reasons) == sorted(["not_assigned", "unknown_task", "stale_attempt", "unknown_plan", "not_finite"])
-    produce(kafka_bootstrap, T.PLANS_APPROVALS.name, [(pid, approval(9)), (pid, approval(1)),
-                                                      (f"not-{pid}", approval(1))])
+
+    # approvals of the auto-approved plan: its current version is not PENDING, other versions are stale
+    versions = _versions(kafka_bootstrap, pid)
+    current = versions[-1]
+    assert current["approval"] == "AUTO_APPROVED" and [v["version"] for v in versions] == list(
+        range(1, current["version"] + 1)), "versions are published in order, none skipped"
+    cur = current["version"]
+    stale = [cur + 7] + ([cur - 1] if cur > 1 else [])
+    produce(kafka_bootstrap, T.PLANS_APPROVALS.name, [(pid, approval(cur))] + [(pid, approval(v)) for v in stale]
+            + [(f"not-{pid}", approval(cur))])
     wrong = (partition_for(pid.encode(), T.PLAN_PARTITIONS) + 1) % T.PLAN_PARTITIONS
-    asyncio.run(_send_to_partition(kafka_bootstrap, T.PLANS_APPROVALS.name, pid, approval(1), wrong))
-    reasons = [r.headers["chimera.dlq.reason"] for r in collect(
-        kafka_bootstrap, T.PLANS_APPROVALS.dlq, lambda r: r.key in (pid, f"not-{pid}"), count=4)]
-    assert sorted(reasons) == sorted(["stale_version", "not_pending", "wrong_key", "wrong_partition"])
-    produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [(pid, fb("a", "STARTED")), (pid, fb("a", "COMPLETED"))])
-    after = collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == pid, count=2)
+    asyncio.run(_send_to_partition(kafka_bootstrap, T.PLANS_APPROVALS.name, pid, approval(cur), wrong))
+    letters = _reasons(kafka_bootstrap, T.PLANS_APPROVALS.dlq, pid, count=2 + len(stale))
+    assert sorted(r for r, _ in letters) == sorted(["not_pending", "wrong_partition"] + ["stale_version"] * len(stale))
+    assert all(f"current version is {cur}" in d for r, d in letters if r == "stale_version"), letters
+    assert [r for r, _ in _reasons(kafka_bootstrap, T.PLANS_APPROVALS.dlq, f"not-{pid}", 1)] == ["wrong_key"]
+    assert _versions(kafka_bootstrap, pid)[-1]["version"] == cur, "refused approvals move no version"
+
+    # the PENDING plan: only its current version can be approved, and only once
+    waiting = _versions(kafka_bootstrap, wpid)
+    assert waiting[-1]["approval"] == "PENDING", waiting[-1]
+    assert not collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == wpid, count=1, timeout=2)
+    wcur = waiting[-1]["version"]
+    produce(kafka_bootstrap, T.PLANS_APPROVALS.name, [(wpid, approval(wcur + 1, wpid)), (wpid, approval(wcur, wpid))])
+    approved = collect(kafka_bootstrap, T.PLANS_UPDATED.name,
+                       lambda r: r.key == wpid and r.value["plan"]["approval"] == "APPROVED", count=1, timeout=30)
+    assert approved and approved[0].value["plan"]["version"] == wcur + 1, "approving the current version is applied"
+    assert approved[0].value["plan"]["reason"] == "approved by eve"
+    assert collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == wpid, count=1, timeout=30), \
+        "an approved plan dispatches"
+    now = _versions(kafka_bootstrap, wpid)[-1]["version"]
+    produce(kafka_bootstrap, T.PLANS_APPROVALS.name, [(wpid, approval(wcur, wpid)), (wpid, approval(now, wpid))])
+    letters = _reasons(kafka_bootstrap, T.PLANS_APPROVALS.dlq, wpid, count=3)
+    assert [r for r, _ in letters] == ["stale_version", "stale_version", "not_pending"], letters
+    assert f"current version is {wcur}" in letters[0][1] and f"current version is {now}" in letters[1][1]
+
+    # the real feedback: a STARTED then COMPLETED releases b, once; later reports for a are refused or counted
+    dup_before = _metric(worker.metrics_port, "chimera_records_ignored_total", 'reason="duplicate_feedback"')
+    produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [(pid, fb("a", "STARTED", attempt)),
+                                                         (pid, fb("a", "COMPLETED", attempt))])
+    after = collect(kafka_bootstrap, T.TASKS_ASSIGNED.name, lambda r: r.key == pid, count=2, settle=1.0)
+    if [r.value["task"]["task_id"] for r in after] != ["a", "b"]:
+        _explain(kafka_bootstrap, worker, pid)
     assert [r.value["task"]["task_id"] for r in after] == ["a", "b"], "the real COMPLETED releases b, once"
+    produce(kafka_bootstrap, T.EXECUTION_FEEDBACK.name, [
+        (pid, fb("a", "FAILED", attempt)),               # COMPLETED -> FAILED
+        (pid, fb("a", "COMPLETED", attempt, n=1)),       # a second report of the same state: counted, harmless
+        (pid, fb("a", "COMPLETED", attempt)),            # the very same feedback id again
+    ])
+    letters = _reasons(kafka_bootstrap, T.EXECUTION_FEEDBACK.dlq, pid, count=5)
+    assert [r for r, _ in letters][-1:] == ["illegal_transition"] and len(letters) == 5, letters
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _metric(
+            worker.metrics_port, "chimera_records_ignored_total", 'reason="duplicate_feedback"') < dup_before + 2:
+        time.sleep(0.25)
+    assert _metric(worker.metrics_port, "chimera_records_ignored_total",
+                   'reason="duplicate_feedback"') == dup_before + 2, "repeats are counted, not dead-lettered"
+
     edited = dict(goal, title="edited title")   # an edited goal replans the live plan (issue 7)
     produce(kafka_bootstrap, T.GOALS_CREATED.name, [(goal["goal_id"], goal), (goal["goal_id"], edited)])
     replans = collect(kafka_bootstrap, T.PLANS_UPDATED.name,
                       lambda r: r.key == pid and r.value["trigger"] == "goal_changed", count=1)
     assert replans, "a changed goal is surfaced as a new version"
     assert _metric(worker.metrics_port, "chimera_records_ignored_total", 'reason="duplicate_goal"') >= 1
+
+
+def _explain(bootstrap: str, worker: Worker, pid: str) -> None:
+    """What the topics say about a plan (printed when the test fails)."""
+    for topic in (T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name, T.EXECUTION_FEEDBACK.name,
+                  T.EXECUTION_FEEDBACK.dlq, T.PLANS_TICK.name, T.PLANS_TICK.dlq, T.GOALS_BY_PLAN.dlq):
+        for r in collect(bootstrap, topic, lambda r: r.key == pid, count=10**9, timeout=3):
+            v = r.value if isinstance(r.value, dict) else {}
+            print(topic, r.offset, r.headers.get("chimera.dlq.reason", ""), {k: v.get(k) for k in (
+                "version", "trigger", "status", "task_id", "attempt", "event_id", "kind")},
+                  (v.get("plan") or {}).get("version"), (v.get("task") or {}).get("task_id"))
+    print(worker.log_tail(40))
 
 
 def _metric(port: int, name: str, label: str = "") -> float:

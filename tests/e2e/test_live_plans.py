@@ -6,18 +6,23 @@ Every resource a test announces is tombstoned at its end (the broker is shared).
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from processors.ids import plan_id
 from streams import codec
-from streams.simulate import Simulation, resource_record
+from streams.simulate import ENDED, Simulation, resource_record
 from tests.kafka_helpers import collect, produce
 from topics import registry as T
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+REPO = Path(__file__).resolve().parents[2]
 
 ENV = dict(PLANNING_REFINE_BUDGET_SECONDS=0, PLANNING_RETRY_BASE_SECONDS=0.5, PLANNING_RETRY_BACKOFF_FACTOR=2,
            PLANNING_MAX_TASK_ATTEMPTS=3, PLANNING_RESOURCE_HEARTBEAT_TIMEOUT_SECONDS=3,
@@ -182,3 +187,117 @@ def test_emergency_stop_halts_assignments_within_a_second_and_resume_restarts(ka
     assert all(seen.status.get(p) == "COMPLETED" for p in pids), seen.status
     first = min(a["_ts"] for a in seen.assignments) / 1000
     assert first >= resumed_at - 0.05 and first - resumed_at < 5, "resume restarts the held tasks"
+
+
+def _status_rows(bootstrap: str, pid: str) -> tuple[str, dict[str, dict]]:
+    """`chimera status PID` run as a user would (its own process), its table parsed by task."""
+    out = subprocess.run([sys.executable, "-m", "streams.cli", "status", pid, "--idle", "1.5"],
+                         env={**os.environ, "KAFKA_BOOTSTRAP": bootstrap, "COLUMNS": "200"},
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 0, out.stderr + out.stdout
+    cols = ("task", "start", "finish", "state", "pct", "attempt", "resource", "deadline")
+    rows = {}
+    for line in out.stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if len(cells) == len(cols) and cells[0] not in ("task", ""):
+            rows[cells[0]] = dict(zip(cols, cells))
+    return out.stdout, rows
+
+
+def test_status_prints_each_tasks_state_attempt_and_allocation(kafka_bootstrap, planner_stack):
+    """`chimera status` against a live worker: a completed task, one failed once then completed
+    on its second attempt, one running (STARTED, 50 %), one not handed out yet; each with the
+    resource its current attempt was granted (checked against tasks.assigned and the ledger's
+    GRANTED records)."""
+    run = uuid.uuid4().hex[:8]
+    cap = f"status-{run}"
+    planner_stack(**ENV)
+    resources = [resource_record(f"r-st1-{run}", capabilities=[cap], agents=2, cost=1.0),
+                 resource_record(f"r-st2-{run}", capabilities=[cap], agents=2, cost=2.0)]
+    goal = _goal(f"status-{run}", cap, [("a", 1, []), ("b", 2, ["a"]), ("c", 1, []), ("d", 1, ["b"])])
+    pid = plan_id(goal["goal_id"])
+
+    def script(p, tid, attempt, rid):
+        return {"b": "hang", "c": "fail" if attempt == 1 else "ok"}.get(tid, "ok")
+
+    def settled(r):   # on execution.feedback: a done, b running (50 %), c done on its second attempt
+        sent = {(f["task_id"], f["attempt"], f["status"]) for f in r.reported if f["plan_id"] == pid}
+        return {("a", 1, "COMPLETED"), ("b", 1, "PROGRESS"), ("c", 2, "COMPLETED")} <= sent
+
+    async def go():
+        async with Simulation(kafka_bootstrap, resources, script) as sim:
+            try:
+                await asyncio.sleep(1.5)
+                await sim.send(T.GOALS_CREATED.name, goal["goal_id"], goal)
+                seen = await sim.until({pid}, done=settled, timeout_s=60)
+                text, rows = await asyncio.to_thread(_status_rows, kafka_bootstrap, pid)
+                return seen, text, rows
+            finally:
+                await sim.tombstone()
+    seen, text, rows = asyncio.run(go())
+    print(text)
+    latest = {}
+    for a in sorted(seen.assignments, key=lambda a: a["attempt"]):
+        if a["plan_id"] == pid:
+            latest[a["task"]["task_id"]] = a
+    assert set(latest) == {"a", "b", "c"}, "d waits for b"
+    assert {t: (r["state"], r["attempt"]) for t, r in rows.items()} == {
+        "a": ("COMPLETED", "1"), "b": ("STARTED", "1"), "c": ("COMPLETED", "2"), "d": ("-", "")}
+    assert rows["b"]["pct"] == "50" and rows["a"]["pct"] == "100"
+    assert {t: r["resource"] for t, r in rows.items()} == {**{t: a["assigned_to"] for t, a in latest.items()},
+                                                           "d": ""}
+    granted = {(r.value["task_id"], r.value["attempt"]): r.value["resource_id"] for r in collect(
+        kafka_bootstrap, T.RESOURCES_ALLOCATIONS.name,
+        lambda r: r.value and r.value["plan_id"] == pid and r.value["decision"] == "GRANTED", count=4, timeout=10)}
+    assert {t: rows[t]["resource"] for t in latest} == {t: granted[(t, a["attempt"])] for t, a in latest.items()}
+    assert all(r["resource"].startswith(("r-st1-", "r-st2-")) for t, r in rows.items() if t != "d")
+    assert f"{pid}" in text and "status=ACTIVE" in text and "progress " in text
+
+
+def test_stopping_one_plan_halts_its_assignments_within_a_second_while_another_goes_on(
+        kafka_bootstrap, planner_stack):
+    """A per-plan STOP on control.commands: the stopped plan gets no new assignment from one
+    second after the stop, the other plan keeps being dispatched and completes; a RESUME of
+    the plan restarts it and it completes."""
+    run = uuid.uuid4().hex[:8]
+    cap = f"pstop-{run}"
+    planner_stack(**ENV)
+    resources = [resource_record(f"r-pstop-{run}", capabilities=[cap], agents=4, cost=1.0)]
+    chain = [(f"t{i}", 1, [f"t{i - 1}"] if i else []) for i in range(6)]
+    stopped_goal, other_goal = _goal(f"pstop-a-{run}", cap, chain), _goal(f"pstop-b-{run}", cap, chain)
+    spid, opid = plan_id(stopped_goal["goal_id"]), plan_id(other_goal["goal_id"])
+    now = lambda: int(time.time() * 1000)  # noqa: E731
+
+    async def go():
+        async with Simulation(kafka_bootstrap, resources, lambda *a: "ok", work_s=0.3) as sim:
+            try:
+                await asyncio.sleep(1.5)
+                for g in (stopped_goal, other_goal):
+                    await sim.send(T.GOALS_CREATED.name, g["goal_id"], g)
+                await sim.until({spid, opid}, done=lambda r: any(a["plan_id"] == spid for a in r.assignments),
+                                timeout_s=60)
+                stop = codec.control_record("STOP", spid, reason="test", by="pytest", at_ms=now())
+                stopped_ms = now()
+                await sim.send(stop.topic, stop.key, stop.value)
+                await sim.until({spid, opid}, done=lambda r: r.status.get(opid) in ENDED, timeout_s=60)
+                await sim.until({spid, opid}, done=lambda r: False, timeout_s=2)   # and a little longer
+                during = [a for a in sim.run.assignments if a["plan_id"] == spid]
+                resume = codec.control_record("RESUME", spid, by="pytest", at_ms=now())
+                resumed_ms = now()
+                await sim.send(resume.topic, resume.key, resume.value)
+                seen = await sim.until({spid, opid}, timeout_s=60)
+                return stopped_ms, during, resumed_ms, seen
+            finally:
+                await sim.tombstone()
+    stopped_ms, during, resumed_ms, seen = asyncio.run(go())
+    assert seen.status == {spid: "COMPLETED", opid: "COMPLETED"}, seen.status
+    late = [(a["task"]["task_id"], a["_ts"] - stopped_ms) for a in during if a["_ts"] > stopped_ms + 1000]
+    assert not late, f"assignments of the stopped plan more than 1 s after the stop: {late}"
+    assert len(during) < len(chain), "the stopped plan did not run to the end while stopped"
+    other_after = [a for a in seen.assignments if a["plan_id"] == opid and a["_ts"] > stopped_ms + 1000]
+    assert other_after, "the other plan kept being dispatched"
+    restarted = sorted(a["_ts"] for a in seen.assignments if a["plan_id"] == spid and a["_ts"] > stopped_ms + 1000)
+    assert restarted and restarted[0] >= resumed_ms - 50 and restarted[0] - resumed_ms < 5000, \
+        "resume restarts the stopped plan"
+    by_attempt = [(a["plan_id"], a["task"]["task_id"], a["attempt"]) for a in seen.assignments]
+    assert len(by_attempt) == len(set(by_attempt)), "tasks.assigned exactly once per attempt"
