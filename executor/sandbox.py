@@ -455,4 +455,4 @@ class SlotPool:
             self._busy -= 1
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=True)
+        self._pool.shutdown(wait=wait)
