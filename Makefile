@@ -9,8 +9,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_STAMP := .cache/kafka.ok
 NEO4J_STAMP := .cache/neo4j.ok
+WASI_STAMP  := .cache/wasi.ok
 
-.PHONY: demo test bench install kafka-jars clean
+.PHONY: demo test bench install kafka-jars clean modules
 
 demo: install
 	$(VENV)/bin/chimera demo
@@ -24,8 +25,9 @@ bench: install
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.sinks
 	$(PY) -m bench.feedback
+	$(PY) -m bench.executor
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP)
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -34,7 +36,7 @@ $(STAMP): pyproject.toml
 	@command -v javac >/dev/null || { echo "Installing a JDK (Neo4j's launcher is a single-file Java program)"; apt-get update -q && apt-get install -y -q openjdk-17-jdk-headless; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
-	$(PY) -m pip install -q -e '.[test,sinks]'
+	$(PY) -m pip install -q -e '.[test,sinks,executor]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml
@@ -45,6 +47,18 @@ $(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml
 $(NEO4J_STAMP): $(STAMP) infra/neo4j/pom.xml
 	$(PY) -m infra.neo4j fetch
 	mkdir -p .cache && touch $@
+
+# The executor's task modules are C compiled to WASI by Debian's clang, lld and wasi-libc
+# (installed once, idempotently), then built from source into .cache/wasm/.
+$(WASI_STAMP): $(STAMP)
+	@test -f /usr/lib/wasm32-wasi/libc.a && command -v clang >/dev/null && command -v wasm-ld >/dev/null \
+	  && test -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a 2>/dev/null)" \
+	  || { apt-get update -q && apt-get install -y -q --no-install-recommends clang lld wasi-libc libclang-rt-14-dev-wasm32; }
+	$(PY) -m executor.build
+	mkdir -p .cache && touch $@
+
+modules: $(WASI_STAMP)
+	$(PY) -m executor.build
 
 clean:
 	rm -rf $(VENV) .cache

@@ -203,6 +203,14 @@ def worker(loglevel: str = "info") -> None:
     main(loglevel)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def executor(ctx: typer.Context) -> None:
+    """Run a task executor: tasks.assigned -> WebAssembly sandbox -> execution.feedback
+    (options: `chimera executor --help`)."""
+    from executor.service import main as run_executor
+    raise typer.Exit(run_executor(ctx.args))
+
+
 @app.command()
 def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs"),
        sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)")) -> None:

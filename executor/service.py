@@ -1,0 +1,372 @@
+"""The executor service: `tasks.assigned` in, tasks run in the sandbox, `execution.feedback` out.
+
+Exactly once, per task: a task's terminal feedback (COMPLETED or FAILED) and the consumed
+offset of its assignment are committed in one Kafka transaction (consume-transform-produce
+with `send_offsets_to_transaction`, fenced by the consumer group's generation). Tasks run
+concurrently on a bounded pool of slots, so they finish out of order; a finished task's
+terminal record is held until every earlier assignment of its partition has finished too,
+and then that contiguous prefix is committed (records and offset together). A crash (even
+`kill -9`) therefore loses only uncommitted work: the assignments after the committed offset
+are consumed and run again, and nothing that was already committed is published twice.
+
+STARTED and PROGRESS are informational: they go out at once through a second, idempotent,
+non-transactional producer (they could not be seen before the task ends if they were in its
+transaction), with deterministic event ids, so a task run again after a crash repeats them
+with the same ids and consumers can deduplicate.
+
+Backpressure: when every slot is busy the consumer pauses its partitions and keeps polling
+(group membership stays alive); it resumes when a slot frees. Nothing is buffered beyond
+librdkafka's bounded fetch queue.
+
+The executor announces itself on `resources.availability` (its id, kind `executor`, capacity
+`agents` = slots, capabilities, hourly rate) every `heartbeat_s` and as unavailable on a clean
+stop: `announcement()` is the one place that builds that record.
+
+Imports only the domain (processors/) and the contracts (topics/), never streams/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import socket
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
+from executor.tasks import module_for
+from processors import ids
+from processors.execution import TaskRef, task_ref
+from topics import registry as T
+from topics.serde import SerdeError, serde
+
+log = logging.getLogger("chimera.executor")
+
+
+@dataclass
+class ExecutorConfig:
+    bootstrap: str
+    executor_id: str = field(default_factory=lambda: f"executor-{socket.gethostname()}")
+    slots: int = 2
+    capabilities: tuple[str, ...] = ("wasm",)
+    hourly_rate: float = 0.0
+    group: str = "chimera-executors"
+    heartbeat_s: float = 5.0
+    work_root: Path = Path(".data/executor")
+    limits: Limits = Limits()
+    keep_workdirs: bool = False
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def announcement(cfg: ExecutorConfig, *, available: bool = True) -> dict:
+    """This executor as a resource, in the CURRENT resources.availability schema (the live
+    plans issue extends it: free units, health, heartbeat; add them here)."""
+    return {"resource_id": cfg.executor_id, "kind": "executor",
+            "capacities": {"agents": float(cfg.slots)},
+            "capabilities": list(cfg.capabilities), "available": available,
+            "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now_ms()}
+
+
+def feedback(ref: TaskRef, status: str, *, pct: float = 0.0, message: str = "",
+             actual_hours: float | None = None) -> dict:
+    """A feedback record; its event id depends only on (plan, task, attempt, status[, pct])."""
+    parts = ["execution.feedback", ref.plan_id, ref.task_id, ref.attempt, status]
+    if status == "PROGRESS":
+        parts.append(int(pct))
+    return {"event_id": ids.event_id(*parts), "plan_id": ref.plan_id, "task_id": ref.task_id,
+            "status": status, "progress_pct": float(pct), "actual_hours": actual_hours,
+            "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt}
+
+
+@dataclass
+class _Entry:
+    offset: int
+    done: bool = False
+    records: list = field(default_factory=list)   # (key, value bytes) to publish in the transaction
+    cancel: threading.Event | None = None
+
+
+class Executor:
+    def __init__(self, cfg: ExecutorConfig) -> None:
+        self.cfg = cfg
+        self.sandbox = Sandbox(cfg.work_root / "tasks", cache_dir=cfg.work_root / "cwasm")
+        self.pool = SlotPool(cfg.slots)
+        self.fb = serde(T.EXECUTION_FEEDBACK.name)
+        self.assigned = serde(T.TASKS_ASSIGNED.name)
+        self.resources = serde(T.RESOURCES_AVAILABILITY.name)
+        common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random",
+                  "acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        self.tx = Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}",
+                            "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
+        self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
+        self.consumer = Consumer({
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "client.id": cfg.executor_id,
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed", "session.timeout.ms": 10_000,
+            "max.poll.interval.ms": 300_000})
+        self.inflight: dict[tuple[str, int], OrderedDict[int, _Entry]] = {}
+        self.done_q: queue.Queue = queue.Queue()
+        self.paused = False
+        self.counts = {"completed": 0, "failed": 0, "skipped": 0}
+        self._recent: OrderedDict[tuple, None] = OrderedDict()   # finished (plan, task, attempt), bounded
+
+    # -- Kafka plumbing --------------------------------------------------------------------
+    def _announce(self, available: bool = True) -> None:
+        rec = announcement(self.cfg, available=available)
+        self.side.produce(T.RESOURCES_AVAILABILITY.name, key=rec["resource_id"].encode(),
+                          value=self.resources.encode(rec))
+
+    def _side_feedback(self, ref: TaskRef, status: str, pct: float = 0.0) -> None:
+        rec = feedback(ref, status, pct=pct)
+        try:
+            self.side.produce(T.EXECUTION_FEEDBACK.name, key=ref.plan_id.encode(), value=self.fb.encode(rec))
+        except BufferError:
+            log.warning("feedback queue full: %s %s dropped", status, ref.task_id)
+
+    def _on_assign(self, consumer, partitions) -> None:
+        for tp in partitions:
+            self.inflight.setdefault((tp.topic, tp.partition), OrderedDict())
+        if self.paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        self._drain_done()
+        self._commit_ready()
+        for tp in partitions:
+            entries = self.inflight.pop((tp.topic, tp.partition), None) or {}
+            for e in entries.values():
+                if e.cancel is not None:
+                    e.cancel.set()      # its new owner runs it again; free the slot now
+
+    # -- tasks -----------------------------------------------------------------------------
+    def _handle(self, msg) -> None:
+        key = (msg.topic(), msg.partition())
+        entries = self.inflight.setdefault(key, OrderedDict())
+        entry = entries[msg.offset()] = _Entry(msg.offset())
+        try:
+            rec = self.assigned.decode(msg.value())
+            ref = task_ref(rec)
+        except (SerdeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("unreadable assignment at %s@%d: %s", key, msg.offset(), exc)
+            entry.done = True
+            self.counts["skipped"] += 1
+            return
+        if ref.assigned_to not in (None, "", self.cfg.executor_id):
+            entry.done = True       # another executor's task (a shared pool topic): not ours
+            self.counts["skipped"] += 1
+            return
+        token = (ref.plan_id, ref.task_id, ref.attempt)
+        if token in self._recent:
+            entry.done = True       # a byte-identical replay of an assignment we already finished
+            self.counts["skipped"] += 1
+            return
+        if ref.assigned_to == self.cfg.executor_id:
+            missing = [c for c in ref.capabilities if c not in self.cfg.capabilities]
+            if missing:
+                self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)}")
+                return
+        entry.cancel = threading.Event()
+        fut = self.pool.submit(self._run_task, key, entry, ref)
+        if fut is None:             # cannot happen: we only poll with a free slot
+            raise RuntimeError("no free slot")
+
+    def _run_task(self, key, entry: _Entry, ref: TaskRef) -> None:
+        """On a slot thread."""
+        self._side_feedback(ref, "STARTED")
+        plugin = module_for(ref)
+        if plugin is None:
+            self.done_q.put((key, entry, ref, None, f"module_not_found: no module {ref.module!r} "
+                             f"for kind {ref.kind!r}" if ref.module else
+                             f"module_not_found: no module for kind {ref.kind!r}"))
+            return
+        wd = self.sandbox.workdir(f"{ref.plan_id}-{ref.task_id}-{ref.attempt}")
+        try:
+            shutil.rmtree(wd, ignore_errors=True)   # a re-run starts from a clean folder
+            wd.mkdir(parents=True)
+            try:
+                args = plugin.prepare(ref, wd)
+            except Exception as exc:
+                self.done_q.put((key, entry, ref, None, f"bad_payload: {exc}"))
+                return
+            out = self.sandbox.run(plugin.wasm(), args, wd, limits=self.cfg.limits, program=plugin.name,
+                                   cancel=entry.cancel,
+                                   on_progress=lambda pct: pct < 100 and self._side_feedback(ref, "PROGRESS", pct))
+            # the summary is read here, before the folder and its logs are removed
+            self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300)), None))
+        except Exception as exc:  # a bug here must still end the task
+            log.exception("task %s failed in the executor", ref.task_id)
+            self.done_q.put((key, entry, ref, None, f"trap: executor error {type(exc).__name__}: {exc}"))
+        finally:
+            if not self.cfg.keep_workdirs:
+                shutil.rmtree(wd, ignore_errors=True)
+                shutil.rmtree(wd.parent / (wd.name + ".logs"), ignore_errors=True)
+
+    def _finish(self, key, entry: _Entry, ref: TaskRef, result, error: str | None) -> None:
+        if result is not None:
+            name, out, summary = result
+            out: Outcome
+            if out.ok:
+                rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600,
+                               message=json.dumps({"executor": self.cfg.executor_id, "module": name,
+                                                   "summary": summary, "wall_s": round(out.wall_s, 4),
+                                                   "fuel": out.fuel_used}))
+            else:
+                rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600,
+                               message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")
+        else:
+            rec = feedback(ref, "FAILED", message=f"{error} (executor {self.cfg.executor_id})")
+        self.counts["completed" if rec["status"] == "COMPLETED" else "failed"] += 1
+        entry.records.append((ref.plan_id.encode(), self.fb.encode(rec)))
+        entry.done = True
+        self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
+        while len(self._recent) > 100_000:
+            self._recent.popitem(last=False)
+
+    def _drain_done(self) -> None:
+        while True:
+            try:
+                key, entry, ref, result, error = self.done_q.get_nowait()
+            except queue.Empty:
+                return
+            if self.inflight.get(key, {}).get(entry.offset) is not entry:
+                continue            # its partition was revoked meanwhile: the new owner reruns it
+            self._finish(key, entry, ref, result, error)
+
+    def _commit_ready(self) -> int:
+        """One transaction: the terminal records of every contiguous finished prefix, and the
+        offsets just past them. Returns how many assignments it covered."""
+        records, offsets, popped = [], [], []
+        for (topic, part), entries in self.inflight.items():
+            nxt = None
+            while entries:
+                first = next(iter(entries.values()))
+                if not first.done:
+                    break
+                entries.popitem(last=False)
+                popped.append(((topic, part), first))
+                records += first.records
+                nxt = first.offset + 1
+            if nxt is not None:
+                offsets.append(TopicPartition(topic, part, nxt))
+        if not offsets:
+            return 0
+        try:
+            self.tx.begin_transaction()
+            for k, v in records:
+                self.tx.produce(T.EXECUTION_FEEDBACK.name, key=k, value=v)
+            self.tx.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+            self.tx.commit_transaction(30)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.txn_requires_abort():
+                log.warning("transaction aborted, will retry: %s", err)
+                self.tx.abort_transaction(30)
+                for key, e in reversed(popped):   # put them back, in order, for the next try
+                    if key in self.inflight:
+                        self.inflight[key][e.offset] = e
+                        self.inflight[key].move_to_end(e.offset, last=False)
+                return 0
+            raise                   # fatal (fenced by a newer instance): exit, the supervisor restarts
+        return len(popped)
+
+    def _backpressure(self) -> None:
+        full = self.pool.free == 0
+        if full and not self.paused:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+        elif not full and self.paused:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        self.tx.init_transactions(30)
+        self.consumer.subscribe([T.TASKS_ASSIGNED.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._announce()
+        next_beat = time.monotonic() + self.cfg.heartbeat_s
+        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.group)
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_beat:
+                    self._announce()
+                    next_beat = time.monotonic() + self.cfg.heartbeat_s
+                self._drain_done()
+                self._commit_ready()
+                self._backpressure()
+                msg = self.consumer.poll(0.05)
+                self.side.poll(0)
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        log.warning("consumer: %s", msg.error())
+                    continue
+                self._handle(msg)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        for entries in self.inflight.values():
+            for e in entries.values():
+                if e.cancel is not None and not e.done:
+                    e.cancel.set()   # unfinished work is run again by whoever owns the partition next
+        self.pool.shutdown(wait=True)
+        try:
+            self._drain_done()
+            for entries in self.inflight.values():   # cancelled tasks are not reported: they rerun
+                for off in [o for o, e in entries.items() if e.cancel is not None and e.cancel.is_set()]:
+                    for later in [o for o in entries if o >= off]:
+                        entries.pop(later, None)
+                    break
+            self._commit_ready()
+            self._announce(available=False)
+            self.side.flush(10)
+        finally:
+            self.consumer.close()
+            self.sandbox.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="chimera executor", description=__doc__.split("\n")[0])
+    ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    ap.add_argument("--id", dest="executor_id", default=os.environ.get("EXECUTOR_ID"))
+    ap.add_argument("--slots", type=int, default=int(os.environ.get("EXECUTOR_SLOTS", "2")))
+    ap.add_argument("--capability", action="append", default=None)
+    ap.add_argument("--hourly-rate", type=float, default=0.0)
+    ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP", "chimera-executors"))
+    ap.add_argument("--heartbeat-s", type=float, default=5.0)
+    ap.add_argument("--work-root", type=Path, default=Path(os.environ.get("EXECUTOR_WORK", ".data/executor")))
+    ap.add_argument("--timeout-s", type=float, default=Limits.timeout_s)
+    ap.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20)
+    ap.add_argument("--fuel", type=int, default=Limits.fuel)
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group,
+                         heartbeat_s=a.heartbeat_s, work_root=a.work_root,
+                         capabilities=tuple(a.capability or ("wasm",)),
+                         limits=Limits(fuel=a.fuel, memory_bytes=a.memory_mb << 20, timeout_s=a.timeout_s))
+    if a.executor_id:
+        cfg.executor_id = a.executor_id
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    ex = Executor(cfg)
+    ex.run(stop)
+    log.info("executor %s stopped: %s", cfg.executor_id, ex.counts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

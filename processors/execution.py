@@ -1,0 +1,77 @@
+"""What an executor runs for an assignment: the task's kind, or the module it names (pure).
+
+Today's `tasks.assigned` schema carries the planned task but no payload field, so:
+- an explicit task names its module with a line `wasm: MODULE ARG...` in its description
+  (arguments split on spaces), or a capability `wasm:MODULE`;
+- otherwise the task's kind is read from its phase, name and capabilities (the template's
+  activity kinds: analysis, build, verify, acceptance, deploy, gate, mitigation, plus data and
+  compute) and the executor's registry maps the kind to a module.
+When the assignment gets a payload field (issue 8 on top of issue 7), `task_ref` reads it
+first; nothing else changes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_WORDS = re.compile(r"[a-z]+")
+# First match wins; words are matched as prefixes of the task's words.
+_KIND_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("compute", ("compute", "benchmark", "simulat", "train")),
+    ("verify", ("test", "verif", "qa", "validat", "check", "assert", "review", "audit")),
+    ("acceptance", ("accept", "sign", "approv")),
+    ("data", ("data", "csv", "ingest", "etl", "clean", "dataset")),
+    ("deploy", ("deploy", "release", "rollout", "ship", "launch")),
+    ("build", ("build", "implement", "integrat", "develop", "code", "compil", "package", "artefact", "artifact")),
+)
+DEFAULT_KIND = "analysis"
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """The part of an assignment an executor needs."""
+    plan_id: str
+    task_id: str
+    attempt: int
+    name: str
+    kind: str
+    module: str | None = None          # an explicit module name, else None (the kind decides)
+    args: tuple[str, ...] = ()
+    description: str = ""
+    success_criteria: tuple[str, ...] = ()
+    capabilities: tuple[str, ...] = ()
+    assigned_to: str | None = None
+
+
+def explicit_module(task: dict) -> tuple[str | None, tuple[str, ...]]:
+    for line in (task.get("description") or "").splitlines():
+        line = line.strip()
+        if line.lower().startswith("wasm:"):
+            parts = line[5:].split()
+            if parts:
+                return parts[0], tuple(parts[1:])
+    for cap in task.get("capabilities") or ():
+        if cap.lower().startswith("wasm:") and cap[5:].strip():
+            return cap[5:].strip(), ()
+    return None, ()
+
+
+def task_kind(task: dict) -> str:
+    """The kind of a planned task, from its phase, then its name, then its capabilities."""
+    for text in (task.get("phase") or "", task.get("name") or "", " ".join(task.get("capabilities") or ())):
+        words = _WORDS.findall(text.lower())
+        for kind, prefixes in _KIND_WORDS:
+            if any(w.startswith(p) for w in words for p in prefixes):
+                return kind
+    return DEFAULT_KIND
+
+
+def task_ref(assignment: dict) -> TaskRef:
+    """A TaskRef from a decoded `tasks.assigned` record."""
+    task = assignment["task"]
+    module, args = explicit_module(task)
+    return TaskRef(
+        plan_id=assignment["plan_id"], task_id=task["task_id"], attempt=int(assignment.get("attempt") or 1),
+        name=task.get("name") or "", kind=task_kind(task), module=module, args=args,
+        description=task.get("description") or "", success_criteria=tuple(task.get("success_criteria") or ()),
+        capabilities=tuple(task.get("capabilities") or ()), assigned_to=assignment.get("assigned_to"))

@@ -1,0 +1,185 @@
+"""The executor on the real broker: assignments in, tasks run in the sandbox, feedback out,
+each task's terminal feedback exactly once, also across a kill -9 mid-task."""
+from __future__ import annotations
+
+import asyncio
+import json
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from executor.build import toolchain_missing
+from processors import ids
+from topics import registry as T
+from topics.serde import serde
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
+              pytest.mark.skipif(toolchain_missing() is not None and not os.environ.get("CI"),
+                                 reason=f"WASI toolchain: {toolchain_missing()} (run `make modules`)")]
+REPO = Path(__file__).resolve().parents[2]
+_n = itertools.count()
+
+
+def _task(task_id: str, name: str, description: str = "", phase: str = "") -> dict:
+    return {"task_id": task_id, "name": name, "description": description, "phase": phase, "component": "",
+            "depends_on": [], "estimate": {"optimistic": 1.0, "most_likely": 1.0, "pessimistic": 1.0},
+            "resources": {"agents": 1.0}, "capabilities": [], "success_criteria": ["done"], "validation": [],
+            "risk_mitigation": False, "start_hours": 0.0, "finish_hours": 1.0, "earliest_start_hours": 0.0,
+            "latest_start_hours": 0.0, "slack_hours": 0.0, "critical": True}
+
+
+def _assignment(plan_id: str, task: dict, attempt: int = 1) -> dict:
+    return {"event_id": ids.event_id("tasks.assigned", plan_id, task["task_id"], attempt), "plan_id": plan_id,
+            "goal_id": "goal-" + plan_id, "plan_version": 1, "task": task, "assigned_to": None,
+            "assigned_at_ms": int(time.time() * 1000), "attempt": attempt}
+
+
+def _produce(bootstrap: str, records: list[dict]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    s = serde(T.TASKS_ASSIGNED.name)
+    for r in records:
+        p.produce(T.TASKS_ASSIGNED.name, key=r["plan_id"].encode(), value=s.encode(r))
+    assert p.flush(30) == 0
+
+
+def _ends(bootstrap: str, topic: str) -> list[TopicPartition]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in parts]
+    finally:
+        c.close()
+
+
+class Feedback:
+    """execution.feedback as a read_committed consumer sees it, from given offsets on."""
+
+    def __init__(self, bootstrap: str, start: list[TopicPartition], plans: set[str]) -> None:
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fb-{os.getpid()}-{next(_n)}",
+                           "enable.auto.commit": False, "isolation.level": "read_committed"})
+        self.c.assign(start)
+        self.plans = plans
+        self.records: list[dict] = []
+        self.s = serde(T.EXECUTION_FEEDBACK.name)
+
+    def poll_until(self, pred, timeout: float, settle: float = 0.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        reached = None
+        while time.monotonic() < deadline:
+            m = self.c.poll(0.2)
+            if m is not None and not m.error():
+                r = self.s.decode(m.value())
+                if r["plan_id"] in self.plans:
+                    self.records.append(r)
+            if reached is None and pred(self.records):
+                reached = time.monotonic()
+            if reached is not None and time.monotonic() - reached >= settle:
+                break
+        return self.records
+
+    def terminal(self) -> Counter:
+        return Counter((r["plan_id"], r["task_id"], r["status"]) for r in self.records if r["status"] in ("COMPLETED", "FAILED"))
+
+    def close(self) -> None:
+        self.c.close()
+
+
+@pytest.fixture
+def executors(kafka_bootstrap, tmp_path):
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    group = f"executors-test-{os.getpid()}-{next(_n)}"
+    asyncio.run(client.commit_at_end(kafka_bootstrap, group, [T.TASKS_ASSIGNED.name]))
+    procs: list[subprocess.Popen] = []
+
+    def start(executor_id: str, slots: int = 2) -> subprocess.Popen:
+        log = open(tmp_path / f"{executor_id}-{len(procs)}.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "executor.service", "--bootstrap", kafka_bootstrap,
+                              "--id", executor_id, "--group", group, "--slots", str(slots), "--heartbeat-s", "1",
+                              "--work-root", str(tmp_path / executor_id)],
+                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for f in sorted(tmp_path.glob("*.log")):
+        print(f"--- {f.name} ---\n{f.read_text()[-3000:]}")
+
+
+def test_assigned_tasks_run_and_report_exactly_once(kafka_bootstrap, executors):
+    start = _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name)
+    plans = {ids.plan_id(f"exec-e2e-{os.getpid()}-{next(_n)}-{i}") for i in range(4)}
+    records = []
+    for plan in sorted(plans):
+        records += [_assignment(plan, _task("check", "Validate the input data", phase="data")),
+                    _assignment(plan, _task("build", "Implement it", phase="build")),
+                    _assignment(plan, _task("tests", "Run the tests", phase="test")),
+                    _assignment(plan, _task("crunch", "Crunch numbers", description="wasm: compute 200000 2")),
+                    _assignment(plan, _task("bad", "Loop", description="wasm: no-such-module"))]
+    fb = Feedback(kafka_bootstrap, start, plans)
+    executors("exec-a", slots=2)
+    _produce(kafka_bootstrap, records)
+    want = 5 * len(plans)
+    got = fb.poll_until(lambda rs: sum(fb.terminal().values()) >= want, timeout=120, settle=3.0)
+    fb.close()
+    term = fb.terminal()
+    assert sum(term.values()) == want, term
+    assert all(n == 1 for n in term.values()), term
+    by = {(r["plan_id"], r["task_id"], r["status"]): r for r in got}
+    for plan in plans:
+        for task in ("check", "build", "tests", "crunch"):
+            assert (plan, task, "COMPLETED") in by, (task, [r for r in got if r["task_id"] == task])
+            assert (plan, task, "STARTED") in by
+        assert by[(plan, "bad", "FAILED")]["message"].startswith("module_not_found")
+        summary = json.loads(by[(plan, "crunch", "COMPLETED")]["message"])["summary"]
+        assert json.loads(summary) == {"n": 200000, "primes": 17984, "rounds": 2}
+        assert any(r["status"] == "PROGRESS" and r["task_id"] == "crunch" and r["plan_id"] == plan for r in got)
+    ev = Counter(r["event_id"] for r in got)
+    assert all(n == 1 for n in ev.values())
+
+
+def test_kill_9_mid_task_never_publishes_a_completed_twice(kafka_bootstrap, executors):
+    start = _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name)
+    plan = ids.plan_id(f"exec-kill-{os.getpid()}-{next(_n)}")
+    # one partition (one plan): a long task first, short ones after it that finish while it runs
+    records = [_assignment(plan, _task("long", "Crunch", description="wasm: compute 1000000 150"))]
+    records += [_assignment(plan, _task(f"short{i}", "Run the tests", phase="test")) for i in range(3)]
+    fb = Feedback(kafka_bootstrap, start, {plan})
+    first = executors("exec-k", slots=2)
+    _produce(kafka_bootstrap, records)
+    # the long task and the first short one have started (STARTED is published at once)
+    fb.poll_until(lambda rs: {"long", "short0"} <= {r["task_id"] for r in rs if r["status"] == "STARTED"},
+                  timeout=60)
+    assert {"long", "short0"} <= {r["task_id"] for r in fb.records if r["status"] == "STARTED"}, fb.records
+    time.sleep(1.0)                     # short0 finished by now; long still runs
+    assert first.poll() is None
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(10)
+    # nothing terminal was committed: short0 finished, but waits behind the unfinished long task
+    assert not fb.terminal(), fb.terminal()
+    executors("exec-k", slots=2)        # the same executor comes back
+    fb.poll_until(lambda rs: len(fb.terminal()) >= 4, timeout=120, settle=5.0)
+    fb.close()
+    term = fb.terminal()
+    assert term == Counter({(plan, t, "COMPLETED"): 1 for t in ("long", "short0", "short1", "short2")}), term
+    started = Counter(r["task_id"] for r in fb.records if r["status"] == "STARTED")
+    assert started["long"] == 2         # it really ran twice: killed once, then to the end
