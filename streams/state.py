@@ -7,11 +7,12 @@ it (`remember_encoded`: the same bytes, so the plan is encoded once per goal, no
 """
 from __future__ import annotations
 
-import json
 import struct
 import zlib
 from collections import OrderedDict
 from types import MappingProxyType
+
+import orjson
 
 from processors import lifecycle as L
 from processors.config import PlanningConfig
@@ -25,7 +26,26 @@ _LEN = struct.Struct(">I")
 # The cache only has to bridge one record: decode (or the plans.created encode) -> encode of
 # the new state. Each entry keeps its Plan alive (~80 objects), and 2,048 of them were ~166k
 # objects that every full collection walked: 75-200 ms pauses every few seconds, the p99.
-_CACHE_SIZE = 32
+# Decoded plans are kept too (feedback decodes a plan's state per record; the plan changes only
+# with a new version): 256 plans are the working set of a busy worker, not its whole table.
+_CACHE_SIZE = 256
+_LEDGER_CACHE_SIZE = 64
+_ledgers: dict[bytes, object] = {}   # stored ledger bytes -> decoded LedgerState (insertion order = age)
+_states: dict[bytes, PlanState] = {}  # stored state bytes -> PlanState, for the plans handled last
+
+
+def forget() -> None:
+    """Drop every cached decode (a test of the codec itself must decode the bytes)."""
+    _states.clear()
+    _ledgers.clear()
+    _plans.__init__()
+
+
+def _remember(cache: dict, data: bytes, value, size: int) -> None:
+    cache.pop(data, None)
+    cache[data] = value
+    while len(cache) > size:
+        cache.pop(next(iter(cache)))
 
 
 class _PlanBytes:
@@ -33,6 +53,15 @@ class _PlanBytes:
 
     def __init__(self) -> None:
         self._items: OrderedDict[tuple[str, int], tuple[object, bytes]] = OrderedDict()
+        self._by_data: dict[bytes, tuple[str, int]] = {}
+
+    def plan_for(self, data: bytes):
+        """The plan whose compressed bytes these are, if it is one of the last plans."""
+        key = self._by_data.get(data)
+        if key is None:
+            return None
+        self._items.move_to_end(key)
+        return self._items[key][0]
 
     def encode(self, plan) -> bytes:
         key = (plan.plan_id, plan.version)
@@ -49,10 +78,16 @@ class _PlanBytes:
         self.remember(plan, zlib.compress(value, 1))
 
     def remember(self, plan, data: bytes) -> None:
-        self._items[(plan.plan_id, plan.version)] = (plan, data)
-        self._items.move_to_end((plan.plan_id, plan.version))
+        key = (plan.plan_id, plan.version)
+        old = self._items.get(key)
+        if old is not None:
+            self._by_data.pop(old[1], None)
+        self._items[key] = (plan, data)
+        self._items.move_to_end(key)
+        self._by_data[data] = key
         while len(self._items) > _CACHE_SIZE:
-            self._items.popitem(last=False)
+            _, (_, gone) = self._items.popitem(last=False)
+            self._by_data.pop(gone, None)
 
 
 _plans = _PlanBytes()
@@ -103,7 +138,7 @@ def encode(state: PlanState, config: PlanningConfig | None = None) -> bytes:
     """The state's bytes. The header also carries what the worker's timers scan for without
     decoding the plan: when the plan is next due, the resources it uses, whether it is held."""
     cfg = config or PlanningConfig()
-    header = json.dumps({
+    header = orjson.dumps({
         "d": state.goal_digest,
         "r": {t: _run(r) for t, r in state.runs.items()},
         "a": sorted(state.alerted),
@@ -112,17 +147,24 @@ def encode(state: PlanState, config: PlanningConfig | None = None) -> bytes:
         "st": state.status.value, "er": state.end_reason, "sp": state.stopped, "h": state.hold,
         "sn": list(state.seen), "lp": state.last_progress_ms, "lc": state.last_check_ms, "rp": state.replans, "bo": state.budget_ok,
         "n": L.next_due_ms(state, cfg), "u": list(L.resources_in_use(state)), "hd": L.held(state),
-    }, separators=(",", ":")).encode()
-    return _LEN.pack(len(header)) + header + _plans.encode(state.plan)
+    })
+    data = _LEN.pack(len(header)) + header + _plans.encode(state.plan)
+    _remember(_states, data, state, _CACHE_SIZE)
+    return data
 
 
 def decode(data: bytes) -> PlanState:
+    hit = _states.get(data)
+    if hit is not None:   # the state this worker stored last for the plan: immutable, reuse it
+        return hit
     (n,) = _LEN.unpack_from(data)
-    header = json.loads(data[_LEN.size:_LEN.size + n])
+    header = orjson.loads(data[_LEN.size:_LEN.size + n])
     body = data[_LEN.size + n:]
-    plan = codec.plan_from_record(serde(T.PLANS_CREATED.name).decode(zlib.decompress(body)))
-    _plans.remember(plan, body)
-    return PlanState(plan=plan, goal_digest=header["d"],
+    plan = _plans.plan_for(body)
+    if plan is None:   # feedback changes runs, not the plan: decode a plan version once
+        plan = codec.plan_from_record(serde(T.PLANS_CREATED.name).decode(zlib.decompress(body)))
+        _plans.remember(plan, body)
+    state = PlanState(plan=plan, goal_digest=header["d"],
                      runs=MappingProxyType({t: _run_back(x) for t, x in header["r"].items()}),
                      alerted=frozenset(header["a"]), finished_at_ms=header["f"],
                      goal=goal_back(header.get("g")), status=PlanStatus(header.get("st", "ACTIVE")),
@@ -130,18 +172,20 @@ def decode(data: bytes) -> PlanState:
                      seen=tuple(header.get("sn", ())), last_progress_ms=header.get("lp"),
                      last_check_ms=header.get("lc"), replans=header.get("rp", 0),
                      budget_ok=header.get("bo", False))
+    _remember(_states, data, state, _CACHE_SIZE)
+    return state
 
 
 def header(data: bytes) -> dict:
     """The JSON header alone (timers scan it without decoding the plan)."""
     (n,) = _LEN.unpack_from(data)
-    return json.loads(data[_LEN.size:_LEN.size + n])
+    return orjson.loads(data[_LEN.size:_LEN.size + n])
 
 
 def finished_at(data: bytes) -> int | None:
     """The finish time without decoding the plan (for expiry scans)."""
     (n,) = _LEN.unpack_from(data)
-    return json.loads(data[_LEN.size:_LEN.size + n])["f"]
+    return orjson.loads(data[_LEN.size:_LEN.size + n])["f"]
 
 
 # -- a resource's ledger (allocation.LedgerState) as the ledger table stores it ------------
@@ -159,23 +203,31 @@ def _request_back(resource_id: str, x: list):
 
 def encode_ledger(s) -> bytes:
     b = s.breaker
-    return json.dumps({
+    data = orjson.dumps({
         "b": [[_request(k.request), k.booked_at_ms] for k in s.ledger.bookings.values()],
         "w": [_request(q) for q in s.ledger.waiting],
         "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight],
-    }, separators=(",", ":")).encode()
+    })
+    _remember(_ledgers, data, s, _LEDGER_CACHE_SIZE)
+    return data
 
 
 def decode_ledger(data: bytes, resource):
     """The stored ledger of `resource` (its announcement comes from the resources table)."""
     from processors.allocation import Booking, LedgerState, ResourceLedger
     from processors.retry import Breaker, BreakerState
-    d = json.loads(data)
+    hit = _ledgers.get(data)
+    if hit is not None and hit.ledger.resource == resource:   # immutable: reuse the decoded one
+        return hit
+    d = orjson.loads(data)
     rid = resource.resource_id
     bookings = {}
     for x, at in d["b"]:
         q = _request_back(rid, x)
         bookings[q.key] = Booking(q, at)
     br = d["br"]
-    return LedgerState(ResourceLedger(resource, MappingProxyType(bookings), tuple(_request_back(rid, x) for x in d["w"])),
-                       Breaker(BreakerState(br[0]), br[1], br[2], br[3]))
+    state = LedgerState(ResourceLedger(resource, MappingProxyType(bookings),
+                                       tuple(_request_back(rid, x) for x in d["w"])),
+                        Breaker(BreakerState(br[0]), br[1], br[2], br[3]))
+    _remember(_ledgers, data, state, _LEDGER_CACHE_SIZE)
+    return state

@@ -72,7 +72,7 @@ def test_stored_state_round_trips_and_is_a_fraction_of_the_json():
     state, _ = _goal(samples.sample_goals(1, T0)[0])
     state = state.with_runs(x=L.TaskRun(L.RunStatus.STARTED, 2))
     data = state_codec.encode(state)
-    back = state_codec.decode(data)
+    back = _decoded(data)
     assert back == state and state_codec.finished_at(data) is None
     as_json = len(json.dumps({"plan": codec.plan_record(state.plan)}))
     assert len(data) < as_json / 4
@@ -249,6 +249,12 @@ def test_any_sequence_of_inputs_keeps_the_lifecycle_consistent(deadline_h, input
             if isinstance(e, L.TaskAssigned):
                 assert all(state.runs[d].status is L.RunStatus.COMPLETED for d in e.task.task.depends_on)
                 handed.append(e.task.task.task_id)
-        assert state_codec.decode(state_codec.encode(state)) == state
+        assert _decoded(state_codec.encode(state)) == state
     assert len(handed) == len(set(handed))
     assert set(handed) == set(state.runs)
+
+
+def _decoded(data: bytes):
+    """The bytes decoded, not the state cached when they were encoded."""
+    state_codec.forget()
+    return state_codec.decode(data)
