@@ -786,11 +786,18 @@ def on_control(state: PlanState | None, c: Control, config: PlanningConfig, live
 
 
 def next_due_ms(state: PlanState, config: PlanningConfig) -> int | None:
-    """When a timer should next look at this plan (retries, deadlines, placements, drift), or None."""
+    """When a timer should next look at this plan (retries, deadlines, placements, drift), or None.
+
+    Only what a DUE tick then acts on (`_dispatch`'s conditions): a plan waiting for a person's
+    approval or held over budget places and asks nothing until that approval or RESUME, which
+    dispatch themselves; reporting its retries as due had the timer tick it every second for
+    nothing. A DUE tick at or after this time always leaves the plan due later."""
     if state.status is not PlanStatus.ACTIVE:
         return None
-    times = [r.due_ms for r in state.runs.values()
-             if r.status in (RunStatus.RETRY, RunStatus.UNPLACED, RunStatus.WAITING) and r.due_ms is not None]
+    approved = _approved(state.plan)
+    times = [r.due_ms for r in state.runs.values() if r.due_ms is not None and approved
+             and (r.status is RunStatus.WAITING
+                  or (r.status in (RunStatus.RETRY, RunStatus.UNPLACED) and not state.hold))]
     times += [r.deadline_ms for r in state.runs.values() if r.status in OUT and r.deadline_ms is not None]
     if config.enable_continuous_replanning and state.goal is not None and state.runs:
         times.append(drift_check_at(state, config))

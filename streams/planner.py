@@ -5,7 +5,10 @@ planner:   goals.by_plan + execution.feedback + plans.approvals + chimera.plans.
            + chimera.allocations.decisions + chimera.plans.tick
            -> plans.*, tasks.assigned, risks.alerts, chimera.plans.refine, chimera.allocations.requests
 refiner:   chimera.plans.refine -> CP-SAT (off the event loop) -> chimera.plans.refined
-resources: resources.availability -> a global table of resources every worker sees
+resources: resources.availability -> validated (dead letters); the view every worker keeps is
+           its own tail of the topic (follow_resources): a Faust GlobalTable is filled on
+           the one worker that runs this agent and was seen to stop updating on the other
+           (every resource then looked silent there: nothing was allocated, plans stalled)
 ledger:    chimera.allocations.requests (keyed by resource id) -> the resource's ledger decides
            -> resources.allocations (keyed by resource id) + chimera.allocations.decisions (by plan id)
 halt:      chimera.control.global -> a global table with the "everything stopped" flag
@@ -101,7 +104,8 @@ class PlannerWorker:
         self.plans = app.Table("plans", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                value_type=bytes,  # value: streams.state bytes
                                options=ROCKSDB_OPTIONS)
-        self.resources = app.GlobalTable("resources", default=None, partitions=1)
+        self.resources: dict[str, dict] = {}   # resource id -> valid record, this worker's own tail
+        self.resources_known = asyncio.Event()   # set once the tail has caught up with the topic
         self.ledgers = app.Table("ledgers", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                  value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
         self.control = app.GlobalTable("control", default=None, partitions=1)   # "*" -> {"halted": bool}
@@ -131,6 +135,7 @@ class PlannerWorker:
         app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
         app.task(self.on_started)
+        app.task(self.follow_resources)
         watchdog.install(app, SOURCES, interval_s=settings.worker.watchdog_interval_s,
                          stall_s=settings.worker.watchdog_stall_s)
 
@@ -158,6 +163,7 @@ class PlannerWorker:
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
         for it arrive here, each handled by the lifecycle handler of its topic."""
+        await self.resources_known.wait()   # else a restart would hand tasks out unallocated
         async for event in stream.events():
             msg = event.message
             try:
@@ -194,27 +200,73 @@ class PlannerWorker:
                 REFINE_FAILURES.labels(type(exc).__name__).inc()
 
     async def resource_updates(self, stream) -> None:
-        """Validated resources into the global table; a tombstone (null value) deletes one."""
+        """Dead letters for invalid resource records (one worker of the group reads each
+        partition; every worker's view is kept by follow_resources)."""
         async for event in stream.events():
-            key = event.message.key
             if event.value is None:
-                if key is not None:
-                    self.resources.pop(key.decode(errors="replace"), None)
-                    self._live = None
                 continue
             try:
-                limits.record_size(len(event.value), self.limits)
-                record = serde(T.RESOURCES_AVAILABILITY.name).decode(event.value)
-                check_resource(key, record, self.limits)
+                self._valid_resource(event.message.key, event.value)
             except (SerdeError, PlanningError) as exc:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
-                continue
-            self.resources[record["resource_id"]] = record
-            self._live = None
+
+    def _valid_resource(self, key: bytes | None, value: bytes) -> dict:
+        limits.record_size(len(value), self.limits)
+        record = serde(T.RESOURCES_AVAILABILITY.name).decode(value)
+        check_resource(key, record, self.limits)
+        return record
+
+    def see_resource(self, key: bytes | None, value: bytes | None) -> None:
+        """One resources.availability record into this worker's view: a valid record
+        replaces the resource, a tombstone deletes it, an invalid one is skipped."""
+        if value is None:
+            if key is not None:
+                self.resources.pop(key.decode(errors="replace"), None)
+                self._live = None
+            return
+        try:
+            record = self._valid_resource(key, value)
+        except (SerdeError, PlanningError):
+            return   # the resources agent dead-letters it
+        self.resources[record["resource_id"]] = record
+        self._live = None
+
+    async def follow_resources(self) -> None:
+        """Every worker tails resources.availability from its beginning on its own (no
+        consumer group): allocation and loss detection need every resource's latest heartbeat
+        on every worker, within a second, whichever worker the group gave the partition to."""
+        from aiokafka import AIOKafkaConsumer
+        from streams import client
+        while True:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
+                                        group_id=None, auto_offset_reset="earliest")
+            try:
+                await consumer.start()
+                tps = await client.partitions(consumer, [T.RESOURCES_AVAILABILITY.name])
+                consumer.assign(tps)
+                await consumer.seek_to_beginning(*tps)
+                ends = await consumer.end_offsets(tps)
+                while True:
+                    batch = await consumer.getmany(timeout_ms=200)
+                    for msgs in batch.values():
+                        for m in msgs:
+                            self.see_resource(m.key, m.value)
+                    if not self.resources_known.is_set():
+                        behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
+                        if not behind:
+                            self.resources_known.set()   # caught up: plans may be allocated now
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following resources.availability failed; starting again")
+                await asyncio.sleep(1.0)
+            finally:
+                await consumer.stop()
 
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
         reach the one partition whose ledger decides (never two deciders for one resource)."""
+        await self.resources_known.wait()
         async for event in stream.events():
             msg = event.message
             try:
