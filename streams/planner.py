@@ -36,7 +36,7 @@ from processors import allocation, lifecycle, limits
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
-from streams import codec, memory, state as state_codec, timers, watchdog
+from streams import codec, memory, state as state_codec, tail, timers, watchdog
 from streams.app import Publisher, create_app, ignored
 from topics.dlq import source_headers
 from streams.settings import Settings
@@ -106,9 +106,10 @@ class PlannerWorker:
                                options=ROCKSDB_OPTIONS)
         self.resources: dict[str, dict] = {}   # resource id -> valid record, this worker's own tail
         self.resources_known = asyncio.Event()   # set once the tail has caught up with the topic
+        self.halt_known = asyncio.Event()        # the same for the stop-everything flag
         self.ledgers = app.Table("ledgers", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                  value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
-        self.control = app.GlobalTable("control", default=None, partitions=1)   # "*" -> {"halted": bool}
+        self._halted = False   # a STOP of every plan is in force (follow_halt)
         self._ticked: dict[str, float] = {}
         self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
         self._watching: frozenset[int] | None = None  # the partitions it was built for
@@ -136,6 +137,7 @@ class PlannerWorker:
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
         app.task(self.on_started)
         app.task(self.follow_resources)
+        app.task(self.follow_halt)
         watchdog.install(app, SOURCES, interval_s=settings.worker.watchdog_interval_s,
                          stall_s=settings.worker.watchdog_stall_s)
 
@@ -164,6 +166,7 @@ class PlannerWorker:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
         for it arrive here, each handled by the lifecycle handler of its topic."""
         await self.resources_known.wait()   # else a restart would hand tasks out unallocated
+        await self.halt_known.wait()        # or during a stop of everything
         async for event in stream.events():
             msg = event.message
             try:
@@ -232,36 +235,14 @@ class PlannerWorker:
         self._live = None
 
     async def follow_resources(self) -> None:
-        """Every worker tails resources.availability from its beginning on its own (no
-        consumer group): allocation and loss detection need every resource's latest heartbeat
-        on every worker, within a second, whichever worker the group gave the partition to."""
-        from aiokafka import AIOKafkaConsumer
-        from streams import client
-        while True:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                        group_id=None, auto_offset_reset="earliest")
-            try:
-                await consumer.start()
-                tps = await client.partitions(consumer, [T.RESOURCES_AVAILABILITY.name])
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                ends = await consumer.end_offsets(tps)
-                while True:
-                    batch = await consumer.getmany(timeout_ms=200)
-                    for msgs in batch.values():
-                        for m in msgs:
-                            self.see_resource(m.key, m.value)
-                    if not self.resources_known.is_set():
-                        behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
-                        if not behind:
-                            self.resources_known.set()   # caught up: plans may be allocated now
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("following resources.availability failed; starting again")
-                await asyncio.sleep(1.0)
-            finally:
-                await consumer.stop()
+        """Every worker's own view of every resource (streams/tail.py): allocation and loss
+        detection need each resource's latest heartbeat within a second on every worker."""
+        await tail.follow(self.settings.bootstrap, T.RESOURCES_AVAILABILITY.name, self.see_resource,
+                          self.resources_known)
+
+    async def follow_halt(self) -> None:
+        """Every worker's own view of the stop-everything flag (streams/tail.py)."""
+        await tail.follow(self.settings.bootstrap, T.CONTROL_GLOBAL.name, self.see_halt, self.halt_known)
 
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
@@ -305,22 +286,32 @@ class PlannerWorker:
             self.ledgers[rid] = data
 
     async def halt(self, stream) -> None:
-        """STOP / RESUME of every plan: a flag every worker reads before it dispatches."""
+        """Dead letters for STOP / RESUME records of every plan that cannot apply (one worker
+        of the group reads the topic; every worker's flag is kept by follow_halt)."""
         async for event in stream.events():
             try:
-                record = serde(T.CONTROL_GLOBAL.name).decode(event.value)
-                if record["command"] not in ("STOP", "RESUME") or record.get("plan_id") is not None:
-                    raise PlanningError("unknown_command", f"{record['command']} cannot apply to every plan")
+                self._global_command(event.value)
             except (SerdeError, PlanningError) as exc:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
-                continue
-            self.control[T.ALL_PLANS] = {"halted": record["command"] == "STOP", "at_ms": record["issued_at_ms"],
-                                         "by": record.get("issued_by", "")}
-            log.warning("control: %s of every plan by %s", record["command"], record.get("issued_by") or "unknown")
+
+    @staticmethod
+    def _global_command(value: bytes | None) -> dict:
+        record = serde(T.CONTROL_GLOBAL.name).decode(value)
+        if record["command"] not in ("STOP", "RESUME") or record.get("plan_id") is not None:
+            raise PlanningError("unknown_command", f"{record['command']} cannot apply to every plan")
+        return record
+
+    def see_halt(self, key: bytes | None, value: bytes | None) -> None:
+        """A STOP / RESUME of every plan: the flag every worker reads before it dispatches."""
+        try:
+            record = self._global_command(value)
+        except (SerdeError, PlanningError):
+            return   # the halt agent dead-letters it
+        self._halted = record["command"] == "STOP"
+        log.warning("control: %s of every plan by %s", record["command"], record.get("issued_by") or "unknown")
 
     def halted(self) -> bool:
-        flag = self.control.get(T.ALL_PLANS)
-        return bool(flag and flag.get("halted"))
+        return self._halted
 
     def resource(self, rid: str) -> allocation.Resource | None:
         rec = self.resources.get(rid)
