@@ -215,9 +215,10 @@ class ResourceLedger:
         decisions: list[Decision] = []
         new_keys = {q.key for q in requests}
         pending: dict[Key, AllocationRequest] = {q.key: q for q in self.waiting}
+        repeats: list[tuple[int, AllocationRequest]] = []   # decided once `latest` is known
         for q in requests:
             if q.key in bookings:
-                decisions.append(self._granted(q))
+                repeats.append((len(decisions), q))
                 continue
             reason = self._refusal(q, now_ms, heartbeat_timeout_ms)
             if reason is not None:
@@ -229,6 +230,8 @@ class ResourceLedger:
         for k in (*pending, *bookings):
             latest[k[:2]] = max(latest.get(k[:2], 0), k[2])
         # an earlier attempt of a task that asks again is over: drop its booking or request
+        for at, q in reversed(repeats):
+            decisions.insert(at, self._granted(q) if q.key[2] >= latest[q.key[:2]] else Refused(q, "stale_attempt"))
         bookings = {k: b for k, b in bookings.items() if k[2] >= latest[k[:2]]}
         for k, q in pending.items():
             if k[2] < latest[k[:2]] and k in new_keys:

@@ -1,5 +1,5 @@
 """Allocation: capabilities, capacity never exceeded, priority order, determinism, cost and budget hold."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from processors.allocation import (AllocationRequest, Granted, Refused, Resource, ResourceLedger, budget_hold,
                                    choose_resource, demand, is_lost, plan_cost_estimate, priority_key,
@@ -132,6 +132,8 @@ _op = st.one_of(
 
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.lists(_op, min_size=1, max_size=4), max_size=25))
+@example([[("req", 0, 0, 1.0, 1, Priority.LOW, 0.0)],   # a repeat of attempt 1 beside attempt 2 was
+          [("req", 0, 0, 1.0, 1, Priority.LOW, 0.0), ("req", 0, 0, 1.0, 2, Priority.LOW, 0.0)]])  # granted, unbooked
 def test_capacity_never_exceeded_over_any_sequence(batches):
     led = ResourceLedger(_res(capacity={"gpu": 4.0}))
     for batch in batches:
