@@ -21,6 +21,7 @@ first; a record that cannot apply goes to <topic>.dlq with the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -49,6 +50,7 @@ GOALS_RECEIVED = Counter("layer2_goals_received_total", "Goals read from goals.c
 PLANS_CREATED = Counter("layer2_plans_created_total", "Plans published on plans.created")
 PLANS_UPDATED = Counter("layer2_plans_updated_total", "Plan versions published on plans.updated")
 REFINE_FAILURES = Counter("layer2_refinement_errors_total", "Refinements that failed", ["error"])
+FORWARD_FAILURES = Counter("chimera_goal_forward_failures_total", "Goals whose re-keyed copy the broker did not take")
 STATES_EXPIRED = Counter("chimera_plan_states_expired_total", "Finished plans whose state was dropped")
 PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
 _COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPDATED}
@@ -149,18 +151,34 @@ class PlannerWorker:
     # -- agents -----------------------------------------------------------------------
 
     async def intake(self, stream) -> None:
-        """Limits and validation at the door; valid goals are re-keyed by plan id, bytes unchanged."""
-        async for event in stream.events():
+        """Limits and validation at the door; valid goals are re-keyed by plan id, bytes
+        unchanged, through librdkafka without waiting: each goal's offset is acknowledged
+        (may be committed) only once the broker has its re-keyed copy."""
+        manual = stream.noack()
+        async for event in manual.events():
             GOALS_RECEIVED.inc()
             try:
                 goal = admit_goal(event.value, self.limits)
             except (SerdeError, PlanningError) as exc:
-                await self.out.dead_letter(event, exc.reason, exc.detail)
+                await self.out.dead_letter(event, exc.reason, exc.detail)   # Faust flushes it before a commit
+                await manual.ack(event)
                 continue
             msg = event.message
-            await self.out.topic(T.GOALS_BY_PLAN.name).send(
-                key=derive_plan_id(goal.goal_id).encode(), value=event.value,
-                headers=source_headers(msg.topic, msg.partition, msg.offset, msg.key))
+            sent = self.out.producer.send(T.GOALS_BY_PLAN.name, derive_plan_id(goal.goal_id).encode(), event.value,
+                                          source_headers(msg.topic, msg.partition, msg.offset, msg.key))
+            sent.add_done_callback(functools.partial(self._forwarded, manual, event))
+
+    @staticmethod
+    def _forwarded(stream, event, sent: asyncio.Future) -> None:
+        """A goal's copy reached the broker: its offset may be committed. One that did not
+        stays unacknowledged, so nothing after it is committed and the watchdog restarts the
+        worker, which reads the goal again (never lost)."""
+        if sent.cancelled() or sent.exception() is not None:
+            FORWARD_FAILURES.inc()
+            log.error("could not forward goal %s[%s]@%s: %s", event.message.topic, event.message.partition,
+                      event.message.offset, "cancelled" if sent.cancelled() else sent.exception())
+            return
+        asyncio.ensure_future(stream.ack(event))
 
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
