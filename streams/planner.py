@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import itertools
 import logging
 import os
 import time
@@ -115,6 +116,7 @@ class PlannerWorker:
         self._ticked: dict[str, float] = {}
         self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
         self._watching: frozenset[int] | None = None  # the partitions it was built for
+        self._sweeping = None                         # the sweep's place in the table (see _sweep)
         self._live: tuple[float, tuple, dict] | None = None  # (until, resources, capacities): see live()
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
@@ -135,7 +137,6 @@ class PlannerWorker:
         app.agent(self.out.topic(T.RESOURCES_AVAILABILITY.name), name="resources")(self.resource_updates)
         app.agent(self.out.topic(T.ALLOCATION_REQUESTS.name), name="ledger")(self.ledger)
         app.agent(self.out.topic(T.CONTROL_GLOBAL.name), name="halt")(self.halt)
-        app.timer(interval=settings.worker.expiry_interval_s, on_leader=False)(self.expire)
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
         app.task(self.on_started)
         app.task(self.follow_resources)
@@ -369,7 +370,7 @@ class PlannerWorker:
         stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
             self.plans.pop(plan_id, None)
-            self.watch.set(plan_id, None)
+            self.watch.set(plan_id, None, 0)
             STATES_EXPIRED.inc()
             return
         for e in events:
@@ -390,7 +391,7 @@ class PlannerWorker:
                 _COUNTED[topic].inc()
         if data is not None and data != stored:
             self.plans[plan_id] = data
-            self.watch.set(plan_id, timers.watch_of(new, self.config))
+            self.watch.set(plan_id, timers.watch_of(new, self.config), int(time.time() * 1000))
 
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)
@@ -452,43 +453,44 @@ class PlannerWorker:
         pid = record["plan_id"]
         await self._apply(pid, lifecycle.on_expire(self._state(pid), pid, record["finished_at_ms"]))
 
-    def _watchlist(self) -> timers.Watchlist | None:
-        """The watchlist, rebuilt from the table once when this worker's partitions changed;
-        None while partitions move or tables recover (the table is not whole then)."""
+    def _sweep(self, now_ms: int) -> list[tuple[str, int]] | None:
+        """Read the next stored headers (streams/timers.py): far-off due times come into the
+        watchlist as they come near, and finished plans whose state may go are returned.
+        None while partitions move or tables recover (the table is not whole then); when the
+        worker's partitions changed, the watchlist starts again from an empty list."""
         if self.app.rebalancing or getattr(self.app, "in_recovery", False):
             return None
         actives = frozenset(tp.partition for tp in self.app.assignor.assigned_actives()
                             if tp.topic == T.GOALS_BY_PLAN.name)
         if actives != self._watching:
             self.watch.clear()
-            for key, data in list(self.plans.items()):
-                if data:
-                    self.watch.set(key, timers.watch_of_header(state_codec.header(data)))
-            self._watching = actives
-            log.info("timers watch %d of the plans on partitions %s", len(self.watch), sorted(actives))
-        return self.watch
-
-    async def expire(self) -> None:
-        """Ask the partitions of plans finished longer than state_ttl_hours ago to drop them
-        (a table is written only from its own partition's events)."""
-        wl = self._watchlist()
-        if wl is None:
-            return
-        now, ttl = int(time.time() * 1000), self.settings.worker.state_ttl_hours
-        stale = [(key, at) for key, at in wl.finished() if lifecycle.expiry_due(at, now, ttl)]
-        if stale:
-            await self.out.send(self.out.encode(
-                codec.Out(T.PLANS_EXPIRE.name, key, {"plan_id": key, "finished_at_ms": at}) for key, at in stale))
-            log.info("asked to expire the state of %d finished plans", len(stale))
+            self._sweeping, self._watching = None, actives
+        if self._sweeping is None:
+            self._sweeping = iter(self.plans.items())
+        ttl, stale, read = self.settings.worker.state_ttl_hours, [], 0
+        for key, data in itertools.islice(self._sweeping, timers.SWEEP_PER_TICK):
+            read += 1
+            if not data:
+                continue
+            h = state_codec.header(data)
+            self.watch.set(key, timers.watch_of_header(h), now_ms)
+            if lifecycle.expiry_due(h.get("f"), now_ms, ttl):
+                stale.append((key, h["f"]))
+        if read < timers.SWEEP_PER_TICK:   # the round is over: the next tick starts another
+            self._sweeping = None
+        return stale
 
     async def tick(self) -> None:
         """Send a tick, on its own partition, to each plan with work due (retries, deadlines,
         placements, drift checks), each plan using a lost resource, and each plan held by a
-        stop of everything that has been resumed. Costs what is due, not O(plans)."""
-        wl = self._watchlist()
-        if wl is None:
-            return
+        stop of everything that has been resumed; and ask the partitions of plans finished
+        longer than state_ttl_hours ago to drop their state (a table is written only from its
+        own partition's events). Costs what is due plus a slice of the sweep, not O(plans)."""
         now = int(time.time() * 1000)
+        stale = self._sweep(now)
+        if stale is None:
+            return
+        wl = self.watch
         timeout = allocation.heartbeat_timeout_ms(self.config)
         lost = [rid for rid in wl.resources()
                 if (r := self.resource(rid)) is None or not allocation.usable(r, now, timeout)]
@@ -508,8 +510,11 @@ class PlannerWorker:
                                                             "resources": rids}))
         if len(self._ticked) > 10_000:
             self._ticked = {k: v for k, v in self._ticked.items() if now - v < 1000}
+        outs += [codec.Out(T.PLANS_EXPIRE.name, key, {"plan_id": key, "finished_at_ms": at}) for key, at in stale]
         if outs:
             await self.out.send(self.out.encode(outs))
+        if stale:
+            log.info("asked to expire the state of %d finished plans", len(stale))
 
 
 def build(settings: Settings) -> faust.App:

@@ -23,7 +23,6 @@ class WorkerSettings:
     watchdog_interval_s: float = 5.0
     watchdog_stall_s: float = 60.0         # lag without progress this long: unhealthy, exit
     state_ttl_hours: float = 24.0 * 7      # finished plans' state is dropped after this
-    expiry_interval_s: float = 300.0
     processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
 
     @classmethod
