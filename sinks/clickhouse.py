@@ -210,6 +210,7 @@ class ClickHouseSink(Sink):
     name = "clickhouse"
     topics = SOURCE_TOPICS
     raw_topics = DLQ_TOPICS
+    overlap_writes = True   # chdb (and the HTTP client) write without the GIL: decode the next batch meanwhile
 
     def __init__(self, data_dir: Path | str | None = None, store: ClickHouseStore | None = None,
                  serve: bool = False) -> None:
