@@ -247,6 +247,8 @@ class SinkRunner:
             if now >= self.retry_at:
                 self._flush_all()
             # paused partitions fetch nothing; polling keeps the group membership alive
+        if self._inflight is not None:   # a write in flight: come back soon to commit it
+            timeout = min(timeout, 0.005)
         msgs = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
         for m in msgs:
             err = m.error()

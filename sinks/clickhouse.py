@@ -186,12 +186,26 @@ class ClickHouseStore:
         self.data_dir = Path(data_dir or DEFAULT_DIR).resolve()
         self.client = client
         self.lock = threading.Lock()
+        self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
 
     def setup(self) -> None:
         if self.client is None:
             self.client = get_client(self.data_dir)
         for stmt in schema_statements():
             self.client.command(stmt)
+        self.types = {}
+
+    def _types(self, table: str) -> list:
+        """The column types of COLUMNS[table], read once: clickhouse-connect otherwise runs a
+        DESCRIBE TABLE before every insert (a whole extra query per table per batch)."""
+        got = self.types.get(table)
+        if got is None:
+            from clickhouse_connect.datatypes.registry import get_from_name
+
+            res = self.client.query(f"DESCRIBE TABLE chimera.{table}")
+            by_name = {r[0]: r[1] for r in res.result_rows}
+            got = self.types[table] = [get_from_name(by_name[c]) for c in COLUMNS[table]]
+        return got
 
     def insert(self, table: str, rows: list[tuple], token: str | None = None) -> None:
         """Insert rows (tuples in COLUMNS[table] order), column-oriented: one transpose in C
@@ -200,7 +214,7 @@ class ClickHouseStore:
         columns = list(zip(*rows))
         with self.lock:
             self.client.insert(f"chimera.{table}", columns, column_names=COLUMNS[table], settings=settings,
-                               column_oriented=True)
+                               column_types=self._types(table), column_oriented=True)
 
     def query(self, sql: str, parameters: dict | None = None) -> tuple[list[str], list[tuple]]:
         with self.lock:
