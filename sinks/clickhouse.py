@@ -64,6 +64,9 @@ SOURCE_TOPICS = (T.GOALS_CREATED.name, T.RESOURCES_AVAILABILITY.name, T.EXECUTIO
 DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.has_dlq) + (T.SINKS_DLQ.name,)
 
 
+_FEEDBACK = T.EXECUTION_FEEDBACK.name
+
+
 def _dt(ms: int | None) -> int:
     """DateTime64(3) columns take epoch milliseconds as they are (no datetime objects: cheaper)."""
     return ms or 0
@@ -125,17 +128,24 @@ def rows_for(rec: SinkRecord) -> dict[str, list[tuple]]:
                                      int(h.get("chimera.source.partition", -1)),
                                      int(h.get("chimera.source.offset", -1)), h.get("chimera.dlq.sink", ""),
                                      h.get("chimera.dlq.reason", "unknown"), h.get("chimera.dlq.detail", ""), ts))
-        payload = json.dumps({"raw": (rec.raw or b"").decode("utf-8", "replace"), "headers": h})
+        payload = json.dumps({"raw": (rec.raw or b"").decode("utf-8", "replace"), "headers": h}).encode()
         rows["events"].append((rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts, payload))
         return rows
-    version = rec.timestamp_ms or 0
-    rows = {"events": [(rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts,
-                        orjson.dumps(v, default=str).decode())]}
+    version = ts
+    topic = rec.topic
+    # payload: the value as JSON bytes (a String column takes bytes as they are: no str round trip)
+    event = (topic, rec.partition, rec.offset, v.get("event_id") or rec.event_id, rec.key or "", ts,
+             orjson.dumps(v, default=str))
     try:
-        if rec.topic == T.EXECUTION_FEEDBACK.name:   # the most frequent record first
-            rows["feedback"] = [(v["event_id"], v["plan_id"], v["task_id"], v["status"], v["progress_pct"],
-                                 v["actual_hours"], v["message"], _dt(v["reported_at_ms"]))]
-        elif rec.topic == T.GOALS_CREATED.name:
+        if topic == _FEEDBACK:   # the most frequent record first
+            return {"events": [event], "feedback": [(v["event_id"], v["plan_id"], v["task_id"], v["status"],
+                                                     v["progress_pct"], v["actual_hours"], v["message"],
+                                                     v["reported_at_ms"] or 0)]}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PoisonRecord("unstorable", f"{topic}: {type(exc).__name__}: {exc}") from exc
+    rows = {"events": [event]}
+    try:
+        if rec.topic == T.GOALS_CREATED.name:
             c = v["constraints"]
             rows["goals"] = []
             rows["goals"].append((v["goal_id"], rec.event_id, v["title"], v["description"], v["domain"], v["priority"],
@@ -176,12 +186,26 @@ class ClickHouseStore:
         self.data_dir = Path(data_dir or DEFAULT_DIR).resolve()
         self.client = client
         self.lock = threading.Lock()
+        self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
 
     def setup(self) -> None:
         if self.client is None:
             self.client = get_client(self.data_dir)
         for stmt in schema_statements():
             self.client.command(stmt)
+        self.types = {}
+
+    def _types(self, table: str) -> list:
+        """The column types of COLUMNS[table], read once: clickhouse-connect otherwise runs a
+        DESCRIBE TABLE before every insert (a whole extra query per table per batch)."""
+        got = self.types.get(table)
+        if got is None:
+            from clickhouse_connect.datatypes.registry import get_from_name
+
+            res = self.client.query(f"DESCRIBE TABLE chimera.{table}")
+            by_name = {r[0]: r[1] for r in res.result_rows}
+            got = self.types[table] = [get_from_name(by_name[c]) for c in COLUMNS[table]]
+        return got
 
     def insert(self, table: str, rows: list[tuple], token: str | None = None) -> None:
         """Insert rows (tuples in COLUMNS[table] order), column-oriented: one transpose in C
@@ -190,7 +214,7 @@ class ClickHouseStore:
         columns = list(zip(*rows))
         with self.lock:
             self.client.insert(f"chimera.{table}", columns, column_names=COLUMNS[table], settings=settings,
-                               column_oriented=True)
+                               column_types=self._types(table), column_oriented=True)
 
     def query(self, sql: str, parameters: dict | None = None) -> tuple[list[str], list[tuple]]:
         with self.lock:
@@ -210,6 +234,7 @@ class ClickHouseSink(Sink):
     name = "clickhouse"
     topics = SOURCE_TOPICS
     raw_topics = DLQ_TOPICS
+    overlap_writes = True   # chdb (and the HTTP client) write without the GIL: decode the next batch meanwhile
 
     def __init__(self, data_dir: Path | str | None = None, store: ClickHouseStore | None = None,
                  serve: bool = False) -> None:
