@@ -19,7 +19,6 @@ import fastavro
 from fastavro.validation import validate
 
 from topics import schemas
-from topics.avrodec import compile_decoder
 from topics.registry import spec
 
 MAGIC = 0
@@ -117,8 +116,7 @@ class Serde:
                 return None
             same = schemas.fingerprint(writer_json) == self._current
             got = self._readers[schema_id] = (self.schema if same else schemas.parsed(writer_json),
-                                              None if same else self.schema,
-                                              compile_decoder(self.schema) if same else None)
+                                              None if same else self.schema)
         return got
 
     def encode(self, record: dict, *, strict: bool = False) -> bytes:
@@ -150,19 +148,14 @@ class Serde:
         pair = self._reader(schema_id)
         if pair is None:
             raise SerdeError("unknown_schema_id", f"schema id {schema_id} is not known")
-        fast = pair[2]
+        buf = io.BytesIO(data)
+        buf.seek(_HEADER.size)
         try:
-            if fast is not None:   # the layout is the current schema's: its compiled decoder (topics/avrodec.py)
-                record, end = fast(data, _HEADER.size)
-            else:
-                buf = io.BytesIO(data)
-                buf.seek(_HEADER.size)
-                record = fastavro.schemaless_reader(buf, pair[0], pair[1])
-                end = buf.tell()
+            record = fastavro.schemaless_reader(buf, *pair)
         except Exception as exc:
             raise SerdeError("schema_mismatch", f"body does not match schema id {schema_id}: {exc}") from exc
-        if end != len(data):
-            raise SerdeError("schema_mismatch", f"{len(data) - end} trailing bytes after the record")
+        if buf.tell() != len(data):
+            raise SerdeError("schema_mismatch", f"{len(data) - buf.tell()} trailing bytes after the record")
         return record
 
 
