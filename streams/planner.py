@@ -56,10 +56,12 @@ STATES_EXPIRED = Counter("chimera_plan_states_expired_total", "Finished plans wh
 PLANNING_SECONDS = Histogram("layer2_planning_duration_seconds", "Fast-path planning time per goal")
 _COUNTED = {T.PLANS_CREATED.name: PLANS_CREATED, T.PLANS_UPDATED.name: PLANS_UPDATED}
 # RocksDB's defaults (Faust's) let a worker's memory grow with its table: up to 3 x 64 MB of
-# memtables per partition DB, a 2 GB block cache and a 500 MB compressed one. RSS then grew by
-# ~3.7 KB per goal (the stored state's size). Bounded: ~4 x 2 x 8 MB of memtables, 32 MB cache.
-ROCKSDB_OPTIONS = {"write_buffer_size": 8 * 2**20, "max_write_buffer_number": 2,
-                   "block_cache_size": 32 * 2**20, "block_cache_compressed_size": 8 * 2**20}
+# memtables and a 2 GB block cache per DB. Faust opens one DB per table and partition (plans
+# and ledgers x 4 partitions = 8) and gives each its own block cache, so per-DB sizes add up
+# 8 times: 8 MB memtables and a 32 MB cache each let RSS climb 200 -> 406 MB over 100,000
+# goals as the caches filled. Bounded now: 8 x (2 x 2 MB memtables + 4 MB cache) = 64 MB.
+ROCKSDB_OPTIONS = {"write_buffer_size": 2 * 2**20, "max_write_buffer_number": 2,
+                   "block_cache_size": 4 * 2**20, "block_cache_compressed_size": 1 * 2**20}
 PLAN_KEYED = (T.GOALS_BY_PLAN, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS, T.PLANS_REFINED, T.PLANS_EXPIRE,
               T.CONTROL_COMMANDS, T.ALLOCATION_DECISIONS, T.PLANS_TICK)
 SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AVAILABILITY, T.ALLOCATION_REQUESTS,
