@@ -52,8 +52,8 @@ class RunStatus(str, Enum):
 
 
 _NEXT: dict[RunStatus, frozenset[str]] = {s: frozenset() for s in RunStatus}
-_NEXT[RunStatus.ASSIGNED] = frozenset({"STARTED", "PROGRESS", "COMPLETED", "FAILED"})
-_NEXT[RunStatus.STARTED] = frozenset({"PROGRESS", "COMPLETED", "FAILED"})
+_NEXT[RunStatus.ASSIGNED] = frozenset({"STARTED", "PROGRESS", "COMPLETED", "FAILED", "CANCELLED"})
+_NEXT[RunStatus.STARTED] = frozenset({"PROGRESS", "COMPLETED", "FAILED", "CANCELLED"})
 OUT = frozenset({RunStatus.ASSIGNED, RunStatus.STARTED})                  # dispatched, running
 HOLDS = frozenset({RunStatus.WAITING, RunStatus.HELD, RunStatus.ASSIGNED, RunStatus.STARTED})  # has/asks capacity
 
@@ -614,6 +614,8 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
     now = live.now_ms if live is not None else fb.reported_at_ms
     if fb.feedback_id:
         state = dataclasses.replace(state, seen=(state.seen + (fb.feedback_id,))[-SEEN_KEEP:])
+    if fb.status == "CANCELLED":
+        return _interrupted(state, fb.task_id, run, config, live, now)
     status = RunStatus.STARTED if fb.status == "PROGRESS" else RunStatus(fb.status)
     events: list[Event] = []
     if status is not run.status:
@@ -645,6 +647,19 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
         new = _end(new, PlanStatus.COMPLETED, "every task completed", config, fb.reported_at_ms, events)
     else:
         new = _progress(new, config, now, events)
+    return new, tuple(events)
+
+
+def _interrupted(state: PlanState, tid: str, run: TaskRun, config: PlanningConfig, live: Live | None,
+                 now_ms: int) -> Result:
+    """An executor interrupted the attempt (CANCELLED: an emergency stop of its plan). Not the
+    task's failure: the booking goes back (no breaker outcome) and the task runs again as a
+    new attempt, which waits (HELD) while the plan is stopped and goes out on RESUME."""
+    events: list[Event] = []
+    if run.resource_id:
+        events.append(AllocationReleased(run.resource_id, state.plan.plan_id, tid, run.attempt, "", now_ms))
+    again = TaskRun(RunStatus.UNPLACED, run.attempt + 1, due_ms=now_ms, failures=run.failures)
+    new = _dispatch(state.with_runs(**{tid: again}), config, live, events)
     return new, tuple(events)
 
 
