@@ -18,15 +18,30 @@ Backpressure: when every slot is busy the consumer pauses its partitions and kee
 (group membership stays alive); it resumes when a slot frees. Nothing is buffered beyond
 librdkafka's bounded fetch queue.
 
-The executor announces itself on `resources.availability` (its id, kind `executor`, capacity
-`agents` = slots, capabilities, hourly rate) every `heartbeat_s` and as unavailable on a clean
-stop: `announcement()` is the one place that builds that record.
+The executor is a resource: it announces itself on `resources.availability` (its id, kind
+`agents`, capacity `agents` = slots plus any other units it offers, free slots, capabilities,
+hourly rate, health, heartbeat) every `heartbeat_s`, again when its free slots change, and as
+unavailable on a clean stop: `announcement()` is the one place that builds that record. The
+planner's ledgers allocate tasks to it by id (`assigned_to`).
+
+Routing: every executor reads all of `tasks.assigned` in its own consumer group
+(`chimera-executor.<id>`) and runs only the assignments whose `assigned_to` is its id (with
+`unassigned`, also those that name no executor: a planner without announced resources).
+An assignment for it that needs a capability it lacks is refused with a FAILED
+`missing_capability`. The attempt's `deadline_ms` is the sandbox's wall-time limit.
+
+Emergency stop: the executor folds `control.commands` from the beginning (STOP / RESUME of a
+plan or of every plan, CANCEL of a plan). A STOP (or CANCEL) interrupts the running sandboxes of
+that plan through their cancel event (the sandbox's epoch callback sees it within one 10 ms
+tick) and reports them CANCELLED; an assignment of a stopped plan that arrives meanwhile is
+answered CANCELLED at once, without running (the planner holds the new attempt until RESUME).
 
 Imports only the domain (processors/) and the contracts (topics/), never streams/.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,7 +55,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
@@ -59,24 +74,73 @@ class ExecutorConfig:
     slots: int = 2
     capabilities: tuple[str, ...] = ("wasm",)
     hourly_rate: float = 0.0
-    group: str = "chimera-executors"
+    capacities: dict[str, float] = field(default_factory=dict)   # other units it offers (cpu, memory_gb)
+    group: str | None = None            # None: its own consumer group, chimera-executor.<id>
+    unassigned: bool = False            # also run assignments that name no executor
     heartbeat_s: float = 5.0
     work_root: Path = Path(".data/executor")
-    limits: Limits = Limits()
+    limits: Limits = Limits()           # timeout_s: the wall time of a task without a deadline
+    max_timeout_s: float = 6 * 3600.0   # the most wall time a deadline may give a task
     keep_workdirs: bool = False
+    control: bool = True                # honour control.commands (emergency stop)
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group or f"chimera-executor.{self.executor_id}"
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def announcement(cfg: ExecutorConfig, *, available: bool = True) -> dict:
-    """This executor as a resource, in the CURRENT resources.availability schema (the live
-    plans issue extends it: free units, health, heartbeat; add them here)."""
-    return {"resource_id": cfg.executor_id, "kind": "executor",
-            "capacities": {"agents": float(cfg.slots)},
+def announcement(cfg: ExecutorConfig, *, available: bool = True, free_slots: int | None = None) -> dict:
+    """This executor as a resource on resources.availability (v2): kind `agents` (a task that
+    names no units takes one slot), capacity `agents` = slots and any other units it offers,
+    free slots now (the other units are reported whole: only slots are tracked here), health
+    and heartbeat."""
+    now = now_ms()
+    caps = {**{k: float(v) for k, v in cfg.capacities.items()}, "agents": float(cfg.slots)}
+    free = dict(caps)
+    free["agents"] = float(cfg.slots if free_slots is None else max(0, free_slots))
+    return {"resource_id": cfg.executor_id, "kind": "agents", "capacities": caps,
             "capabilities": list(cfg.capabilities), "available": available,
-            "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now_ms()}
+            "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now, "free": free,
+            "health": "HEALTHY" if available else "UNHEALTHY", "heartbeat_ms": now}
+
+
+class Stops:
+    """What control.commands says now, folded in order: plans stopped (until RESUME), every plan
+    stopped (STOP / RESUME with the key `*`), plans cancelled (for good)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, str] = {}
+        self.all: str | None = None
+        self.cancelled: dict[str, str] = {}
+
+    def apply(self, rec: dict) -> tuple[str, str | None] | None:
+        """Fold one command; returns (why, plan id or None for every plan) when running work
+        must be interrupted, else None."""
+        cmd, pid = rec["command"], rec.get("plan_id")
+        why = f"{cmd.lower()} by {rec.get('issued_by') or 'unknown'}" + (f": {rec['reason']}" if rec.get("reason") else "")
+        if cmd == "STOP":
+            if pid is None:
+                self.all = why
+            else:
+                self.plans[pid] = why
+            return why, pid
+        if cmd == "RESUME":
+            if pid is None:
+                self.all = None
+            else:
+                self.plans.pop(pid, None)
+            return None
+        if cmd == "CANCEL" and pid is not None:
+            self.cancelled[pid] = why
+            return why, pid
+        return None
+
+    def blocks(self, plan_id: str) -> str | None:
+        return self.cancelled.get(plan_id) or self.plans.get(plan_id) or self.all
 
 
 def feedback(ref: TaskRef, status: str, *, pct: float = 0.0, message: str = "",
@@ -96,6 +160,9 @@ class _Entry:
     done: bool = False
     records: list = field(default_factory=list)   # (key, value bytes) to publish in the transaction
     cancel: threading.Event | None = None
+    ref: TaskRef | None = None
+    stop_cause: str | None = None       # interrupted by a control command: reported CANCELLED
+    abandoned: bool = False             # interrupted by our own shutdown: not reported, runs again
 
 
 class Executor:
@@ -112,19 +179,29 @@ class Executor:
                             "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
         self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
         self.consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "client.id": cfg.executor_id,
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
             "max.poll.interval.ms": 300_000})
         self.inflight: dict[tuple[str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
         self.paused = False
-        self.counts = {"completed": 0, "failed": 0, "skipped": 0}
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0}
+        self.stops = Stops()
+        self.control = Consumer({
+            "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
+            "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest"}) if cfg.control else None
+        self.control_serde = serde(T.CONTROL_COMMANDS.name)
+        self._announced_free: int | None = None
+        self._announced_at = 0.0
         self._recent: OrderedDict[tuple, None] = OrderedDict()   # finished (plan, task, attempt), bounded
 
     # -- Kafka plumbing --------------------------------------------------------------------
     def _announce(self, available: bool = True) -> None:
-        rec = announcement(self.cfg, available=available)
+        free = self.pool.free
+        rec = announcement(self.cfg, available=available, free_slots=free)
+        self._announced_free, self._announced_at = free, time.monotonic()
         self.side.produce(T.RESOURCES_AVAILABILITY.name, key=rec["resource_id"].encode(),
                           value=self.resources.encode(rec))
 
@@ -163,10 +240,12 @@ class Executor:
             entry.done = True
             self.counts["skipped"] += 1
             return
-        if ref.assigned_to not in (None, "", self.cfg.executor_id):
-            entry.done = True       # another executor's task (a shared pool topic): not ours
-            self.counts["skipped"] += 1
+        mine = ref.assigned_to == self.cfg.executor_id or (not ref.assigned_to and self.cfg.unassigned)
+        if not mine:
+            entry.done = True       # another executor's task: it reads the same records in its own group
+            self.counts["not_mine"] += 1
             return
+        entry.ref = ref
         token = (ref.plan_id, ref.task_id, ref.attempt)
         if token in self._recent:
             entry.done = True       # a byte-identical replay of an assignment we already finished
@@ -177,12 +256,25 @@ class Executor:
             if missing:
                 self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)}")
                 return
+        why = self.stops.blocks(ref.plan_id)
+        if why:                     # stopped: not started; the planner holds its next attempt until RESUME
+            entry.stop_cause = why
+            self._finish(key, entry, ref, None, None)
+            return
+        limits = self.cfg.limits
+        if ref.deadline_ms is not None:
+            left = (ref.deadline_ms - now_ms()) / 1000
+            if left <= 0:
+                self._finish(key, entry, ref, None, f"timeout: the attempt's deadline passed {-left:.1f} s "
+                                                    "before it could start")
+                return
+            limits = dataclasses.replace(limits, timeout_s=min(left, self.cfg.max_timeout_s))
         entry.cancel = threading.Event()
-        fut = self.pool.submit(self._run_task, key, entry, ref)
+        fut = self.pool.submit(self._run_task, key, entry, ref, limits)
         if fut is None:             # cannot happen: we only poll with a free slot
             raise RuntimeError("no free slot")
 
-    def _run_task(self, key, entry: _Entry, ref: TaskRef) -> None:
+    def _run_task(self, key, entry: _Entry, ref: TaskRef, limits: Limits) -> None:
         """On a slot thread."""
         self._side_feedback(ref, "STARTED")
         plugin = module_for(ref)
@@ -200,7 +292,7 @@ class Executor:
             except Exception as exc:
                 self.done_q.put((key, entry, ref, None, f"bad_payload: {exc}"))
                 return
-            out = self.sandbox.run(plugin.wasm(), args, wd, limits=self.cfg.limits, program=plugin.name,
+            out = self.sandbox.run(plugin.wasm(), args, wd, limits=limits, program=plugin.name,
                                    cancel=entry.cancel,
                                    on_progress=lambda pct: pct < 100 and self._side_feedback(ref, "PROGRESS", pct))
             # the summary is read here, before the folder and its logs are removed
@@ -214,7 +306,11 @@ class Executor:
                 shutil.rmtree(wd.parent / (wd.name + ".logs"), ignore_errors=True)
 
     def _finish(self, key, entry: _Entry, ref: TaskRef, result, error: str | None) -> None:
-        if result is not None:
+        if entry.stop_cause is not None and (result is None or not result[1].ok):
+            ran = f", after {result[1].wall_s:.3f} s in module {result[0]}" if result is not None else ", not started"
+            rec = feedback(ref, "CANCELLED", message=f"cancelled: {entry.stop_cause} "
+                                                     f"(executor {self.cfg.executor_id}{ran})")
+        elif result is not None:
             name, out, summary = result
             out: Outcome
             if out.ok:
@@ -227,7 +323,7 @@ class Executor:
                                message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")
         else:
             rec = feedback(ref, "FAILED", message=f"{error} (executor {self.cfg.executor_id})")
-        self.counts["completed" if rec["status"] == "COMPLETED" else "failed"] += 1
+        self.counts[rec["status"].lower()] += 1
         entry.records.append((ref.plan_id.encode(), self.fb.encode(rec)))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
@@ -281,6 +377,54 @@ class Executor:
             raise                   # fatal (fenced by a newer instance): exit, the supervisor restarts
         return len(popped)
 
+    # -- emergency stop --------------------------------------------------------------------
+    def _start_control(self) -> None:
+        """Read control.commands from its beginning and fold it (bounded wait), before any task."""
+        if self.control is None:
+            return
+        topic = T.CONTROL_COMMANDS.name
+        parts = self.control.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)]
+        ends = {p: self.control.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        self.control.assign(tps)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self._poll_control(0.1)
+            pos = {tp.partition: tp.offset for tp in self.control.position(
+                [TopicPartition(topic, p) for p in parts])}
+            if all(ends[p] == 0 or pos.get(p, -1) >= ends[p] for p in parts):
+                break
+        log.info("executor %s: control folded (stopped plans %d, all stopped: %s)", self.cfg.executor_id,
+                 len(self.stops.plans), self.stops.all is not None)
+
+    def _poll_control(self, timeout: float = 0.0) -> None:
+        if self.control is None:
+            return
+        for msg in self.control.consume(200, timeout):
+            if msg.error() or msg.value() is None:
+                continue
+            try:
+                rec = self.control_serde.decode(msg.value())
+            except SerdeError as exc:
+                log.warning("unreadable control command: %s", exc)
+                continue
+            hit = self.stops.apply(rec)
+            if hit is not None:
+                self._interrupt(*hit)
+
+    def _interrupt(self, why: str, plan_id: str | None) -> None:
+        """Interrupt the running sandboxes of a plan (None: of every plan): reported CANCELLED."""
+        n = 0
+        for entries in self.inflight.values():
+            for e in entries.values():
+                if (not e.done and e.cancel is not None and e.ref is not None
+                        and (plan_id is None or e.ref.plan_id == plan_id)):
+                    e.stop_cause = why
+                    e.cancel.set()
+                    n += 1
+        if n:
+            log.info("executor %s: %s: %d running task(s) interrupted", self.cfg.executor_id, why, n)
+
     def _backpressure(self) -> None:
         full = self.pool.free == 0
         if full and not self.paused:
@@ -293,6 +437,7 @@ class Executor:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self.tx.init_transactions(30)
+        self._start_control()
         self.consumer.subscribe([T.TASKS_ASSIGNED.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._announce()
         next_beat = time.monotonic() + self.cfg.heartbeat_s
@@ -302,9 +447,12 @@ class Executor:
                 if time.monotonic() >= next_beat:
                     self._announce()
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
+                self._poll_control()
                 self._drain_done()
                 self._commit_ready()
                 self._backpressure()
+                if self.pool.free != self._announced_free and time.monotonic() - self._announced_at >= 0.25:
+                    self._announce()    # free slots changed: tell the planner soon, not at the next beat
                 msg = self.consumer.poll(0.05)
                 self.side.poll(0)
                 if msg is None:
@@ -320,13 +468,14 @@ class Executor:
     def _shutdown(self) -> None:
         for entries in self.inflight.values():
             for e in entries.values():
-                if e.cancel is not None and not e.done:
+                if e.cancel is not None and not e.done and e.stop_cause is None:
+                    e.abandoned = True
                     e.cancel.set()   # unfinished work is run again by whoever owns the partition next
         self.pool.shutdown(wait=True)
         try:
             self._drain_done()
-            for entries in self.inflight.values():   # cancelled tasks are not reported: they rerun
-                for off in [o for o, e in entries.items() if e.cancel is not None and e.cancel.is_set()]:
+            for entries in self.inflight.values():   # abandoned tasks are not reported: they rerun
+                for off in [o for o, e in entries.items() if e.abandoned]:
                     for later in [o for o in entries if o >= off]:
                         entries.pop(later, None)
                     break
@@ -335,6 +484,8 @@ class Executor:
             self.side.flush(10)
         finally:
             self.consumer.close()
+            if self.control is not None:
+                self.control.close()
             self.sandbox.close()
 
 
@@ -344,8 +495,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--id", dest="executor_id", default=os.environ.get("EXECUTOR_ID"))
     ap.add_argument("--slots", type=int, default=int(os.environ.get("EXECUTOR_SLOTS", "2")))
     ap.add_argument("--capability", action="append", default=None)
+    ap.add_argument("--capacity", action="append", default=[], metavar="KIND=UNITS",
+                    help="other units offered besides the slots (cpu=8, memory_gb=16)")
     ap.add_argument("--hourly-rate", type=float, default=0.0)
-    ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP", "chimera-executors"))
+    ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP") or None,
+                    help="consumer group (default: its own, chimera-executor.<id>)")
+    ap.add_argument("--unassigned", action="store_true",
+                    help="also run assignments that name no executor (one executor or one shared group only)")
+    ap.add_argument("--max-timeout-s", type=float, default=ExecutorConfig.max_timeout_s)
+    ap.add_argument("--no-control", action="store_true", help="ignore control.commands")
     ap.add_argument("--heartbeat-s", type=float, default=5.0)
     ap.add_argument("--work-root", type=Path, default=Path(os.environ.get("EXECUTOR_WORK", ".data/executor")))
     ap.add_argument("--timeout-s", type=float, default=Limits.timeout_s)
@@ -353,8 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group,
-                         heartbeat_s=a.heartbeat_s, work_root=a.work_root,
+                         heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,
+                         unassigned=a.unassigned, max_timeout_s=a.max_timeout_s, control=not a.no_control,
                          capabilities=tuple(a.capability or ("wasm",)),
                          limits=Limits(fuel=a.fuel, memory_bytes=a.memory_mb << 20, timeout_s=a.timeout_s))
     if a.executor_id:
