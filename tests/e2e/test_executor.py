@@ -122,3 +122,42 @@ def test_kill_9_mid_task_never_publishes_a_completed_twice(kafka_bootstrap, exec
     assert term == Counter({(plan, t, "COMPLETED"): 1 for t in ("long", "short0", "short1", "short2")}), term
     started = Counter(r["task_id"] for r in fb.records if r["status"] == "STARTED")
     assert started["long"] == 2         # it really ran twice: killed once, then to the end
+
+
+def test_runs_only_what_is_assigned_to_it_and_refuses_a_missing_capability(kafka_bootstrap, tmp_path):
+    """Routing: an executor in its own consumer group runs the assignments that name it,
+    leaves those of another executor alone, and refuses (FAILED missing_capability) one that
+    needs a capability it lacks; the deadline is its wall-time limit (timeout)."""
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    me, other = f"ex-route-{os.getpid()}-{next(_n)}", f"ex-other-{os.getpid()}"
+    asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{me}", [T.TASKS_ASSIGNED.name]))
+    plan = ids.plan_id(f"exec-route-{os.getpid()}-{next(_n)}")
+    now = int(time.time() * 1000)
+
+    def to(task: dict, who: str | None, caps=(), deadline_ms=None) -> dict:
+        a = _assignment(plan, dict(task, capabilities=list(caps)))
+        return dict(a, assigned_to=who, deadline_ms=deadline_ms)
+    records = [to(_task("mine", "Run the tests", phase="test"), me, caps=["qa"]),
+               to(_task("theirs", "Run the tests", phase="test"), other),
+               to(_task("nobody", "Run the tests", phase="test"), None),
+               to(_task("lacking", "Run the tests", phase="test"), me, caps=["qa", "gpu"]),
+               to(_task("slow", "Crunch", description="wasm: compute 1000000 100000"), me,
+                  deadline_ms=now + 4000)]
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
+    factory = Executors(kafka_bootstrap, tmp_path)
+    try:
+        factory(me, 2, capabilities=["wasm", "qa"])
+        _produce(kafka_bootstrap, records)
+        fb.poll_until(lambda rs: len(fb.terminal()) >= 3, timeout=60, settle=3.0)
+    finally:
+        fb.close()
+        factory.close()
+    term = {t: (s, r["message"]) for r in fb.records for t, s in [(r["task_id"], r["status"])]
+            if s in ("COMPLETED", "FAILED")}
+    assert set(term) == {"mine", "lacking", "slow"}, term
+    assert term["mine"][0] == "COMPLETED"
+    assert term["lacking"][0] == "FAILED" and term["lacking"][1].startswith("missing_capability: gpu")
+    assert term["slow"][0] == "FAILED" and term["slow"][1].startswith("timeout"), term["slow"]
+    assert not [r for r in fb.records if r["task_id"] in ("theirs", "nobody")]
