@@ -234,6 +234,9 @@ def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
                 pr.terminate()
             for pr in procs:
                 pr.wait(30)
+            for eid in ids_:
+                tail = [ln for ln in (root / f"{eid}.log").read_text().splitlines() if "stopped:" in ln]
+                print("  ", tail[-1] if tail else f"{eid}: no summary")
             tomb = Producer({"bootstrap.servers": bootstrap})
             for eid in ids_:
                 tomb.produce(T.RESOURCES_AVAILABILITY.name, key=eid.encode(), value=None)

@@ -1,6 +1,6 @@
 """The executor service: `tasks.assigned` in, tasks run in the sandbox, `execution.feedback` out.
 
-Exactly once, per task: a task's terminal feedback (COMPLETED or FAILED) and the consumed
+Exactly once, per task: a task's terminal feedback (COMPLETED, FAILED or CANCELLED) and the consumed
 offset of its assignment are committed in one Kafka transaction (consume-transform-produce
 with `send_offsets_to_transaction`, fenced by the consumer group's generation). Tasks run
 concurrently on a bounded pool of slots, so they finish out of order; a finished task's
@@ -14,9 +14,9 @@ non-transactional producer (they could not be seen before the task ends if they 
 transaction), with deterministic event ids, so a task run again after a crash repeats them
 with the same ids and consumers can deduplicate.
 
-Backpressure: when every slot is busy the consumer pauses its partitions and keeps polling
-(group membership stays alive); it resumes when a slot frees. Nothing is buffered beyond
-librdkafka's bounded fetch queue.
+Backpressure: when every slot has been busy for `pause_after_s` the consumer pauses its
+partitions and keeps polling (group membership stays alive); it resumes when a slot frees.
+Nothing is buffered beyond librdkafka's fetch queue, bounded to 4 MB.
 
 The executor is a resource: it announces itself on `resources.availability` (its id, kind
 `agents`, capacity `agents` = slots plus any other units it offers, free slots, capabilities,
@@ -83,6 +83,8 @@ class ExecutorConfig:
     max_timeout_s: float = 6 * 3600.0   # the most wall time a deadline may give a task
     keep_workdirs: bool = False
     control: bool = True                # honour control.commands (emergency stop)
+    commit_interval_s: float = 0.1      # finished tasks' feedback and offsets commit at most this often
+    pause_after_s: float = 0.5          # every slot busy this long: pause the partitions (backpressure)
 
     @property
     def consumer_group(self) -> str:
@@ -182,12 +184,15 @@ class Executor:
             "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
+            "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
             "max.poll.interval.ms": 300_000})
         self.inflight: dict[tuple[str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
         self.paused = False
+        self._full_since: float | None = None
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0}
         self.stops = Stops()
+        self.commits = [0, 0.0]             # transactions, seconds spent committing
         self.control = Consumer({
             "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
             "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
@@ -330,12 +335,14 @@ class Executor:
         while len(self._recent) > 100_000:
             self._recent.popitem(last=False)
 
-    def _drain_done(self) -> None:
+    def _drain_done(self, wait: float = 0.0) -> None:
         while True:
             try:
-                key, entry, ref, result, error = self.done_q.get_nowait()
+                key, entry, ref, result, error = (self.done_q.get(timeout=wait) if wait > 0
+                                                  else self.done_q.get_nowait())
             except queue.Empty:
                 return
+            wait = 0.0
             if self.inflight.get(key, {}).get(entry.offset) is not entry:
                 continue            # its partition was revoked meanwhile: the new owner reruns it
             self._finish(key, entry, ref, result, error)
@@ -358,6 +365,7 @@ class Executor:
                 offsets.append(TopicPartition(topic, part, nxt))
         if not offsets:
             return 0
+        t0 = time.perf_counter()
         try:
             self.tx.begin_transaction()
             for k, v in records:
@@ -375,6 +383,8 @@ class Executor:
                         self.inflight[key].move_to_end(e.offset, last=False)
                 return 0
             raise                   # fatal (fenced by a newer instance): exit, the supervisor restarts
+        self.commits[0] += 1
+        self.commits[1] += time.perf_counter() - t0
         return len(popped)
 
     # -- emergency stop --------------------------------------------------------------------
@@ -426,13 +436,23 @@ class Executor:
             log.info("executor %s: %s: %d running task(s) interrupted", self.cfg.executor_id, why, n)
 
     def _backpressure(self) -> None:
-        full = self.pool.free == 0
-        if full and not self.paused:
+        """Pause the partitions once every slot has been busy for `pause_after_s`, resume when
+        one frees. Not at once: a pause drops librdkafka's prefetched records and a resume
+        fetches them again (a broker round trip), so pausing around every short task would cap
+        throughput at a few tasks per round trip. Meanwhile the prefetch is bounded
+        (`queued.max.messages.kbytes`), and nothing is taken from it without a free slot."""
+        now = time.monotonic()
+        if self.pool.free > 0:
+            self._full_since = None
+            if self.paused:
+                self.consumer.resume(self.consumer.assignment())
+                self.paused = False
+            return
+        if self._full_since is None:
+            self._full_since = now
+        if not self.paused and now - self._full_since >= self.cfg.pause_after_s:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
-        elif not full and self.paused:
-            self.consumer.resume(self.consumer.assignment())
-            self.paused = False
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -441,27 +461,33 @@ class Executor:
         self.consumer.subscribe([T.TASKS_ASSIGNED.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._announce()
         next_beat = time.monotonic() + self.cfg.heartbeat_s
-        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.group)
+        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.consumer_group)
+        last_commit = 0.0
         try:
             while not stop.is_set():
                 if time.monotonic() >= next_beat:
                     self._announce()
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
                 self._poll_control()
-                self._drain_done()
-                self._commit_ready()
+                # every slot busy: wait for one to finish (not for the broker), else just collect
+                self._drain_done(wait=0.05 if self.pool.free == 0 else 0.0)
+                if time.monotonic() - last_commit >= self.cfg.commit_interval_s:
+                    self._commit_ready()    # one transaction for everything finished meanwhile
+                    last_commit = time.monotonic()
                 self._backpressure()
                 if self.pool.free != self._announced_free and time.monotonic() - self._announced_at >= 0.25:
                     self._announce()    # free slots changed: tell the planner soon, not at the next beat
-                msg = self.consumer.poll(0.05)
                 self.side.poll(0)
-                if msg is None:
+                free = self.pool.free
+                if free == 0:
                     continue
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer: %s", msg.error())
-                    continue
-                self._handle(msg)
+                running = free < self.cfg.slots
+                for msg in self.consumer.consume(free, 0.005 if running else 0.05):
+                    if msg.error():
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer: %s", msg.error())
+                        continue
+                    self._handle(msg)
         finally:
             self._shutdown()
 
@@ -524,7 +550,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     ex = Executor(cfg)
     ex.run(stop)
-    log.info("executor %s stopped: %s", cfg.executor_id, ex.counts)
+    log.info("executor %s stopped: %s; %d transactions, %.1f ms each", cfg.executor_id, ex.counts,
+             ex.commits[0], ex.commits[1] / max(1, ex.commits[0]) * 1000)
     return 0
 
 
