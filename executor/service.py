@@ -146,14 +146,19 @@ class Stops:
 
 
 def feedback(ref: TaskRef, status: str, *, pct: float = 0.0, message: str = "",
-             actual_hours: float | None = None) -> dict:
+             actual_hours: float | None = None, produced: dict | None = None) -> dict:
     """A feedback record; its event id depends only on (plan, task, attempt, status[, pct])."""
     parts = ["execution.feedback", ref.plan_id, ref.task_id, ref.attempt, status]
     if status == "PROGRESS":
         parts.append(int(pct))
     return {"event_id": ids.event_id(*parts), "plan_id": ref.plan_id, "task_id": ref.task_id,
             "status": status, "progress_pct": float(pct), "actual_hours": actual_hours,
-            "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt}
+            "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt, "produced": produced}
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every file under a task folder, as a path relative to it (what the module sees from `/`)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 @dataclass
@@ -297,11 +302,13 @@ class Executor:
             except Exception as exc:
                 self.done_q.put((key, entry, ref, None, f"bad_payload: {exc}"))
                 return
+            before = files_in(wd)
             out = self.sandbox.run(plugin.wasm(), args, wd, limits=limits, program=plugin.name,
                                    cancel=entry.cancel,
                                    on_progress=lambda pct: pct < 100 and self._side_feedback(ref, "PROGRESS", pct))
             # the summary is read here, before the folder and its logs are removed
-            self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300)), None))
+            produced = {"files": sorted(files_in(wd) - before)[:200], "exit_status": out.exit_code}
+            self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300), produced), None))
         except Exception as exc:  # a bug here must still end the task
             log.exception("task %s failed in the executor", ref.task_id)
             self.done_q.put((key, entry, ref, None, f"trap: executor error {type(exc).__name__}: {exc}"))
@@ -316,15 +323,15 @@ class Executor:
             rec = feedback(ref, "CANCELLED", message=f"cancelled: {entry.stop_cause} "
                                                      f"(executor {self.cfg.executor_id}{ran})")
         elif result is not None:
-            name, out, summary = result
+            name, out, summary, produced = result
             out: Outcome
             if out.ok:
-                rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600,
+                rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600, produced=produced,
                                message=json.dumps({"executor": self.cfg.executor_id, "module": name,
                                                    "summary": summary, "wall_s": round(out.wall_s, 4),
                                                    "fuel": out.fuel_used}))
             else:
-                rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600,
+                rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600, produced=produced,
                                message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")
         else:
             rec = feedback(ref, "FAILED", message=f"{error} (executor {self.cfg.executor_id})")

@@ -131,6 +131,8 @@ class Feedback:
     actual_hours: float | None = None
     message: str = ""
     feedback_id: str = ""    # the record's event id: a repeat is ignored
+    produced: tuple[str, ...] | None = None   # files the run created (None: not reported, not checked)
+    exit_status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -631,6 +633,14 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
         return new, tuple(events)
     # COMPLETED
     st = state.plan.task(fb.task_id)
+    broken = _inconsistent(st, fb)
+    if broken:   # expected vs actual: a categorised violation is an alert and a failed attempt
+        events[:] = [TaskReported(fb.plan_id, fb.task_id, RunStatus.FAILED)]
+        why = "consistency: " + "; ".join(f"{v.category}: {v.detail}" for v in broken)
+        events.append(_alert(state.plan, f"consistency:{fb.task_id}:{run.attempt}", RiskCategory.TECHNICAL,
+                             f"Task {fb.task_id} output check failed: "
+                             + ", ".join(sorted({v.category for v in broken})), why, (fb.task_id,)))
+        return _fail(state, fb.task_id, run, why, config, live, now, events), tuple(events)
     if fb.actual_hours is not None:
         hours = fb.actual_hours
     elif run.assigned_at_ms is not None:
@@ -648,6 +658,14 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
     else:
         new = _progress(new, config, now, events)
     return new, tuple(events)
+
+
+def _inconsistent(st: ScheduledTask, fb: Feedback) -> tuple:
+    if fb.produced is None:
+        return ()
+    from . import consistency
+    return consistency.violations(consistency.expectation(consistency.task_fields(st.task)),
+                                  consistency.Produced(fb.produced, fb.exit_status))
 
 
 def _interrupted(state: PlanState, tid: str, run: TaskRun, config: PlanningConfig, live: Live | None,
