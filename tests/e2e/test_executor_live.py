@@ -108,6 +108,13 @@ def test_a_goal_runs_on_two_executors_in_the_sandbox_in_dependency_order_to_comp
         assert msg["executor"] == by_task[r["task_id"]]["assigned_to"] and msg["module"] == modules[r["task_id"]]
     assert json.loads(json.loads(next(r for r in completed if r["task_id"] == "crunch")["message"])["summary"]) \
         == {"n": 300000, "primes": 25997, "rounds": 3}
+    # expected vs actual: the assignments said what to produce, the executors said what they did, no violation
+    assert by_task["build"]["expects"] == {"files": ["artefact.bin"], "exit_status": 0}
+    assert by_task["tests"]["expects"] == {"files": [], "exit_status": 0}
+    produced = {r["task_id"]: r["produced"] for r in completed}
+    assert produced["build"] == produced["release"] == {"files": ["artefact.bin"], "exit_status": 0}
+    assert produced["tests"] == produced["ingest"] == {"files": [], "exit_status": 0}
+    assert not [a for a in seen.alerts if a["risk"]["category"] == "TECHNICAL" and "output check" in a["risk"]["title"]]
     started = {r["task_id"]: r["_ts"] for r in fb.records if r["status"] == "STARTED"}
     for t in goal["tasks"]:  # dependency order: nothing is handed out, nor starts, before its predecessors completed
         for dep in t["depends_on"]:
