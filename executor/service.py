@@ -1,6 +1,6 @@
 """The executor service: `tasks.assigned` in, tasks run in the sandbox, `execution.feedback` out.
 
-Exactly once, per task: a task's terminal feedback (COMPLETED or FAILED) and the consumed
+Exactly once, per task: a task's terminal feedback (COMPLETED, FAILED or CANCELLED) and the consumed
 offset of its assignment are committed in one Kafka transaction (consume-transform-produce
 with `send_offsets_to_transaction`, fenced by the consumer group's generation). Tasks run
 concurrently on a bounded pool of slots, so they finish out of order; a finished task's
@@ -14,19 +14,34 @@ non-transactional producer (they could not be seen before the task ends if they 
 transaction), with deterministic event ids, so a task run again after a crash repeats them
 with the same ids and consumers can deduplicate.
 
-Backpressure: when every slot is busy the consumer pauses its partitions and keeps polling
-(group membership stays alive); it resumes when a slot frees. Nothing is buffered beyond
-librdkafka's bounded fetch queue.
+Backpressure: when every slot has been busy for `pause_after_s` the consumer pauses its
+partitions and keeps polling (group membership stays alive); it resumes when a slot frees.
+Nothing is buffered beyond librdkafka's fetch queue, bounded to 4 MB.
 
-The executor announces itself on `resources.availability` (its id, kind `executor`, capacity
-`agents` = slots, capabilities, hourly rate) every `heartbeat_s` and as unavailable on a clean
-stop: `announcement()` is the one place that builds that record.
+The executor is a resource: it announces itself on `resources.availability` (its id, kind
+`agents`, capacity `agents` = slots plus any other units it offers, free slots, capabilities,
+hourly rate, health, heartbeat) every `heartbeat_s`, again when its free slots change, and as
+unavailable on a clean stop: `announcement()` is the one place that builds that record. The
+planner's ledgers allocate tasks to it by id (`assigned_to`).
+
+Routing: every executor reads all of `tasks.assigned` in its own consumer group
+(`chimera-executor.<id>`) and runs only the assignments whose `assigned_to` is its id (with
+`unassigned`, also those that name no executor: a planner without announced resources).
+An assignment for it that needs a capability it lacks is refused with a FAILED
+`missing_capability`. The attempt's `deadline_ms` is the sandbox's wall-time limit.
+
+Emergency stop: the executor folds `control.commands` from the beginning (STOP / RESUME of a
+plan or of every plan, CANCEL of a plan). A STOP (or CANCEL) interrupts the running sandboxes of
+that plan through their cancel event (the sandbox's epoch callback sees it within one 10 ms
+tick) and reports them CANCELLED; an assignment of a stopped plan that arrives meanwhile is
+answered CANCELLED at once, without running (the planner holds the new attempt until RESUME).
 
 Imports only the domain (processors/) and the contracts (topics/), never streams/.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -40,7 +55,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
@@ -59,35 +74,91 @@ class ExecutorConfig:
     slots: int = 2
     capabilities: tuple[str, ...] = ("wasm",)
     hourly_rate: float = 0.0
-    group: str = "chimera-executors"
+    capacities: dict[str, float] = field(default_factory=dict)   # other units it offers (cpu, memory_gb)
+    group: str | None = None            # None: its own consumer group, chimera-executor.<id>
+    unassigned: bool = False            # also run assignments that name no executor
     heartbeat_s: float = 5.0
     work_root: Path = Path(".data/executor")
-    limits: Limits = Limits()
+    limits: Limits = Limits()           # timeout_s: the wall time of a task without a deadline
+    max_timeout_s: float = 6 * 3600.0   # the most wall time a deadline may give a task
     keep_workdirs: bool = False
+    control: bool = True                # honour control.commands (emergency stop)
+    commit_interval_s: float = 0.1      # finished tasks' feedback and offsets commit at most this often
+    pause_after_s: float = 0.5          # every slot busy this long: pause the partitions (backpressure)
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group or f"chimera-executor.{self.executor_id}"
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def announcement(cfg: ExecutorConfig, *, available: bool = True) -> dict:
-    """This executor as a resource, in the CURRENT resources.availability schema (the live
-    plans issue extends it: free units, health, heartbeat; add them here)."""
-    return {"resource_id": cfg.executor_id, "kind": "executor",
-            "capacities": {"agents": float(cfg.slots)},
+def announcement(cfg: ExecutorConfig, *, available: bool = True, free_slots: int | None = None) -> dict:
+    """This executor as a resource on resources.availability (v2): kind `agents` (a task that
+    names no units takes one slot), capacity `agents` = slots and any other units it offers,
+    free slots now (the other units are reported whole: only slots are tracked here), health
+    and heartbeat."""
+    now = now_ms()
+    caps = {**{k: float(v) for k, v in cfg.capacities.items()}, "agents": float(cfg.slots)}
+    free = dict(caps)
+    free["agents"] = float(cfg.slots if free_slots is None else max(0, free_slots))
+    return {"resource_id": cfg.executor_id, "kind": "agents", "capacities": caps,
             "capabilities": list(cfg.capabilities), "available": available,
-            "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now_ms()}
+            "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now, "free": free,
+            "health": "HEALTHY" if available else "UNHEALTHY", "heartbeat_ms": now}
+
+
+class Stops:
+    """What control.commands says now, folded in order: plans stopped (until RESUME), every plan
+    stopped (STOP / RESUME with the key `*`), plans cancelled (for good)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[str, str] = {}
+        self.all: str | None = None
+        self.cancelled: dict[str, str] = {}
+
+    def apply(self, rec: dict) -> tuple[str, str | None] | None:
+        """Fold one command; returns (why, plan id or None for every plan) when running work
+        must be interrupted, else None."""
+        cmd, pid = rec["command"], rec.get("plan_id")
+        why = f"{cmd.lower()} by {rec.get('issued_by') or 'unknown'}" + (f": {rec['reason']}" if rec.get("reason") else "")
+        if cmd == "STOP":
+            if pid is None:
+                self.all = why
+            else:
+                self.plans[pid] = why
+            return why, pid
+        if cmd == "RESUME":
+            if pid is None:
+                self.all = None
+            else:
+                self.plans.pop(pid, None)
+            return None
+        if cmd == "CANCEL" and pid is not None:
+            self.cancelled[pid] = why
+            return why, pid
+        return None
+
+    def blocks(self, plan_id: str) -> str | None:
+        return self.cancelled.get(plan_id) or self.plans.get(plan_id) or self.all
 
 
 def feedback(ref: TaskRef, status: str, *, pct: float = 0.0, message: str = "",
-             actual_hours: float | None = None) -> dict:
+             actual_hours: float | None = None, produced: dict | None = None) -> dict:
     """A feedback record; its event id depends only on (plan, task, attempt, status[, pct])."""
     parts = ["execution.feedback", ref.plan_id, ref.task_id, ref.attempt, status]
     if status == "PROGRESS":
         parts.append(int(pct))
     return {"event_id": ids.event_id(*parts), "plan_id": ref.plan_id, "task_id": ref.task_id,
             "status": status, "progress_pct": float(pct), "actual_hours": actual_hours,
-            "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt}
+            "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt, "produced": produced}
+
+
+def files_in(folder: Path) -> set[str]:
+    """Every file under a task folder, as a path relative to it (what the module sees from `/`)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
 @dataclass
@@ -96,6 +167,9 @@ class _Entry:
     done: bool = False
     records: list = field(default_factory=list)   # (key, value bytes) to publish in the transaction
     cancel: threading.Event | None = None
+    ref: TaskRef | None = None
+    stop_cause: str | None = None       # interrupted by a control command: reported CANCELLED
+    abandoned: bool = False             # interrupted by our own shutdown: not reported, runs again
 
 
 class Executor:
@@ -112,19 +186,32 @@ class Executor:
                             "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
         self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
         self.consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.group, "client.id": cfg.executor_id,
+            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
+            "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
             "max.poll.interval.ms": 300_000})
         self.inflight: dict[tuple[str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
         self.paused = False
-        self.counts = {"completed": 0, "failed": 0, "skipped": 0}
+        self._full_since: float | None = None
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0}
+        self.stops = Stops()
+        self.commits = [0, 0.0]             # transactions, seconds spent committing
+        self.control = Consumer({
+            "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
+            "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest"}) if cfg.control else None
+        self.control_serde = serde(T.CONTROL_COMMANDS.name)
+        self._announced_free: int | None = None
+        self._announced_at = 0.0
         self._recent: OrderedDict[tuple, None] = OrderedDict()   # finished (plan, task, attempt), bounded
 
     # -- Kafka plumbing --------------------------------------------------------------------
     def _announce(self, available: bool = True) -> None:
-        rec = announcement(self.cfg, available=available)
+        free = self.pool.free
+        rec = announcement(self.cfg, available=available, free_slots=free)
+        self._announced_free, self._announced_at = free, time.monotonic()
         self.side.produce(T.RESOURCES_AVAILABILITY.name, key=rec["resource_id"].encode(),
                           value=self.resources.encode(rec))
 
@@ -163,10 +250,12 @@ class Executor:
             entry.done = True
             self.counts["skipped"] += 1
             return
-        if ref.assigned_to not in (None, "", self.cfg.executor_id):
-            entry.done = True       # another executor's task (a shared pool topic): not ours
-            self.counts["skipped"] += 1
+        mine = ref.assigned_to == self.cfg.executor_id or (not ref.assigned_to and self.cfg.unassigned)
+        if not mine:
+            entry.done = True       # another executor's task: it reads the same records in its own group
+            self.counts["not_mine"] += 1
             return
+        entry.ref = ref
         token = (ref.plan_id, ref.task_id, ref.attempt)
         if token in self._recent:
             entry.done = True       # a byte-identical replay of an assignment we already finished
@@ -177,12 +266,25 @@ class Executor:
             if missing:
                 self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)}")
                 return
+        why = self.stops.blocks(ref.plan_id)
+        if why:                     # stopped: not started; the planner holds its next attempt until RESUME
+            entry.stop_cause = why
+            self._finish(key, entry, ref, None, None)
+            return
+        limits = self.cfg.limits
+        if ref.deadline_ms is not None:
+            left = (ref.deadline_ms - now_ms()) / 1000
+            if left <= 0:
+                self._finish(key, entry, ref, None, f"timeout: the attempt's deadline passed {-left:.1f} s "
+                                                    "before it could start")
+                return
+            limits = dataclasses.replace(limits, timeout_s=min(left, self.cfg.max_timeout_s))
         entry.cancel = threading.Event()
-        fut = self.pool.submit(self._run_task, key, entry, ref)
+        fut = self.pool.submit(self._run_task, key, entry, ref, limits)
         if fut is None:             # cannot happen: we only poll with a free slot
             raise RuntimeError("no free slot")
 
-    def _run_task(self, key, entry: _Entry, ref: TaskRef) -> None:
+    def _run_task(self, key, entry: _Entry, ref: TaskRef, limits: Limits) -> None:
         """On a slot thread."""
         self._side_feedback(ref, "STARTED")
         plugin = module_for(ref)
@@ -200,11 +302,13 @@ class Executor:
             except Exception as exc:
                 self.done_q.put((key, entry, ref, None, f"bad_payload: {exc}"))
                 return
-            out = self.sandbox.run(plugin.wasm(), args, wd, limits=self.cfg.limits, program=plugin.name,
+            before = files_in(wd)
+            out = self.sandbox.run(plugin.wasm(), args, wd, limits=limits, program=plugin.name,
                                    cancel=entry.cancel,
                                    on_progress=lambda pct: pct < 100 and self._side_feedback(ref, "PROGRESS", pct))
             # the summary is read here, before the folder and its logs are removed
-            self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300)), None))
+            produced = {"files": sorted(files_in(wd) - before)[:200], "exit_status": out.exit_code}
+            self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300), produced), None))
         except Exception as exc:  # a bug here must still end the task
             log.exception("task %s failed in the executor", ref.task_id)
             self.done_q.put((key, entry, ref, None, f"trap: executor error {type(exc).__name__}: {exc}"))
@@ -214,32 +318,38 @@ class Executor:
                 shutil.rmtree(wd.parent / (wd.name + ".logs"), ignore_errors=True)
 
     def _finish(self, key, entry: _Entry, ref: TaskRef, result, error: str | None) -> None:
-        if result is not None:
-            name, out, summary = result
+        if entry.stop_cause is not None and (result is None or not result[1].ok):
+            ran = f", after {result[1].wall_s:.3f} s in module {result[0]}" if result is not None else ", not started"
+            rec = feedback(ref, "CANCELLED", message=f"cancelled: {entry.stop_cause} "
+                                                     f"(executor {self.cfg.executor_id}{ran})")
+        elif result is not None:
+            name, out, summary, produced = result
             out: Outcome
             if out.ok:
-                rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600,
+                rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600, produced=produced,
                                message=json.dumps({"executor": self.cfg.executor_id, "module": name,
                                                    "summary": summary, "wall_s": round(out.wall_s, 4),
                                                    "fuel": out.fuel_used}))
             else:
-                rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600,
+                rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600, produced=produced,
                                message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")
         else:
             rec = feedback(ref, "FAILED", message=f"{error} (executor {self.cfg.executor_id})")
-        self.counts["completed" if rec["status"] == "COMPLETED" else "failed"] += 1
+        self.counts[rec["status"].lower()] += 1
         entry.records.append((ref.plan_id.encode(), self.fb.encode(rec)))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
         while len(self._recent) > 100_000:
             self._recent.popitem(last=False)
 
-    def _drain_done(self) -> None:
+    def _drain_done(self, wait: float = 0.0) -> None:
         while True:
             try:
-                key, entry, ref, result, error = self.done_q.get_nowait()
+                key, entry, ref, result, error = (self.done_q.get(timeout=wait) if wait > 0
+                                                  else self.done_q.get_nowait())
             except queue.Empty:
                 return
+            wait = 0.0
             if self.inflight.get(key, {}).get(entry.offset) is not entry:
                 continue            # its partition was revoked meanwhile: the new owner reruns it
             self._finish(key, entry, ref, result, error)
@@ -262,6 +372,7 @@ class Executor:
                 offsets.append(TopicPartition(topic, part, nxt))
         if not offsets:
             return 0
+        t0 = time.perf_counter()
         try:
             self.tx.begin_transaction()
             for k, v in records:
@@ -279,54 +390,125 @@ class Executor:
                         self.inflight[key].move_to_end(e.offset, last=False)
                 return 0
             raise                   # fatal (fenced by a newer instance): exit, the supervisor restarts
+        self.commits[0] += 1
+        self.commits[1] += time.perf_counter() - t0
         return len(popped)
 
+    # -- emergency stop --------------------------------------------------------------------
+    def _start_control(self) -> None:
+        """Read control.commands from its beginning and fold it (bounded wait), before any task."""
+        if self.control is None:
+            return
+        topic = T.CONTROL_COMMANDS.name
+        parts = self.control.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)]
+        ends = {p: self.control.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        self.control.assign(tps)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            self._poll_control(0.1)
+            pos = {tp.partition: tp.offset for tp in self.control.position(
+                [TopicPartition(topic, p) for p in parts])}
+            if all(ends[p] == 0 or pos.get(p, -1) >= ends[p] for p in parts):
+                break
+        log.info("executor %s: control folded (stopped plans %d, all stopped: %s)", self.cfg.executor_id,
+                 len(self.stops.plans), self.stops.all is not None)
+
+    def _poll_control(self, timeout: float = 0.0) -> None:
+        if self.control is None:
+            return
+        for msg in self.control.consume(200, timeout):
+            if msg.error() or msg.value() is None:
+                continue
+            try:
+                rec = self.control_serde.decode(msg.value())
+            except SerdeError as exc:
+                log.warning("unreadable control command: %s", exc)
+                continue
+            hit = self.stops.apply(rec)
+            if hit is not None:
+                self._interrupt(*hit)
+
+    def _interrupt(self, why: str, plan_id: str | None) -> None:
+        """Interrupt the running sandboxes of a plan (None: of every plan): reported CANCELLED."""
+        n = 0
+        for entries in self.inflight.values():
+            for e in entries.values():
+                if (not e.done and e.cancel is not None and e.ref is not None
+                        and (plan_id is None or e.ref.plan_id == plan_id)):
+                    e.stop_cause = why
+                    e.cancel.set()
+                    n += 1
+        if n:
+            log.info("executor %s: %s: %d running task(s) interrupted", self.cfg.executor_id, why, n)
+
     def _backpressure(self) -> None:
-        full = self.pool.free == 0
-        if full and not self.paused:
+        """Pause the partitions once every slot has been busy for `pause_after_s`, resume when
+        one frees. Not at once: a pause drops librdkafka's prefetched records and a resume
+        fetches them again (a broker round trip), so pausing around every short task would cap
+        throughput at a few tasks per round trip. Meanwhile the prefetch is bounded
+        (`queued.max.messages.kbytes`), and nothing is taken from it without a free slot."""
+        now = time.monotonic()
+        if self.pool.free > 0:
+            self._full_since = None
+            if self.paused:
+                self.consumer.resume(self.consumer.assignment())
+                self.paused = False
+            return
+        if self._full_since is None:
+            self._full_since = now
+        if not self.paused and now - self._full_since >= self.cfg.pause_after_s:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
-        elif not full and self.paused:
-            self.consumer.resume(self.consumer.assignment())
-            self.paused = False
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         self.tx.init_transactions(30)
+        self._start_control()
         self.consumer.subscribe([T.TASKS_ASSIGNED.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
         self._announce()
         next_beat = time.monotonic() + self.cfg.heartbeat_s
-        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.group)
+        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.consumer_group)
+        last_commit = 0.0
         try:
             while not stop.is_set():
                 if time.monotonic() >= next_beat:
                     self._announce()
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
-                self._drain_done()
-                self._commit_ready()
+                self._poll_control()
+                # every slot busy: wait for one to finish (not for the broker), else just collect
+                self._drain_done(wait=0.05 if self.pool.free == 0 else 0.0)
+                if time.monotonic() - last_commit >= self.cfg.commit_interval_s:
+                    self._commit_ready()    # one transaction for everything finished meanwhile
+                    last_commit = time.monotonic()
                 self._backpressure()
-                msg = self.consumer.poll(0.05)
+                if self.pool.free != self._announced_free and time.monotonic() - self._announced_at >= 0.25:
+                    self._announce()    # free slots changed: tell the planner soon, not at the next beat
                 self.side.poll(0)
-                if msg is None:
+                free = self.pool.free
+                if free == 0:
                     continue
-                if msg.error():
-                    if msg.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("consumer: %s", msg.error())
-                    continue
-                self._handle(msg)
+                running = free < self.cfg.slots
+                for msg in self.consumer.consume(free, 0.005 if running else 0.05):
+                    if msg.error():
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            log.warning("consumer: %s", msg.error())
+                        continue
+                    self._handle(msg)
         finally:
             self._shutdown()
 
     def _shutdown(self) -> None:
         for entries in self.inflight.values():
             for e in entries.values():
-                if e.cancel is not None and not e.done:
+                if e.cancel is not None and not e.done and e.stop_cause is None:
+                    e.abandoned = True
                     e.cancel.set()   # unfinished work is run again by whoever owns the partition next
         self.pool.shutdown(wait=True)
         try:
             self._drain_done()
-            for entries in self.inflight.values():   # cancelled tasks are not reported: they rerun
-                for off in [o for o, e in entries.items() if e.cancel is not None and e.cancel.is_set()]:
+            for entries in self.inflight.values():   # abandoned tasks are not reported: they rerun
+                for off in [o for o, e in entries.items() if e.abandoned]:
                     for later in [o for o in entries if o >= off]:
                         entries.pop(later, None)
                     break
@@ -335,6 +517,8 @@ class Executor:
             self.side.flush(10)
         finally:
             self.consumer.close()
+            if self.control is not None:
+                self.control.close()
             self.sandbox.close()
 
 
@@ -344,8 +528,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--id", dest="executor_id", default=os.environ.get("EXECUTOR_ID"))
     ap.add_argument("--slots", type=int, default=int(os.environ.get("EXECUTOR_SLOTS", "2")))
     ap.add_argument("--capability", action="append", default=None)
+    ap.add_argument("--capacity", action="append", default=[], metavar="KIND=UNITS",
+                    help="other units offered besides the slots (cpu=8, memory_gb=16)")
     ap.add_argument("--hourly-rate", type=float, default=0.0)
-    ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP", "chimera-executors"))
+    ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP") or None,
+                    help="consumer group (default: its own, chimera-executor.<id>)")
+    ap.add_argument("--unassigned", action="store_true",
+                    help="also run assignments that name no executor (one executor or one shared group only)")
+    ap.add_argument("--max-timeout-s", type=float, default=ExecutorConfig.max_timeout_s)
+    ap.add_argument("--no-control", action="store_true", help="ignore control.commands")
     ap.add_argument("--heartbeat-s", type=float, default=5.0)
     ap.add_argument("--work-root", type=Path, default=Path(os.environ.get("EXECUTOR_WORK", ".data/executor")))
     ap.add_argument("--timeout-s", type=float, default=Limits.timeout_s)
@@ -353,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group,
-                         heartbeat_s=a.heartbeat_s, work_root=a.work_root,
+                         heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,
+                         unassigned=a.unassigned, max_timeout_s=a.max_timeout_s, control=not a.no_control,
                          capabilities=tuple(a.capability or ("wasm",)),
                          limits=Limits(fuel=a.fuel, memory_bytes=a.memory_mb << 20, timeout_s=a.timeout_s))
     if a.executor_id:
@@ -364,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     ex = Executor(cfg)
     ex.run(stop)
-    log.info("executor %s stopped: %s", cfg.executor_id, ex.counts)
+    log.info("executor %s stopped: %s; %d transactions, %.1f ms each", cfg.executor_id, ex.counts,
+             ex.commits[0], ex.commits[1] / max(1, ex.commits[0]) * 1000)
     return 0
 
 

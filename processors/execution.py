@@ -1,8 +1,8 @@
 """What an executor runs for an assignment: the task's kind, or the module it names (pure).
 
 Today's `tasks.assigned` schema carries the planned task but no payload field, so:
-- an explicit task names its module with a line `wasm: MODULE ARG...` in its description
-  (arguments split on spaces), or a capability `wasm:MODULE`;
+- an explicit task names its module with `wasm: MODULE ARG...` as its name or a line of its
+  description (arguments split on spaces), or a capability `wasm:MODULE`;
 - otherwise the task's kind is read from its phase, name and capabilities (the template's
   activity kinds: analysis, build, verify, acceptance, deploy, gate, mitigation, plus data and
   compute) and the executor's registry maps the kind to a module.
@@ -41,10 +41,13 @@ class TaskRef:
     success_criteria: tuple[str, ...] = ()
     capabilities: tuple[str, ...] = ()
     assigned_to: str | None = None
+    deadline_ms: int | None = None      # the attempt's deadline (tasks.assigned v3): the sandbox's wall time
 
 
 def explicit_module(task: dict) -> tuple[str | None, tuple[str, ...]]:
-    for line in (task.get("description") or "").splitlines():
+    """`wasm: MODULE ARG...` as the task's name (a goal's explicit task has no description of
+    its own), or as a line of its description; else a capability `wasm:MODULE`."""
+    for line in [task.get("name") or ""] + (task.get("description") or "").splitlines():
         line = line.strip()
         if line.lower().startswith("wasm:"):
             parts = line[5:].split()
@@ -74,4 +77,5 @@ def task_ref(assignment: dict) -> TaskRef:
         plan_id=assignment["plan_id"], task_id=task["task_id"], attempt=int(assignment.get("attempt") or 1),
         name=task.get("name") or "", kind=task_kind(task), module=module, args=args,
         description=task.get("description") or "", success_criteria=tuple(task.get("success_criteria") or ()),
-        capabilities=tuple(task.get("capabilities") or ()), assigned_to=assignment.get("assigned_to"))
+        capabilities=tuple(task.get("capabilities") or ()), assigned_to=assignment.get("assigned_to"),
+        deadline_ms=assignment.get("deadline_ms"))

@@ -52,8 +52,8 @@ class RunStatus(str, Enum):
 
 
 _NEXT: dict[RunStatus, frozenset[str]] = {s: frozenset() for s in RunStatus}
-_NEXT[RunStatus.ASSIGNED] = frozenset({"STARTED", "PROGRESS", "COMPLETED", "FAILED"})
-_NEXT[RunStatus.STARTED] = frozenset({"PROGRESS", "COMPLETED", "FAILED"})
+_NEXT[RunStatus.ASSIGNED] = frozenset({"STARTED", "PROGRESS", "COMPLETED", "FAILED", "CANCELLED"})
+_NEXT[RunStatus.STARTED] = frozenset({"PROGRESS", "COMPLETED", "FAILED", "CANCELLED"})
 OUT = frozenset({RunStatus.ASSIGNED, RunStatus.STARTED})                  # dispatched, running
 HOLDS = frozenset({RunStatus.WAITING, RunStatus.HELD, RunStatus.ASSIGNED, RunStatus.STARTED})  # has/asks capacity
 
@@ -131,6 +131,8 @@ class Feedback:
     actual_hours: float | None = None
     message: str = ""
     feedback_id: str = ""    # the record's event id: a repeat is ignored
+    produced: tuple[str, ...] | None = None   # files the run created (None: not reported, not checked)
+    exit_status: int | None = None
 
 
 @dataclass(frozen=True)
@@ -614,6 +616,8 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
     now = live.now_ms if live is not None else fb.reported_at_ms
     if fb.feedback_id:
         state = dataclasses.replace(state, seen=(state.seen + (fb.feedback_id,))[-SEEN_KEEP:])
+    if fb.status == "CANCELLED":
+        return _interrupted(state, fb.task_id, run, config, live, now)
     status = RunStatus.STARTED if fb.status == "PROGRESS" else RunStatus(fb.status)
     events: list[Event] = []
     if status is not run.status:
@@ -629,6 +633,14 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
         return new, tuple(events)
     # COMPLETED
     st = state.plan.task(fb.task_id)
+    broken = _inconsistent(st, fb)
+    if broken:   # expected vs actual: a categorised violation is an alert and a failed attempt
+        events[:] = [TaskReported(fb.plan_id, fb.task_id, RunStatus.FAILED)]
+        why = "consistency: " + "; ".join(f"{v.category}: {v.detail}" for v in broken)
+        events.append(_alert(state.plan, f"consistency:{fb.task_id}:{run.attempt}", RiskCategory.TECHNICAL,
+                             f"Task {fb.task_id} output check failed: "
+                             + ", ".join(sorted({v.category for v in broken})), why, (fb.task_id,)))
+        return _fail(state, fb.task_id, run, why, config, live, now, events), tuple(events)
     if fb.actual_hours is not None:
         hours = fb.actual_hours
     elif run.assigned_at_ms is not None:
@@ -645,6 +657,27 @@ def on_feedback(state: PlanState | None, fb: Feedback, config: PlanningConfig, l
         new = _end(new, PlanStatus.COMPLETED, "every task completed", config, fb.reported_at_ms, events)
     else:
         new = _progress(new, config, now, events)
+    return new, tuple(events)
+
+
+def _inconsistent(st: ScheduledTask, fb: Feedback) -> tuple:
+    if fb.produced is None:
+        return ()
+    from . import consistency
+    return consistency.violations(consistency.expectation(consistency.task_fields(st.task)),
+                                  consistency.Produced(fb.produced, fb.exit_status))
+
+
+def _interrupted(state: PlanState, tid: str, run: TaskRun, config: PlanningConfig, live: Live | None,
+                 now_ms: int) -> Result:
+    """An executor interrupted the attempt (CANCELLED: an emergency stop of its plan). Not the
+    task's failure: the booking goes back (no breaker outcome) and the task runs again as a
+    new attempt, which waits (HELD) while the plan is stopped and goes out on RESUME."""
+    events: list[Event] = []
+    if run.resource_id:
+        events.append(AllocationReleased(run.resource_id, state.plan.plan_id, tid, run.attempt, "", now_ms))
+    again = TaskRun(RunStatus.UNPLACED, run.attempt + 1, due_ms=now_ms, failures=run.failures)
+    new = _dispatch(state.with_runs(**{tid: again}), config, live, events)
     return new, tuple(events)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -350,6 +351,39 @@ def _demo_resources(now_ms: int) -> list[dict]:
             res("demo-cluster-b", 30.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0)]
 
 
+def _start_executors(stack: ExitStack, bootstrap: str, work: Path) -> list[str]:
+    """Two real executors (executor/service.py, own processes) next to the planner, cheaper than the
+    demo's other resources, so the sample goals' tasks really run in the wasmtime sandbox:
+    `demo-exec-1` offers every template capability, `demo-exec-2` half of them. Stopped and
+    their resources tombstoned on exit."""
+    caps = _template_capabilities()
+    spec = [("demo-exec-1", 1.0, caps), ("demo-exec-2", 2.0, caps[::2])]
+    procs = []
+    for eid, rate, offered in spec:
+        cmd = [sys.executable, "-m", "executor.service", "--bootstrap", bootstrap, "--id", eid, "--slots", "4",
+               "--heartbeat-s", "1", "--hourly-rate", str(rate), "--work-root", str(work / eid),
+               "--capacity", "cpu=32", "--capacity", "gpu=4", "--capacity", "memory_gb=128",
+               "--capacity", "storage_gb=1000"]
+        for c in offered:
+            cmd += ["--capability", c]
+        log = open(work / f"{eid}.log", "w")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                      cwd=Path(__file__).resolve().parent.parent))
+
+    def stop() -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        asyncio.run(client.produce(bootstrap, T.RESOURCES_AVAILABILITY.name, [(eid, None) for eid, _, _ in spec]))
+    stack.callback(stop)
+    return [eid for eid, _, _ in spec]
+
+
 def _latest(run, pid: str, plan: dict) -> tuple[dict, dict]:
     """(the plan's newest version, its newest plans.updated record or {})."""
     ups = run.updates.get(pid) or []
@@ -357,7 +391,7 @@ def _latest(run, pid: str, plan: dict) -> tuple[dict, dict]:
 
 
 async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, timeout_s: float,
-                     factor: float = 1.3) -> dict:
+                     factor: float = 1.3, executors: tuple[str, ...] = ()) -> dict:
     """Resources announced, goals planned, executors played (streams/simulate.py) until every
     plan ended: one task fails once (retried), the cheapest resource goes silent after its first
     assignment (its tasks are reallocated, with a RESOURCE alert), plans waiting for a person are
@@ -370,7 +404,7 @@ async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, tim
     chosen: dict = {}     # fail_pid, fail_task: who fails once
 
     def script(pid, tid, attempt, rid):
-        if rid == silent_rid:
+        if rid == silent_rid or rid in executors:   # a real executor answers its own assignments
             return "silent"
         if pid == chosen.get("fail_pid") and attempt == 1 and chosen.setdefault("fail_task", tid) == tid:
             return "fail"
@@ -442,9 +476,47 @@ async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, tim
         if r.key == forged and r.value and r.value.get("event_id") == "demo-forged":
             letters.append(r)
     others[T.EXECUTION_FEEDBACK.dlq] = letters
-    return {"plans": plans, "wanted": wanted, "run": run, "seconds": took, "silent": silent_rid,
+    ran: list[dict] = []    # what the real executors reported (terminal feedback of the demo's plans)
+    if executors:
+        async for r in client.read(bootstrap, T.EXECUTION_FEEDBACK.name, idle_timeout_s=2.0, deadline_s=20):
+            v = r.value
+            if v and v["plan_id"] in plans and v["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+                ran.append(v)
+    return {"plans": plans, "wanted": wanted, "run": run, "seconds": took, "silent": silent_rid, "executed": ran,
+            "executors": list(executors),
             "approved": sorted({p for p, _ in approved}), "done_pid": done_pid,
             "failed": (chosen["fail_pid"], chosen["fail_task"]) if "fail_task" in chosen else None, **others}
+
+
+def _executed_summary(result: dict) -> None:
+    """Per executor: tasks completed / failed in the sandbox, time per task, failures with reasons."""
+    table = Table(title="Tasks run in the wasmtime sandbox by the real executors")
+    for col in ("executor", "completed", "failed", "cancelled", "sandbox ms / task (mean)", "modules"):
+        table.add_column(col)
+    real = set(result["executors"])
+    by_task = {(a["plan_id"], a["task"]["task_id"], a["attempt"]): a["assigned_to"] for a in result["run"].assignments}
+    rows: dict[str, dict] = {e: {"COMPLETED": 0, "FAILED": 0, "CANCELLED": 0, "ms": [], "modules": {}} for e in real}
+    failures = []
+    for v in result.get("executed", []):
+        who = by_task.get((v["plan_id"], v["task_id"], v["attempt"]))
+        if who not in real:
+            continue
+        row = rows[who]
+        row[v["status"]] += 1
+        if v["status"] == "COMPLETED":
+            msg = json.loads(v["message"])
+            row["ms"].append(msg["wall_s"] * 1000)
+            row["modules"][msg["module"]] = row["modules"].get(msg["module"], 0) + 1
+        else:
+            failures.append(f"{who}: {v['plan_id'][:13]} {v['task_id']} attempt {v['attempt']}: {v['message'][:100]}")
+    for e in sorted(rows):
+        r = rows[e]
+        mean = f"{sum(r['ms']) / len(r['ms']):.1f}" if r["ms"] else "-"
+        table.add_row(e, str(r["COMPLETED"]), str(r["FAILED"]), str(r["CANCELLED"]), mean,
+                      ", ".join(f"{m} {n}" for m, n in sorted(r["modules"].items())))
+    console.print(table)
+    for line in failures[:10]:
+        console.print(f"  [yellow]{line}[/]")
 
 
 def _summary(result: dict) -> None:
@@ -482,6 +554,8 @@ def _summary(result: dict) -> None:
                      f"{up.get('cost_estimate', 0.0):,.0f}", str(len(run.updates.get(pid, [])) + 1), str(len(mine)),
                      str(retries), str(moved), f"{len(replans)}" + (f" ({', '.join(sorted(set(replans)))})" if replans else ""))
     console.print(live)
+    if result.get("executors"):
+        _executed_summary(result)
     if result.get("approved"):
         console.print(f"approved by the demo (as `chimera approve PLAN --version N`): "
                       f"{', '.join(p[:13] for p in result['approved'])}")
@@ -528,7 +602,9 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                 progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
                                 completed=1)
                 sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
-                result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout))
+                executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
+                    _start_executors(stack, bootstrap, stores))
+                result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
                 if len(result["plans"]) < len(sample):
                     err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
                     raise typer.Exit(1)

@@ -71,7 +71,9 @@ def feedback_from_record(r: dict[str, Any]) -> L.Feedback:
     return L.Feedback(plan_id=r["plan_id"], task_id=r["task_id"], status=r["status"],
                       reported_at_ms=r["reported_at_ms"], attempt=r.get("attempt"),
                       progress_pct=r.get("progress_pct", 0.0), actual_hours=r.get("actual_hours"),
-                      message=r.get("message", ""), feedback_id=r.get("event_id", ""))
+                      message=r.get("message", ""), feedback_id=r.get("event_id", ""),
+                      produced=None if r.get("produced") is None else tuple(r["produced"]["files"]),
+                      exit_status=None if r.get("produced") is None else r["produced"].get("exit_status"))
 
 
 def decision_from_record(r: dict[str, Any]) -> L.Decision:
@@ -221,7 +223,15 @@ def assignment_record(p: Plan, st: ScheduledTask, attempt: int = 1, resource_id:
     at = p.created_at_ms + int(st.start_hours * HOUR_MS) if assigned_at_ms is None else assigned_at_ms
     return {"event_id": event_id("assign", p.plan_id, st.task.task_id, attempt), "plan_id": p.plan_id,
             "goal_id": p.goal_id, "plan_version": p.version, "task": task_record(st), "assigned_to": resource_id,
-            "assigned_at_ms": at, "attempt": attempt, "deadline_ms": deadline_ms}
+            "assigned_at_ms": at, "attempt": attempt, "deadline_ms": deadline_ms,
+            "expects": expects_record(st)}
+
+
+def expects_record(st: ScheduledTask) -> dict[str, Any]:
+    """What the task must produce (processors.consistency): the executor reports what it did."""
+    from processors import consistency
+    e = consistency.expectation(consistency.task_fields(st.task))
+    return {"files": list(e.files), "exit_status": e.exit_status}
 
 
 def alert_record(p: Plan, k: Risk) -> dict[str, Any]:

@@ -14,10 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from executor.build import toolchain_missing
 from processors import ids
+from tests.executor_helpers import Executors, Feedback, ends as _ends
 from topics import registry as T
 from topics.serde import serde
 
@@ -50,79 +51,17 @@ def _produce(bootstrap: str, records: list[dict]) -> None:
     assert p.flush(30) == 0
 
 
-def _ends(bootstrap: str, topic: str) -> list[TopicPartition]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe", "enable.auto.commit": False})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return [TopicPartition(topic, p, c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
-                for p in parts]
-    finally:
-        c.close()
-
-
-class Feedback:
-    """execution.feedback as a read_committed consumer sees it, from given offsets on."""
-
-    def __init__(self, bootstrap: str, start: list[TopicPartition], plans: set[str]) -> None:
-        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"fb-{os.getpid()}-{next(_n)}",
-                           "enable.auto.commit": False, "isolation.level": "read_committed"})
-        self.c.assign(start)
-        self.plans = plans
-        self.records: list[dict] = []
-        self.s = serde(T.EXECUTION_FEEDBACK.name)
-
-    def poll_until(self, pred, timeout: float, settle: float = 0.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        reached = None
-        while time.monotonic() < deadline:
-            m = self.c.poll(0.2)
-            if m is not None and not m.error():
-                r = self.s.decode(m.value())
-                if r["plan_id"] in self.plans:
-                    self.records.append(r)
-            if reached is None and pred(self.records):
-                reached = time.monotonic()
-            if reached is not None and time.monotonic() - reached >= settle:
-                break
-        return self.records
-
-    def terminal(self) -> Counter:
-        return Counter((r["plan_id"], r["task_id"], r["status"]) for r in self.records if r["status"] in ("COMPLETED", "FAILED"))
-
-    def close(self) -> None:
-        self.c.close()
-
-
 @pytest.fixture
 def executors(kafka_bootstrap, tmp_path):
+    """Executors sharing one consumer group and running unassigned tasks (no planner here)."""
     from streams import client
     from topics.admin import create_topics
     asyncio.run(create_topics(kafka_bootstrap))
     group = f"executors-test-{os.getpid()}-{next(_n)}"
     asyncio.run(client.commit_at_end(kafka_bootstrap, group, [T.TASKS_ASSIGNED.name]))
-    procs: list[subprocess.Popen] = []
-
-    def start(executor_id: str, slots: int = 2) -> subprocess.Popen:
-        log = open(tmp_path / f"{executor_id}-{len(procs)}.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "executor.service", "--bootstrap", kafka_bootstrap,
-                              "--id", executor_id, "--group", group, "--slots", str(slots), "--heartbeat-s", "1",
-                              "--work-root", str(tmp_path / executor_id)],
-                             cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                             env={**os.environ, "PYTHONPATH": str(REPO)})
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-    for f in sorted(tmp_path.glob("*.log")):
-        print(f"--- {f.name} ---\n{f.read_text()[-3000:]}")
+    factory = Executors(kafka_bootstrap, tmp_path)
+    yield lambda executor_id, slots=2: factory(executor_id, slots, args=("--group", group, "--unassigned"))
+    factory.close()
 
 
 def test_assigned_tasks_run_and_report_exactly_once(kafka_bootstrap, executors):
@@ -183,3 +122,42 @@ def test_kill_9_mid_task_never_publishes_a_completed_twice(kafka_bootstrap, exec
     assert term == Counter({(plan, t, "COMPLETED"): 1 for t in ("long", "short0", "short1", "short2")}), term
     started = Counter(r["task_id"] for r in fb.records if r["status"] == "STARTED")
     assert started["long"] == 2         # it really ran twice: killed once, then to the end
+
+
+def test_runs_only_what_is_assigned_to_it_and_refuses_a_missing_capability(kafka_bootstrap, tmp_path):
+    """Routing: an executor in its own consumer group runs the assignments that name it,
+    leaves those of another executor alone, and refuses (FAILED missing_capability) one that
+    needs a capability it lacks; the deadline is its wall-time limit (timeout)."""
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    me, other = f"ex-route-{os.getpid()}-{next(_n)}", f"ex-other-{os.getpid()}"
+    asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{me}", [T.TASKS_ASSIGNED.name]))
+    plan = ids.plan_id(f"exec-route-{os.getpid()}-{next(_n)}")
+    now = int(time.time() * 1000)
+
+    def to(task: dict, who: str | None, caps=(), deadline_ms=None) -> dict:
+        a = _assignment(plan, dict(task, capabilities=list(caps)))
+        return dict(a, assigned_to=who, deadline_ms=deadline_ms)
+    records = [to(_task("mine", "Run the tests", phase="test"), me, caps=["qa"]),
+               to(_task("theirs", "Run the tests", phase="test"), other),
+               to(_task("nobody", "Run the tests", phase="test"), None),
+               to(_task("lacking", "Run the tests", phase="test"), me, caps=["qa", "gpu"]),
+               to(_task("slow", "Crunch", description="wasm: compute 1000000 100000"), me,
+                  deadline_ms=now + 4000)]
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
+    factory = Executors(kafka_bootstrap, tmp_path)
+    try:
+        factory(me, 2, capabilities=["wasm", "qa"])
+        _produce(kafka_bootstrap, records)
+        fb.poll_until(lambda rs: len(fb.terminal()) >= 3, timeout=60, settle=3.0)
+    finally:
+        fb.close()
+        factory.close()
+    term = {t: (s, r["message"]) for r in fb.records for t, s in [(r["task_id"], r["status"])]
+            if s in ("COMPLETED", "FAILED")}
+    assert set(term) == {"mine", "lacking", "slow"}, term
+    assert term["mine"][0] == "COMPLETED"
+    assert term["lacking"][0] == "FAILED" and term["lacking"][1].startswith("missing_capability: gpu")
+    assert term["slow"][0] == "FAILED" and term["slow"][1].startswith("timeout"), term["slow"]
+    assert not [r for r in fb.records if r["task_id"] in ("theirs", "nobody")]

@@ -50,4 +50,4 @@ def test_every_kind_has_a_module_and_records_fit_the_current_schemas(tmp_path):
     assert feedback(ref, "COMPLETED")["event_id"] == feedback(ref, "COMPLETED")["event_id"]
     rec = announcement(ExecutorConfig(bootstrap="x", executor_id="ex-1", slots=3))
     assert serde("resources.availability").decode(serde("resources.availability").encode(rec, strict=True)) == rec
-    assert rec["capacities"] == {"agents": 3.0} and rec["kind"] == "executor"
+    assert rec["capacities"] == {"agents": 3.0} and rec["kind"] == "agents"   # one unit per slot

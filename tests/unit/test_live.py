@@ -299,6 +299,30 @@ def test_a_request_without_decision_is_asked_again_of_the_same_ledger():
     assert again.runs["a"].due_ms > due
 
 
+def test_cancelled_feedback_of_a_stopped_plan_is_no_failure_and_runs_again_on_resume():
+    """An executor interrupted an attempt on an emergency stop (CANCELLED): its booking goes
+    back without a breaker outcome, the task is not counted as failed, a new attempt is
+    proposed and granted but HELD while the plan is stopped, and goes out on RESUME."""
+    state, _ = _start()
+    running, _ = _grant(state, "a")
+    running, _ = _fb(running, "a", "STARTED", T0 + 1, attempt=1, fid="s1")
+    stopped, _ = L.on_control(running, L.Control("STOP", PID), CFG, _live(T0 + 2))
+    cancelled, events = _fb(stopped, "a", "CANCELLED", T0 + 3, attempt=1, fid="c1", message="cancelled: stop")
+    _check_records(events)
+    assert [(e.resource_id, e.attempt, e.outcome) for e in _of(events, L.AllocationReleased)] == [("r1", 1, "")]
+    run = cancelled.runs["a"]
+    assert run.attempt == 2 and run.failures == 0 and run.status is L.RunStatus.WAITING
+    assert [(e.request.task_id, e.request.attempt) for e in _of(events, L.AllocationRequested)] == [("a", 2)]
+    assert not _of(events, L.TaskAssigned) and not _of(events, L.PlanUpdated)
+    held, events = _grant(cancelled, "a", attempt=2, now=T0 + 4)
+    assert held.runs["a"].status is L.RunStatus.HELD and not _of(events, L.TaskAssigned)
+    resumed, events = L.on_control(held, L.Control("RESUME", PID), CFG, _live(T0 + 5))
+    assert [(e.task.task.task_id, e.attempt) for e in _of(events, L.TaskAssigned)] == [("a", 2)]
+    with pytest.raises(PlanningError) as err:   # the interrupted attempt says nothing more
+        _fb(resumed, "a", "COMPLETED", T0 + 6, attempt=1)
+    assert err.value.reason == "stale_attempt"
+
+
 def _decoded(data: bytes):
     """The bytes decoded, not the state cached when they were encoded."""
     state_codec.forget()

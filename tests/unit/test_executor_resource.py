@@ -1,0 +1,68 @@
+"""The executor as a resource and its emergency-stop state, without a broker: its announcement
+is a valid resources.availability record that the planner's allocation picks for a task it
+can run, and control.commands fold into what blocks a plan."""
+from __future__ import annotations
+
+import time
+
+from executor.service import ExecutorConfig, Stops, announcement
+from processors.allocation import choose_resource, demand
+from processors.config import PlanningConfig
+from processors.execution import task_ref
+from processors.model import Estimate, Task
+from streams import codec
+from topics import registry as T
+from topics.serde import serde
+
+
+def _cfg(**kw) -> ExecutorConfig:
+    return ExecutorConfig(bootstrap="unused:1", executor_id="ex-1", slots=3, capabilities=("wasm", "build"),
+                          capacities={"cpu": 8.0}, hourly_rate=2.5, **kw)
+
+
+def test_announcement_is_a_v2_resource_the_allocator_picks_for_what_it_can_run():
+    s = serde(T.RESOURCES_AVAILABILITY.name)
+    rec = s.decode(s.encode(announcement(_cfg(), free_slots=1), strict=True))
+    assert rec["kind"] == "agents" and rec["capacities"] == {"cpu": 8.0, "agents": 3.0}
+    assert rec["free"] == {"cpu": 8.0, "agents": 1.0} and rec["health"] == "HEALTHY"
+    assert abs(rec["heartbeat_ms"] - time.time() * 1000) < 5000 and rec["hourly_rate"] == 2.5
+    r = codec.resource_from_record(rec)
+    now = rec["heartbeat_ms"]
+    build = Task("t", "build it", Estimate(1, 1, 1), capabilities=("build",))
+    assert demand(build, r) == {"agents": 1.0}          # a task naming no units takes one slot
+    assert choose_resource(build, [r], now, {}, PlanningConfig()) == r
+    heavy = Task("h", "build it", Estimate(1, 1, 1), resources={"cpu": 2, "agents": 1}, capabilities=("build",))
+    assert choose_resource(heavy, [r], now, {}, PlanningConfig()) == r
+    assert choose_resource(Task("q", "qa", Estimate(1, 1, 1), capabilities=("qa",)), [r], now, {},
+                           PlanningConfig()) is None      # a capability it lacks
+    busy = codec.resource_from_record(s.decode(s.encode(announcement(_cfg(), free_slots=0))))
+    assert choose_resource(build, [busy], now, {}, PlanningConfig()) is None
+    gone = codec.resource_from_record(announcement(_cfg(), available=False))
+    assert not gone.healthy
+
+
+def test_own_consumer_group_per_executor_unless_a_pool_group_is_named():
+    assert _cfg().consumer_group == "chimera-executor.ex-1"
+    assert _cfg(group="pool-a").consumer_group == "pool-a"
+
+
+def test_control_commands_fold_into_what_blocks_a_plan():
+    st = Stops()
+    c = lambda cmd, pid=None, by="ops": {"command": cmd, "plan_id": pid, "issued_by": by, "reason": ""}  # noqa: E731
+    assert st.apply(c("STOP", "p1")) == ("stop by ops", "p1")
+    assert st.blocks("p1") and not st.blocks("p2")
+    assert st.apply(c("STOP")) == ("stop by ops", None)
+    assert st.blocks("p2")
+    assert st.apply(c("RESUME")) is None and not st.blocks("p2") and st.blocks("p1")
+    st.apply(c("RESUME", "p1"))
+    assert not st.blocks("p1")
+    assert st.apply(c("CANCEL", "p3")) == ("cancel by ops", "p3")
+    st.apply(c("RESUME", "p3"))
+    assert st.blocks("p3"), "a cancelled plan stays cancelled"
+
+
+def test_deadline_and_explicit_module_from_a_goal_task_name():
+    a = {"plan_id": "p", "attempt": 2, "assigned_to": "ex-1", "deadline_ms": 123,
+         "task": {"task_id": "t", "name": "wasm: compute 1000 3", "description": "wasm: compute 1000 3 (explicit)"}}
+    ref = task_ref(a)
+    assert (ref.module, ref.args, ref.deadline_ms, ref.attempt) == ("compute", ("1000", "3"), 123, 2)
