@@ -119,6 +119,7 @@ class PlannerWorker:
         self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
         self._watching: frozenset[int] | None = None  # the partitions it was built for
         self._sweeping = None                         # the sweep's place in the table (see _sweep)
+        self._next_round_ms = 0
         self._live: tuple[float, tuple, dict] | None = None  # (until, resources, capacities): see live()
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
@@ -466,9 +467,11 @@ class PlannerWorker:
                             if tp.topic == T.GOALS_BY_PLAN.name)
         if actives != self._watching:
             self.watch.clear()
-            self._sweeping, self._watching = None, actives
+            self._sweeping, self._watching, self._next_round_ms = None, actives, 0
         if self._sweeping is None:
-            self._sweeping = iter(self.plans.items())
+            if now_ms < self._next_round_ms:
+                return []
+            self._sweeping, self._next_round_ms = iter(self.plans.items()), now_ms + timers.ROUND_EVERY_MS
         ttl, stale, read = self.settings.worker.state_ttl_hours, [], 0
         for key, data in itertools.islice(self._sweeping, timers.SWEEP_PER_TICK):
             read += 1
