@@ -35,7 +35,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.pipeline import cpu_seconds, json_safe, percentile, ratio, wait_committed
@@ -79,20 +79,6 @@ def feedback_records(goals: list[dict], progress: int, now_ms: int) -> list[tupl
                     rec["actual_hours"] = 1.0
                 out.append((pid.encode(), codec.encode(rec, strict=True)))
     return out
-
-
-async def _tail(bs: str, topics: list[str]) -> AIOKafkaConsumer:
-    c = AIOKafkaConsumer(bootstrap_servers=bs, enable_auto_commit=False, fetch_max_wait_ms=100)
-    await c.start()
-    tps = []
-    for t in topics:
-        await c._client._wait_on_metadata(t)
-        tps += [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t) or ())]
-    c.assign(tps)
-    await c.seek_to_end(*tps)
-    for tp in tps:
-        await c.position(tp)
-    return c
 
 
 async def _send(producer: AIOKafkaProducer, topic: str, records) -> None:
@@ -155,7 +141,7 @@ async def passthrough_phase(bs: str, records: list[tuple[bytes, bytes]], warm: l
                module="bench.passthrough_app", log_path=logdir / "passthrough.log").start()
     producer = AIOKafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True)
     await producer.start()
-    out = await _tail(bs, [OUT])
+    out = await client.tail_from_end(bs, [OUT], fetch_max_wait_ms=100)
     try:
         got = [0]
         await _send(producer, FEEDBACK, warm)
@@ -186,8 +172,8 @@ async def planner_phase(bs: str, args, goals: list[dict], records: list[tuple[by
     producer = AIOKafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     beats = asyncio.create_task(_heartbeats(producer, resources))
-    outs = await _tail(bs, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, FEEDBACK + ".dlq", T.ALLOCATION_REQUESTS.name,
-                            T.RESOURCES_ALLOCATIONS.name])
+    outs = await client.tail_from_end(bs, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, FEEDBACK + ".dlq", T.ALLOCATION_REQUESTS.name,
+                            T.RESOURCES_ALLOCATIONS.name], fetch_max_wait_ms=100)
     goal_codec = serde(T.GOALS_CREATED.name)
     res: dict = {"log": str(logdir / "planner.log")}
     try:

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
+from sinks.loopback import LoopbackServer
 from topics import registry as T
 
 DEFAULT_DIR = Path(os.environ.get("CHIMERA_DATA_DIR", ".data")) / "chroma"
@@ -246,64 +247,23 @@ class Hit:
 
 # ----------------------------------------------------------------------------- recall for the planner
 
-class _RecallServer:
-    """`POST /recall {"goal": <goals.created record>, "threshold": x}` -> `{"episode": {...} | null}`,
-    served on loopback by the process that owns the Chroma folder (a second PersistentClient on
-    the same folder in another process does not see new writes: "Error creating hnsw segment
-    reader: Nothing found on disk"). Its address is in `<chroma dir>/memory.json`."""
+def _recall_server(memory: Memory, folder: Path) -> LoopbackServer:
+    lock = threading.Lock()
 
-    def __init__(self, memory: Memory, folder: Path) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def answer(body: dict) -> dict:
+        with lock:  # one embedding + query at a time
+            hit = memory.recall(body["goal"], threshold=float(body.get("threshold", 0.8)))
+        return {"episode": hit.episode() if hit else None}
 
-        lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    with lock:  # one embedding + query at a time
-                        hit = memory.recall(body["goal"], threshold=float(body.get("threshold", 0.8)))
-                    out, code = json.dumps({"episode": hit.episode() if hit else None}).encode(), 200
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    out, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), 400
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/recall"
-        folder.mkdir(parents=True, exist_ok=True)
-        self.marker = folder / MARKER
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chroma-recall", daemon=True)
-
-    def start(self) -> "_RecallServer":
-        self.thread.start()
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": self.url, "pid": os.getpid()}))
-        os.replace(tmp, self.marker)
-        return self
-
-    def stop(self) -> None:
-        try:
-            if json.loads(self.marker.read_text()).get("pid") == os.getpid():
-                self.marker.unlink()
-        except (OSError, ValueError):
-            pass
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    return LoopbackServer(answer, folder / MARKER, "/recall", "chroma-recall")
 
 
 MARKER = "memory.json"
 
 
-def serve_recall(memory: Memory, folder: Path | str | None = None) -> _RecallServer:
-    """Serve the planner's memory look-ups from this process (see _RecallServer)."""
-    return _RecallServer(memory, Path(folder or memory.data_dir or DEFAULT_DIR).resolve()).start()
+def serve_recall(memory: Memory, folder: Path | str | None = None) -> LoopbackServer:
+    """Serve the planner's memory look-ups from this process (sinks/loopback.py)."""
+    return _recall_server(memory, Path(folder or memory.data_dir or DEFAULT_DIR).resolve()).start()
 
 
 def _action(p: dict) -> dict:
@@ -323,7 +283,7 @@ class ChromaSink(Sink):
         self.memory = memory or Memory(data_dir)
         self.data_dir = data_dir
         self.serve = serve
-        self._server: _RecallServer | None = None
+        self._server: LoopbackServer | None = None
 
     def setup(self) -> None:
         self.memory.open()

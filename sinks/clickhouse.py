@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib import request as urlrequest
 from urllib.error import URLError
@@ -26,6 +25,7 @@ from urllib.error import URLError
 import orjson
 
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
+from sinks.loopback import LoopbackServer
 from topics import registry as T
 
 log = logging.getLogger(__name__)
@@ -274,52 +274,13 @@ class ClickHouseSink(Sink):
 
 # ----------------------------------------------------------------------------- readers
 
-class _ReadServer:
-    def __init__(self, store: ClickHouseStore) -> None:
-        store_ref = store
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                try:
-                    body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                    cols, rows = store_ref.query(body["sql"], body.get("parameters") or {})
-                    out, code = json.dumps({"columns": cols, "rows": rows}, default=str).encode(), 200
-                except Exception as exc:  # noqa: BLE001 - reported to the caller
-                    out, code = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), 400
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.marker = store.data_dir / "reader.json"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="chdb-reader", daemon=True)
-
-    def start(self) -> "_ReadServer":
-        self.thread.start()
-        tmp = self.marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"url": f"http://127.0.0.1:{self.port}/query", "pid": os.getpid()}))
-        os.replace(tmp, self.marker)
-        return self
-
-    def stop(self) -> None:
-        try:
-            if json.loads(self.marker.read_text()).get("pid") == os.getpid():
-                self.marker.unlink()
-        except (OSError, ValueError):
-            pass
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def serve_reads(store: ClickHouseStore) -> _ReadServer:
+def serve_reads(store: ClickHouseStore) -> LoopbackServer:
     """Serve read queries on the owner's engine from a loopback port (see the module docstring)."""
-    return _ReadServer(store).start()
+    def answer(body: dict) -> dict:
+        cols, rows = store.query(body["sql"], body.get("parameters") or {})
+        return {"columns": cols, "rows": rows}
+
+    return LoopbackServer(answer, store.data_dir / "reader.json", "/query", "chdb-reader").start()
 
 
 class RemoteReader:

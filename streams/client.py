@@ -115,6 +115,19 @@ async def partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[
     return tps
 
 
+async def tail_from_end(bootstrap: str, topics: Sequence[str], **consumer_options) -> AIOKafkaConsumer:
+    """A started consumer (no group) on every partition of `topics`, positioned at their
+    current end before this returns: it sees exactly what is produced afterwards."""
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **consumer_options)
+    await c.start()
+    tps = await partitions(c, topics)
+    c.assign(tps)
+    await c.seek_to_end(*tps)
+    for tp in tps:   # fix the position now, before anything is produced
+        await c.position(tp)
+    return c
+
+
 async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> None:
     """Commit `group`'s offsets at the current end of topics (before its worker exists), so that
     the worker starts there instead of re-reading earlier phases' records from `earliest`."""

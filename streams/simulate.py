@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from processors.ids import event_id
+from streams import client
 from topics import registry as T
 from topics.serde import serde
 
@@ -39,20 +39,6 @@ class Run:
     status: dict[str, str] = field(default_factory=dict)
 
 
-async def _tail(bootstrap: str, topics: list[str]) -> AIOKafkaConsumer:
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await c.start()
-    tps = []
-    for t in topics:
-        await c._client._wait_on_metadata(t)
-        tps += [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t) or ())]
-    c.assign(tps)
-    await c.seek_to_end(*tps)
-    for tp in tps:   # fix the position now, before anything is produced
-        await c.position(tp)
-    return c
-
-
 class Simulation:
     """`script(plan_id, task_id, attempt, resource_id)` -> "ok" | "fail" | "silent" (no answer) |
     "hang" (STARTED and PROGRESS 50 %, then nothing).
@@ -77,7 +63,7 @@ class Simulation:
     async def __aenter__(self) -> "Simulation":
         self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", linger_ms=2)
         await self.producer.start()
-        self.consumer = await _tail(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name,
+        self.consumer = await client.tail_from_end(self.bootstrap, [T.TASKS_ASSIGNED.name, T.PLANS_UPDATED.name, T.RISKS_ALERTS.name,
                                                      T.PLANS_CREATED.name])
         await self.heartbeat_once()
         self._bg = [asyncio.create_task(self._heartbeats())]
