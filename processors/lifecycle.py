@@ -421,7 +421,9 @@ def figures(state: PlanState, config: PlanningConfig, now_ms: int) -> Figures:
                  for t, r in state.runs.items() if r.resource_id and r.cost_per_hour > 0}
     costs = progress.task_costs(state.plan, config, allocated)
     budget = state.goal.constraints.budget if state.goal is not None else None
-    ev = progress.earned_value(state.plan, actuals, now_ms, costs, budget)
+    start = baseline_start_ms(state)   # the plan's hours count from when execution began
+    shift = (start if start is not None else now_ms) - state.plan.created_at_ms
+    ev = progress.earned_value(state.plan, actuals, now_ms - shift, costs, budget)
     estimate = sum(r.actual_cost if r.status is RunStatus.COMPLETED else 0.0 for r in state.runs.values())
     estimate += sum(c for t, c in costs.items()
                     if t not in state.runs or state.runs[t].status is not RunStatus.COMPLETED)
@@ -786,12 +788,21 @@ def on_tick(state: PlanState | None, plan_id: str, kind: str, config: PlanningCo
 
 
 def _drift_check_due(state: PlanState, config: PlanningConfig, now_ms: int) -> bool:
-    return now_ms >= drift_check_at(state, config)
+    at = drift_check_at(state, config)
+    return at is not None and now_ms >= at
 
 
-def drift_check_at(state: PlanState, config: PlanningConfig) -> int:
-    last = state.last_check_ms if state.last_check_ms is not None else state.plan.created_at_ms
-    return last + config.replanning_interval_minutes * 60_000
+def baseline_start_ms(state: PlanState) -> int | None:
+    """When execution began (the first assignment still on record): the earned-value baseline
+    starts there, not at the goal's creation, so a goal written long ago and planned today is
+    not late from its first second. None before anything was handed out."""
+    return min((r.assigned_at_ms for r in state.runs.values() if r.assigned_at_ms is not None), default=None)
+
+
+def drift_check_at(state: PlanState, config: PlanningConfig) -> int | None:
+    """The next drift check: an interval after the last one, or after execution began."""
+    last = state.last_check_ms if state.last_check_ms is not None else baseline_start_ms(state)
+    return None if last is None else last + config.replanning_interval_minutes * 60_000
 
 
 def on_control(state: PlanState | None, c: Control, config: PlanningConfig, live: Live | None = None) -> Result:
@@ -833,7 +844,9 @@ def next_due_ms(state: PlanState, config: PlanningConfig) -> int | None:
                   or (r.status in (RunStatus.RETRY, RunStatus.UNPLACED) and not state.hold))]
     times += [r.deadline_ms for r in state.runs.values() if r.status in OUT and r.deadline_ms is not None]
     if config.enable_continuous_replanning and state.goal is not None and state.runs:
-        times.append(drift_check_at(state, config))
+        at = drift_check_at(state, config)
+        if at is not None:
+            times.append(at)
     return min(times, default=None)
 
 

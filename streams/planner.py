@@ -187,9 +187,13 @@ class PlannerWorker:
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
         for it arrive here, each handled by the lifecycle handler of its topic."""
-        await self.resources_known.wait()   # else a restart would hand tasks out unallocated
-        await self.halt_known.wait()        # or during a stop of everything
         async for event in stream.events():
+            if not (self.resources_known.is_set() and self.halt_known.is_set()):
+                # the first record waits (the agent itself is already iterating) until this
+                # worker's views have caught up: else a restart would hand tasks out
+                # unallocated, or during a stop of everything
+                await self.resources_known.wait()
+                await self.halt_known.wait()
             msg = event.message
             try:
                 limits.record_size(len(event.value or b""), self.limits)
@@ -269,8 +273,9 @@ class PlannerWorker:
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
         reach the one partition whose ledger decides (never two deciders for one resource)."""
-        await self.resources_known.wait()
         async for event in stream.events():
+            if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
+                await self.resources_known.wait()
             msg = event.message
             try:
                 limits.record_size(len(event.value or b""), self.limits)
