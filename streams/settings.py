@@ -13,6 +13,20 @@ from processors.limits import Limits
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _section(cls, d: Mapping[str, Any], env: Mapping[str, str], prefix: str, name: str):
+    """A settings section's field types and its values: the file's, unknown keys refused,
+    then <PREFIX><KEY> environment variables over them (as strings, converted by the caller)."""
+    kinds = {f: type(getattr(cls, f)) for f in cls.__dataclass_fields__}
+    values = dict(d)
+    for key in values:
+        if key not in kinds:
+            raise ValueError(f"unknown {name} setting: {key!r}")
+    for key in kinds:
+        if f"{prefix}{key.upper()}" in env:
+            values[key] = env[f"{prefix}{key.upper()}"]
+    return kinds, values
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """`[worker]`: how a Faust worker runs (CHIMERA_<KEY> env vars override)."""
@@ -27,14 +41,7 @@ class WorkerSettings:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "WorkerSettings":
-        kinds = {f: type(getattr(cls, f)) for f in cls.__dataclass_fields__}
-        values = dict(d)
-        for key in values:
-            if key not in kinds:
-                raise ValueError(f"unknown worker setting: {key!r}")
-        for key in kinds:
-            if f"CHIMERA_{key.upper()}" in env:
-                values[key] = env[f"CHIMERA_{key.upper()}"]
+        kinds, values = _section(cls, d, env, "CHIMERA_", "worker")
         try:
             return cls(**{k: kinds[k](v) for k, v in values.items()})
         except (TypeError, ValueError) as exc:
@@ -59,14 +66,7 @@ class MemorySettings:
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "MemorySettings":
-        kinds = {f: type(getattr(cls, f)) for f in cls.__dataclass_fields__}
-        values = dict(d)
-        for key in values:
-            if key not in kinds:
-                raise ValueError(f"unknown memory setting: {key!r}")
-        for key in kinds:
-            if f"MEMORY_{key.upper()}" in env:
-                values[key] = env[f"MEMORY_{key.upper()}"]
+        kinds, values = _section(cls, d, env, "MEMORY_", "memory")
         out = {}
         for k, v in values.items():
             if kinds[k] is bool and isinstance(v, str):
