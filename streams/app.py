@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import faust
 from prometheus_client import Counter
 
+from streams import faust_fixes
 from streams.codec import Out
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
@@ -32,6 +33,7 @@ def create_app(settings: Settings) -> faust.App:
     producer request timeout is 1,200 s: one unsendable record would stall an agent that long)."""
     w = settings.worker
     timeout = w.producer_timeout_s
+    faust_fixes.apply()
     os.makedirs(settings.data_dir, exist_ok=True)
     return faust.App(
         settings.app_id,

@@ -25,7 +25,9 @@ import functools
 import gc
 import itertools
 import logging
+import io
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Awaitable, Callable
@@ -151,6 +153,7 @@ class PlannerWorker:
         """Everything imported and built is long-lived: keep it out of the collector's way."""
         gc.collect()
         gc.freeze()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, _dump_tasks)
 
     # -- agents -----------------------------------------------------------------------
 
@@ -192,8 +195,10 @@ class PlannerWorker:
                 # the first record waits (the agent itself is already iterating) until this
                 # worker's views have caught up: else a restart would hand tasks out
                 # unallocated, or during a stop of everything
+                log.info("planner waits for the resource and stop views")
                 await self.resources_known.wait()
                 await self.halt_known.wait()
+                log.info("planner's views are ready")
             msg = event.message
             try:
                 limits.record_size(len(event.value or b""), self.limits)
@@ -542,3 +547,19 @@ if os.environ.get("CHIMERA_FAULT_STALL_GOAL"):  # a named fault for the watchdog
         await _original_on_goal(self, record, event)
 
     PlannerWorker.on_goal = _stalling_on_goal
+
+
+def _dump_tasks() -> None:
+    """`kill -USR2 <pid>`: every asyncio task's await chain into the log, to see where a
+    stuck worker waits (thread dumps do not show coroutines)."""
+    for task in asyncio.all_tasks():
+        chain, aw = [], task.get_coro()
+        while aw is not None:
+            frame = getattr(aw, "cr_frame", None) or getattr(aw, "ag_frame", None) or getattr(aw, "gi_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            nxt = getattr(aw, "cr_await", None) or getattr(aw, "ag_await", None) or getattr(aw, "gi_yieldfrom", None)
+            if nxt is None and frame is None:
+                chain.append(repr(aw)[:300])
+            aw = nxt
+        log.warning("task %s:\n  %s", task.get_name(), "\n  ".join(chain))

@@ -40,6 +40,7 @@ async def follow(bootstrap: str, topic: str, see: Callable[[bytes | None, bytes 
                 if not caught_up.is_set():
                     behind = [tp for tp, end in ends.items() if await consumer.position(tp) < end]
                     if not behind:
+                        log.info("caught up with %s", topic)
                         caught_up.set()
         except asyncio.CancelledError:
             raise

@@ -161,3 +161,41 @@ def test_runs_only_what_is_assigned_to_it_and_refuses_a_missing_capability(kafka
     assert term["lacking"][0] == "FAILED" and term["lacking"][1].startswith("missing_capability: gpu")
     assert term["slow"][0] == "FAILED" and term["slow"][1].startswith("timeout"), term["slow"]
     assert not [r for r in fb.records if r["task_id"] in ("theirs", "nobody")]
+
+
+def test_every_slot_busy_pauses_the_partitions_and_a_free_slot_resumes_them(kafka_bootstrap, tmp_path):
+    """Backpressure: an executor whose one slot is busy stops taking assignments and pauses its
+    partitions (it keeps polling, so it stays in its group); when the slot frees it resumes
+    and runs the rest, each exactly once."""
+    import threading
+    from executor.service import Executor, ExecutorConfig
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    me = f"ex-pause-{os.getpid()}-{next(_n)}"
+    asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{me}", [T.TASKS_ASSIGNED.name]))
+    plan = ids.plan_id(f"exec-pause-{os.getpid()}-{next(_n)}")
+    records = [_assignment(plan, _task(f"crunch{i}", "Crunch", description="wasm: compute 1000000 60"))
+               for i in range(3)]
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
+    ex = Executor(ExecutorConfig(kafka_bootstrap, executor_id=me, slots=1, unassigned=True, heartbeat_s=1.0,
+                                 work_root=tmp_path, control=False, pause_after_s=0.1))
+    stop = threading.Event()
+    runner = threading.Thread(target=ex.run, args=(stop,), daemon=True)
+    runner.start()
+    seen: list[tuple[bool, int]] = []      # (paused, tasks running) while the work goes on
+    try:
+        _produce(kafka_bootstrap, records)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(fb.terminal()) < 3:
+            seen.append((ex.paused, ex.cfg.slots - ex.pool.free))
+            fb.poll(0.05)
+        fb.poll_until(lambda rs: False, timeout=1.0)      # anything published twice would show now
+    finally:
+        stop.set()
+        runner.join(30)
+        fb.close()
+    assert fb.terminal() == Counter({(plan, f"crunch{i}", "COMPLETED"): 1 for i in range(3)}), fb.terminal()
+    assert any(paused for paused, _ in seen), "the partitions were paused while the slot was busy"
+    assert max(running for _, running in seen) == 1, "never more tasks running than slots"
+    assert not ex.paused, "resumed once the slot was free"
