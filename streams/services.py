@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from infra import engine
 from infra.kafka import KafkaBroker, die_with_parent
 from topics.admin import create_topics
 
@@ -103,14 +102,9 @@ class Worker:
 
 @contextlib.contextmanager
 def broker(data_dir: str | None = None) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP when set, else a broker started (and stopped) here: in a container where
-    a Docker engine answers, else from Kafka's own jars (infra/engine.py chooses)."""
+    """KAFKA_BOOTSTRAP when set, else a local broker started (and stopped) here."""
     if os.environ.get("KAFKA_BOOTSTRAP"):
         yield os.environ["KAFKA_BOOTSTRAP"]
-        return
-    if engine.choose() == "containers":
-        with engine.kafka_container() as bootstrap:
-            yield bootstrap
         return
     with KafkaBroker(data_dir=data_dir) as b:
         yield b.bootstrap
