@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_STAMP := .cache/kafka.ok
 NEO4J_STAMP := .cache/neo4j.ok
 WASI_STAMP  := .cache/wasi.ok
-DEPLOY_STAMP := .cache/deploy.ok
 
 .PHONY: demo test bench install kafka-jars clean modules
 
@@ -28,7 +27,7 @@ bench: install
 	$(PY) -m bench.feedback
 	$(PY) -m bench.executor
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(DEPLOY_STAMP)
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -56,11 +55,6 @@ $(WASI_STAMP): $(STAMP)
 	  && test -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a 2>/dev/null)" \
 	  || { apt-get update -q && apt-get install -y -q --no-install-recommends clang lld wasi-libc libclang-rt-14-dev-wasm32; }
 	$(PY) -m executor.build
-	mkdir -p .cache && touch $@
-
-# docker-compose 1.29 validates docker-compose.yml offline (`config -q`); no engine is needed.
-$(DEPLOY_STAMP):
-	@command -v docker-compose >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends docker-compose; }
 	mkdir -p .cache && touch $@
 
 modules: $(WASI_STAMP)
