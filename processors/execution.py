@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
-_WORDS = re.compile(r"[a-z]+")
 # First match wins; words are matched as prefixes of the task's words.
 _KIND_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compute", ("compute", "benchmark", "simulat", "train")),
@@ -61,10 +61,22 @@ def explicit_module(task: dict) -> tuple[str | None, tuple[str, ...]]:
 
 def task_kind(task: dict) -> str:
     """The kind of a planned task, from its phase, then its name, then its capabilities."""
-    for text in (task.get("phase") or "", task.get("name") or "", " ".join(task.get("capabilities") or ())):
-        words = _WORDS.findall(text.lower())
-        for kind, prefixes in _KIND_WORDS:
-            if any(w.startswith(p) for w in words for p in prefixes):
+    return _kind(task.get("phase") or "", task.get("name") or "", " ".join(task.get("capabilities") or ()))
+
+
+# One pattern per kind: a prefix at the start of a word (a run of [a-z] letters).
+_KIND_PATTERNS = tuple((kind, re.compile(r"(?<![a-z])(?:" + "|".join(map(re.escape, prefixes)) + ")"))
+                       for kind, prefixes in _KIND_WORDS)
+
+
+@lru_cache(maxsize=4096)
+def _kind(phase: str, name: str, capabilities: str) -> str:
+    """Cached: every plan of a template repeats the same phases and task names (this ran for
+    each assignment of each plan)."""
+    for text in (phase, name, capabilities):
+        low = text.lower()
+        for kind, pattern in _KIND_PATTERNS:
+            if pattern.search(low):
                 return kind
     return DEFAULT_KIND
 

@@ -24,4 +24,4 @@ def test_executor_imports_no_streams():
 
 
 def test_execution_domain_is_pure():
-    assert _imports(REPO / "processors" / "execution.py") <= {"__future__", "re", "dataclasses"}
+    assert _imports(REPO / "processors" / "execution.py") <= {"__future__", "re", "dataclasses", "functools"}
