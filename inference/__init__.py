@@ -1,0 +1,1 @@
+"""Triton clients behind the domain's ports, with heuristic fallbacks (see inference/README in the top README)."""
