@@ -59,6 +59,11 @@ class PlanningConfig:
     progress_interval_seconds: float = 5.0             # at most one progress version per plan per interval
     replan_variance_hours: float = 4.0                 # |schedule variance| beyond this replans
     replan_spi_threshold: float = 0.8                  # SPI below this replans
+    # learned estimates (issue 10, processors/estimates.py): a task's learned duration replaces
+    # the template's only when its 80% interval (high - low) / median is at most this ratio;
+    # the untrained estimator (template x [0.7, 1.6]) has 0.9 and so never replaces anything
+    learned_interval_ratio: float = 0.8
+    learned_failure_threshold: float = 0.3             # learned failure probability that makes a risk
     hourly_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_HOURLY_RATES))
     default_capacities: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CAPACITIES))
 

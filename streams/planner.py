@@ -21,6 +21,7 @@ first; a record that cannot apply goes to <topic>.dlq with the reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import itertools
@@ -214,6 +215,8 @@ class PlannerWorker:
             try:
                 request = serde(T.PLANS_REFINE.name).decode(event.value)
                 goal = codec.goal_from_record(request["goal"])
+                if request.get("estimates"):
+                    goal = dataclasses.replace(goal, estimates=codec.estimates_from_records(request["estimates"]))
                 limits.check_goal(goal, self.limits)
                 limits.capacities(request["known_capacities"], "known_capacities", self.limits)
             except (SerdeError, PlanningError) as exc:
