@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FEATURE_DIM = 32
+FEATURE_DIM = 56
 RESOURCE_KINDS = ("cpu", "gpu", "memory_gb", "storage_gb", "agents")
 DOMAINS = ("software", "data_ml", "infrastructure", "research", "generic")
-BUCKETS = 8
+BUCKETS = 16   # one-hot buckets for kind, domain and executor (crc32; fewer collided too often)
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,9 @@ def _bucket(value: str) -> int:
 
 
 def text_of(t: TaskFeatures) -> str:
-    return f"{t.domain} | {t.kind} | {t.name} | {t.description[:120]}"
+    """The text the encoder reads. Not the description: the ClickHouse history has no
+    descriptions, and training must see what serving sees."""
+    return f"{t.domain} | {t.kind} | {t.name}"
 
 
 def vector(t: TaskFeatures) -> np.ndarray:
@@ -52,8 +54,8 @@ def vector(t: TaskFeatures) -> np.ndarray:
         v[2 + i] = math.log1p(max(0.0, float(t.resources.get(k, 0.0))))
     v[7] = math.log1p(max(0, t.n_deps))
     v[8 + _bucket(t.kind)] = 1.0
-    v[16 + (DOMAINS.index(t.domain) if t.domain in DOMAINS else _bucket(t.domain))] = 1.0
-    v[24 + _bucket(t.executor)] = 1.0
+    v[8 + BUCKETS + (DOMAINS.index(t.domain) if t.domain in DOMAINS else _bucket(t.domain))] = 1.0
+    v[8 + 2 * BUCKETS + _bucket(t.executor)] = 1.0
     return v
 
 

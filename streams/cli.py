@@ -30,6 +30,9 @@ topics_app = typer.Typer(help="Create or list the Chimera topics.", no_args_is_h
 produce_app = typer.Typer(help="Produce records to Chimera topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(produce_app, name="produce")
+train_app = typer.Typer(help="Train the learned models (LoRA with peft, on the CPU) and hand them to Triton.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -672,3 +675,42 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@train_app.command("estimator")
+def train_estimator(
+        synthetic: int = typer.Option(0, help="train on a synthetic history of N goals (known true durations) "
+                                              "instead of ClickHouse"),
+        clickhouse: Path = typer.Option(Path(".data/clickhouse"), help="the ClickHouse sink's chdb folder"),
+        repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
+        url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into "
+                                                     "(default: [triton] url / TRITON_URL; none: just write it)"),
+        epochs: int = typer.Option(6), lora: bool = typer.Option(True, help="LoRA on the text encoder (else head only)"),
+        seed: int = typer.Option(0)) -> None:
+    """History -> LoRA + head -> evaluation against the serving version on held-out goals ->
+    only if better: the next version in the repository, loaded by Triton. Prints the evaluation
+    (also appended to <repository>/estimator/evaluations.jsonl)."""
+    from streams import settings as S
+    from triton_models import history, training
+    cfg = S.load().triton
+    if synthetic:
+        examples = history.synthetic(synthetic, seed=seed)
+    else:
+        from sinks.clickhouse import reader
+        r = reader(clickhouse)
+        try:
+            examples = history.from_clickhouse(r)
+        finally:
+            r.close()
+    if not examples:
+        _fail("no history with actual durations yet (run goals and executors first, or pass --synthetic N)")
+    rec = training.train_estimator(examples, repository or Path(cfg.repository), url=url if url is not None else cfg.url,
+                                   epochs=epochs, lora=lora, seed=seed, log=console.print)
+    raise typer.Exit(0 if rec["accepted"] else 3)
+
+
+@train_app.command("decomposer")
+def train_decomposer() -> None:
+    """Not built yet: the decomposer's output validation exists (processors/llm_plan.py); the
+    SmolLM2 + LoRA model does not (see README, Models)."""
+    _fail("the decomposer model is not built yet; see README (Models)")
