@@ -7,6 +7,7 @@ which estimates to use (processors/estimates.py). `estimates_source` says what h
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,7 +45,19 @@ class Estimates:
 
 
 class EstimatorClient(TritonModelClient[F.TaskFeatures, tuple[float, float, float, float]]):
+    """Also remembers answers for `cache_ttl_s` (0: off): a served version answers the same for
+    the same text and features, and template tasks repeat, so most goals need no round trip.
+    An answer from another version empties the cache; after a hot load, plans use the old
+    version's estimates for at most `cache_ttl_s`."""
+
     model = "estimator"
+
+    def __init__(self, url: str, *, cache_ttl_s: float = 0.0, cache_size: int = 50_000, **kw) -> None:
+        super().__init__(url, **kw)
+        self.cache_ttl_s = cache_ttl_s
+        self.cache_size = cache_size
+        self._cache: dict[tuple[str, bytes], tuple[float, tuple[float, float, float, float]]] = {}
+        self._cache_version = ""
 
     def inputs(self, items):
         import tritonclient.grpc.aio as aio
@@ -64,10 +77,34 @@ class EstimatorClient(TritonModelClient[F.TaskFeatures, tuple[float, float, floa
 
     async def estimate(self, tasks: Sequence[tuple[str, F.TaskFeatures]]) -> tuple[LearnedEstimate, ...] | None:
         """(task id, features) pairs -> estimates in the same order, or None (fall back)."""
-        got = await self.call([f for _, f in tasks])
-        if got is None:
-            return None
-        rows, self.version = got
+        now = time.monotonic()
+        keys = [(F.text_of(f), F.vector(f).tobytes()) for _, f in tasks]
+        rows: list = [None] * len(tasks)
+        if self.cache_ttl_s > 0:
+            for i, k in enumerate(keys):
+                hit = self._cache.get(k)
+                if hit is not None and now - hit[0] < self.cache_ttl_s:
+                    rows[i] = hit[1]
+        missing = [i for i, r in enumerate(rows) if r is None]
+        if missing:
+            got = await self.call([tasks[i][1] for i in missing])
+            if got is None:
+                return None
+            fresh, version = got
+            if self.cache_ttl_s > 0:
+                if version != self._cache_version or len(self._cache) + len(missing) > self.cache_size:
+                    self._cache.clear()
+                    self._cache_version = version
+                    rows = [None] * len(tasks)         # a new version answers every task of this goal
+                    if len(missing) < len(tasks):
+                        return await self.estimate(tasks)
+                for i, r in zip(missing, fresh):
+                    self._cache[keys[i]] = (now, r)
+            for i, r in zip(missing, fresh):
+                rows[i] = r
+            self.version = version
+        else:
+            self.version = self._cache_version
         return tuple(LearnedEstimate(tid, lo, med, hi, p) for (tid, _), (lo, med, hi, p) in zip(tasks, rows))
 
     async def for_goal(self, goal: Goal, config: PlanningConfig) -> Estimates | None:

@@ -130,7 +130,8 @@ class PlannerWorker:
             from inference.estimator import EstimatorClient
             self.estimator = EstimatorClient(settings.triton.url, model=settings.triton.model,
                                              timeout_s=settings.triton.timeout_s,
-                                             retry_after_s=settings.triton.retry_after_s)
+                                             retry_after_s=settings.triton.retry_after_s,
+                                             cache_ttl_s=settings.triton.cache_ttl_s)
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
             T.EXECUTION_FEEDBACK.name: self.on_feedback,

@@ -100,6 +100,7 @@ class TritonSettings:
     model: str = "estimator"
     timeout_s: float = 0.5
     retry_after_s: float = 5.0
+    cache_ttl_s: float = 30.0            # answers are reused this long (0: ask for every goal)
     repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
 
     @classmethod

@@ -38,7 +38,7 @@ def test_plans_keep_flowing_when_triton_is_killed_mid_stream(kafka_bootstrap, pl
         # ratio 1.0: the untrained estimator's interval (0.9 x median) counts as confident, so
         # its answers visibly become the plans' estimates
         worker = planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0, CHIMERA_METRICS_PORT=port, TRITON_ENABLED="true",
-                               TRITON_URL=server.url, TRITON_TIMEOUT_S=5, TRITON_RETRY_AFTER_S=600,
+                               TRITON_URL=server.url, TRITON_TIMEOUT_S=5, TRITON_RETRY_AFTER_S=600, TRITON_CACHE_TTL_S=0,
                                PLANNING_LEARNED_INTERVAL_RATIO=1.0)
         run = uuid.uuid4().hex[:8]
         before = samples.sample_goals(3, int(time.time() * 1000), prefix=f"tri-a-{run}")

@@ -104,3 +104,30 @@ def test_dynamic_batching_serves_concurrent_requests_together(client, triton_ser
     assert inf1 - inf0 == 64
     assert exe1 - exe0 < 64, f"64 concurrent requests ran in {exe1 - exe0} executions: no batching"
     assert math.isfinite(exe1)
+
+
+def test_estimator_client_batches_a_goal_and_caches_answers(client, triton_server):
+    from inference.estimator import EstimatorClient
+    from processors.config import PlanningConfig
+    from processors.model import Goal
+
+    goal = Goal(goal_id="g-cache", title="Launch billing API", created_at_ms=1, objectives=("Design", "Build"))
+    config = PlanningConfig(learned_interval_ratio=1.0)
+
+    def inferences():
+        return sum(m.inference_count for m in client.get_inference_statistics("estimator").model_stats)
+
+    async def go():
+        c = EstimatorClient(triton_server.url, cache_ttl_s=3600, timeout_s=30)
+        first = await c.for_goal(goal, config)
+        n = inferences()
+        again = await c.for_goal(goal, config)
+        await c.close()
+        return first, again, n
+
+    before = inferences()
+    first, again, n = asyncio.run(go())
+    assert first.source == "estimator/1" and len(first.estimates) > 3
+    assert n - before == len(first.estimates)          # one request carried every task of the goal
+    assert inferences() == n                          # the second goal was answered from the cache
+    assert again == first
