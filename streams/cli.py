@@ -525,14 +525,15 @@ def _executed_summary(result: dict) -> None:
 def _summary(result: dict) -> None:
     run = result["run"]
     table = Table(title="Plans")
-    for col in ("goal", "plan", "strategy", "tasks", "makespan h", "refined h", "cost", "approval", "risks", "alerts",
-                "assigned"):
+    for col in ("goal", "plan", "strategy", "estimates", "tasks", "makespan h", "refined h", "cost", "approval", "risks",
+                "alerts", "assigned"):
         table.add_column(col)
     for pid, plan in result["plans"].items():
         ups = [u["plan"] for u in run.updates.get(pid, [])]
         refined = min((u["makespan_hours"] for u in ups if u["reason"].startswith("refined")), default=None)
         approvals = [u["approval"] for u in ups if u["approval"] != "PENDING"]
-        table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"], str(len(plan["tasks"])),
+        table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"],
+                      plan.get("estimates_source", "heuristic"), str(len(plan["tasks"])),
                       f"{plan['makespan_hours']:g}", f"{refined:g}" if refined is not None else "-",
                       f"{plan['cost']['total']:,.0f}", approvals[-1] if approvals else plan["approval"],
                       str(len(plan["risks"])), str(sum(1 for a in run.alerts if a["plan_id"] == pid)),
@@ -597,27 +598,69 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         try:
             stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
             (stores / "chroma").mkdir()  # the worker asks the Chroma sink (serving from there) for memory
-            with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV}) as (bootstrap, w), \
-                    ExitStack() as stack:
-                progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
-                stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
-                svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
-                progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
-                                completed=1)
-                sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
-                executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
-                    _start_executors(stack, bootstrap, stores))
-                result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
-                if len(result["plans"]) < len(sample):
-                    err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
-                    raise typer.Exit(1)
-                story = asyncio.run(_memory_story(bootstrap, svc, result))
-                result["stores"] = _stores(svc, sample, story)
+            with ExitStack() as serving:
+                progress.update(starting, description="starting tritonserver (learned estimates)")
+                triton = _start_triton(serving)
+                triton_env = {"TRITON_ENABLED": "true", "TRITON_URL": triton["url"]} if triton else {}
+                with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV,
+                                                **triton_env}) as (bootstrap, w), ExitStack() as stack:
+                    progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
+                    stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
+                    svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
+                    progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
+                                    completed=1)
+                    sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
+                    executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
+                        _start_executors(stack, bootstrap, stores))
+                    result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
+                    if len(result["plans"]) < len(sample):
+                        err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
+                        raise typer.Exit(1)
+                    story = asyncio.run(_memory_story(bootstrap, svc, result))
+                    result["stores"] = _stores(svc, sample, story)
+                    result["triton"] = triton and _triton_summary(triton, result)
         except BrokerUnreachable as exc:
             _fail(str(exc))
     _summary(result)
     for line in result.get("stores", []):
         console.print(line)
+    for line in result.get("triton") or ["Triton: not installed (make install adds it); plans used the template heuristics"]:
+        console.print(line)
+
+
+def _start_triton(stack: ExitStack) -> dict | None:
+    """tritonserver on .data/triton_repo for the demo (None when not installed). A repository
+    with only the untrained version 1 first gets a version trained on a small synthetic history
+    (once: later demos reuse it), so the plans can show learned estimates."""
+    try:
+        from infra.tritonserver import TritonServer, pytriton_dir
+        pytriton_dir()
+    except Exception:
+        return None
+    from streams import settings as S
+    from triton_models import history, repository, training
+    repo = repository.prepare(Path(S.load().triton.repository))
+    out: dict = {"trained": None}
+    if repository.versions(repo, "estimator") == [1]:
+        console.print("training the estimator once on a synthetic history (60 goals) for the demo:")
+        out["trained"] = training.train_estimator(history.synthetic(60, seed=1), repo, epochs=3, log=console.print)
+    server = stack.enter_context(TritonServer(repo, models=("embedder", "estimator"), log_dir=repo / ".log"))
+    out["url"] = server.url
+    return out
+
+
+def _triton_summary(triton: dict, result: dict) -> list[str]:
+    import tritonclient.grpc as grpcclient
+    c = grpcclient.InferenceServerClient(triton["url"])
+    try:
+        serving = [f"{m.name} v{m.version}" for m in c.get_model_repository_index().models if m.state == "READY"]
+    finally:
+        c.close()
+    sources: dict[str, int] = {}
+    for plan in result["plans"].values():
+        sources[plan.get("estimates_source", "heuristic")] = sources.get(plan.get("estimates_source", "heuristic"), 0) + 1
+    return [f"Triton at {triton['url']}: serving {', '.join(sorted(serving))}; first plans by estimates: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(sources.items()))]
 
 
 async def _memory_story(bootstrap: str, svc, result: dict) -> dict:
