@@ -729,27 +729,43 @@ def train_estimator(
         url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into "
                                                      "(default: [triton] url / TRITON_URL; none: just write it)"),
         epochs: int = typer.Option(6), lora: bool = typer.Option(True, help="LoRA on the text encoder (else head only)"),
-        seed: int = typer.Option(0)) -> None:
+        seed: int = typer.Option(0),
+        watch: float = typer.Option(0.0, help="keep running: every WATCH seconds, train when [triton] "
+                                              "train_min_new_tasks new finished tasks have accumulated")) -> None:
     """History -> LoRA + head -> evaluation against the serving version on held-out goals ->
     only if better: the next version in the repository, loaded by Triton. Prints the evaluation
     (also appended to <repository>/estimator/evaluations.jsonl)."""
     from streams import settings as S
     from triton_models import history, training
     cfg = S.load().triton
-    if synthetic:
-        examples = history.synthetic(synthetic, seed=seed)
-    else:
+    repo = repository or Path(cfg.repository)
+
+    def examples():
+        if synthetic:
+            return history.synthetic(synthetic, seed=seed)
         from sinks.clickhouse import reader
         r = reader(clickhouse)
         try:
-            examples = history.from_clickhouse(r)
+            return history.from_clickhouse(r)
         finally:
             r.close()
-    if not examples:
+
+    def once(ex) -> dict:
+        return training.train_estimator(ex, repo, url=url if url is not None else cfg.url, epochs=epochs, lora=lora,
+                                        seed=seed, log=console.print)
+
+    if watch > 0:
+        while True:
+            ex = examples()
+            if ex and training.due(repo, len(ex), cfg.train_min_new_tasks):
+                once(ex)
+            else:
+                console.print(f"{len(ex)} tasks of history: fewer than {cfg.train_min_new_tasks} new since the last run")
+            time.sleep(watch)
+    ex = examples()
+    if not ex:
         _fail("no history with actual durations yet (run goals and executors first, or pass --synthetic N)")
-    rec = training.train_estimator(examples, repository or Path(cfg.repository), url=url if url is not None else cfg.url,
-                                   epochs=epochs, lora=lora, seed=seed, log=console.print)
-    raise typer.Exit(0 if rec["accepted"] else 3)
+    raise typer.Exit(0 if once(ex)["accepted"] else 3)
 
 
 @train_app.command("decomposer")

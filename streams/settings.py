@@ -101,6 +101,7 @@ class TritonSettings:
     timeout_s: float = 0.5
     retry_after_s: float = 5.0
     cache_ttl_s: float = 30.0            # answers are reused this long (0: ask for every goal)
+    train_min_new_tasks: int = 500       # `chimera train estimator --watch`: train once this many new tasks finished
     repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
 
     @classmethod

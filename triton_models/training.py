@@ -206,6 +206,20 @@ def train_estimator(examples: list[Example], repo: Path | str, *, url: str = "",
     return record
 
 
+def last_evaluation(repo: Path | str) -> dict | None:
+    path = Path(repo) / MODEL / "evaluations.jsonl"
+    if not path.exists():
+        return None
+    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    return json.loads(lines[-1]) if lines else None
+
+
+def due(repo: Path | str, tasks_now: int, min_new: int) -> bool:
+    """Enough new history since the last training run (its `tasks`) to train again?"""
+    last = last_evaluation(repo)
+    return tasks_now - (last["tasks"] if last else 0) >= min_new
+
+
 def report(r: dict) -> str:
     s, c = r["serving"], r["candidate"]
     rows = [("duration MAE (h)", "mae_hours"), ("pinball (log h)", "pinball"), ("80% coverage", "coverage"),

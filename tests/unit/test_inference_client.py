@@ -55,3 +55,13 @@ def test_triton_settings_section():
         settings.TritonSettings.from_mapping({"nope": 1}, {})
     with pytest.raises(ValueError):
         settings.TritonSettings.from_mapping({}, {"TRITON_ENABLED": "maybe"})
+
+
+def test_training_is_due_when_enough_new_history_accumulated(tmp_path):
+    import json
+    from triton_models import training
+    assert training.due(tmp_path, 600, 500)               # never trained: 600 new tasks
+    assert not training.due(tmp_path, 400, 500)
+    (tmp_path / "estimator").mkdir()
+    (tmp_path / "estimator" / "evaluations.jsonl").write_text(json.dumps({"tasks": 600}) + "\n")
+    assert not training.due(tmp_path, 900, 500) and training.due(tmp_path, 1100, 500)
