@@ -769,7 +769,21 @@ def train_estimator(
 
 
 @train_app.command("decomposer")
-def train_decomposer() -> None:
-    """Not built yet: the decomposer's output validation exists (processors/llm_plan.py); the
-    SmolLM2 + LoRA model does not (see README, Models)."""
-    _fail("the decomposer model is not built yet; see README (Models)")
+def train_decomposer(
+        synthetic: int = typer.Option(160, help="pairs of a synthetic history of completed goals (the ClickHouse "
+                                                "source is not built yet)"),
+        repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
+        url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into"),
+        steps: int = typer.Option(40), held_out: int = typer.Option(16), seed: int = typer.Option(0)) -> None:
+    """Goal -> task-list pairs -> LoRA on SmolLM2-135M -> share of held-out answers the planner's
+    validator accepts, against the serving version -> only if higher: the next version, loaded by Triton."""
+    from streams import settings as S
+    from triton_models import decomposer_training as D
+    cfg = S.load().triton
+    rec = D.train_decomposer(D.synthetic_pairs(synthetic, seed=seed), repository or Path(cfg.repository),
+                             url=url if url is not None else cfg.url, steps=steps, held_out=held_out, seed=seed,
+                             log=console.print)
+    console.print(f"valid answers on {held_out} held-out goals: serving v{rec['serving_version']} "
+                  f"{rec['serving_valid']:.0%}, candidate {rec['candidate_valid']:.0%} -> "
+                  + (f"wrote v{rec['new_version']}" if rec["accepted"] else "not better: nothing written"))
+    raise typer.Exit(0 if rec["accepted"] else 3)

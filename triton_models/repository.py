@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODELS = ("embedder", "estimator")
+MODELS = ("embedder", "estimator")   # loaded at start; "decomposer" is prepared and loaded on request
+ALL = MODELS + ("decomposer",)
 
 
-def prepare(dest: Path | str, models: tuple[str, ...] = MODELS) -> Path:
+def prepare(dest: Path | str, models: tuple[str, ...] = ALL) -> Path:
     """Copy config.pbtxt, model-level *.py and the committed versions of `models` into `dest`."""
     dest = Path(dest)
     for name in models:

@@ -157,18 +157,18 @@ def write_version(repo: Path, model, head, evaluation: Evaluation, serving_versi
     return version
 
 
-def load_in_triton(url: str, version: int, timeout_s: float = 300.0) -> None:
-    """Ask Triton to (re)load the estimator (explicit control) and wait until `version` serves."""
+def load_in_triton(url: str, version: int, timeout_s: float = 300.0, model: str = MODEL) -> None:
+    """Ask Triton to (re)load `model` (explicit control) and wait until `version` serves."""
     import tritonclient.grpc as grpcclient
     client = grpcclient.InferenceServerClient(url)
     try:
-        client.load_model(MODEL)
+        client.load_model(model)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if client.is_model_ready(MODEL, str(version)):
+            if client.is_model_ready(model, str(version)):
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{MODEL} v{version} not ready in Triton after {timeout_s:.0f}s")
+        raise TimeoutError(f"{model} v{version} not ready in Triton after {timeout_s:.0f}s")
     finally:
         client.close()
 
