@@ -601,7 +601,9 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
             with ExitStack() as serving:
                 progress.update(starting, description="starting tritonserver (learned estimates)")
                 triton = _start_triton(serving)
-                triton_env = {"TRITON_ENABLED": "true", "TRITON_URL": triton["url"]} if triton else {}
+                # a generous timeout: the demo runs a broker, three sinks, executors and Triton on two cores
+                triton_env = {"TRITON_ENABLED": "true", "TRITON_URL": triton["url"], "TRITON_TIMEOUT_S": "5"} \
+                    if triton else {}
                 with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV,
                                                 **triton_env}) as (bootstrap, w), ExitStack() as stack:
                     progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
@@ -642,11 +644,31 @@ def _start_triton(stack: ExitStack) -> dict | None:
     repo = repository.prepare(Path(S.load().triton.repository))
     out: dict = {"trained": None}
     if repository.versions(repo, "estimator") == [1]:
-        console.print("training the estimator once on a synthetic history (60 goals) for the demo:")
-        out["trained"] = training.train_estimator(history.synthetic(60, seed=1), repo, epochs=3, log=console.print)
+        console.print("training the estimator once on a synthetic history (120 goals) for the demo:")
+        out["trained"] = training.train_estimator(history.synthetic(120, seed=1), repo, epochs=6, log=console.print)
     server = stack.enter_context(TritonServer(repo, models=("embedder", "estimator"), log_dir=repo / ".log"))
     out["url"] = server.url
+    _warm_estimator(server.url, [e.task for e in history.synthetic(8, seed=2)])
     return out
+
+
+def _warm_estimator(url: str, tasks) -> None:
+    """One request with the sample templates' tasks: the server encodes their texts once, so the
+    planner's first goals are not answered late (a late answer is a fallback)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from inference import features as F
+    texts, feats = F.batch(tasks)
+    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
+    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
+    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
+    f.set_data_from_numpy(feats)
+    c = grpcclient.InferenceServerClient(url)
+    try:
+        c.infer("estimator", [t, f], client_timeout=300)
+    finally:
+        c.close()
 
 
 def _triton_summary(triton: dict, result: dict) -> list[str]:

@@ -228,7 +228,7 @@ def report(r: dict) -> str:
     lines += [f"{name:<24}{s[k]:>14.4f}{c[k]:>12.4f}" for name, k in rows]
     lines.append(f"{'template heuristic MAE':<24}{c['heuristic_mae_hours']:>14.4f}   "
                  f"(candidate / heuristic = {c['mae_hours'] / c['heuristic_mae_hours']:.3f})")
-    lines.append(f"{'template [opt,pess] cov.':<24}{c['heuristic_coverage']:>14.4f}")
+    lines.append(f"{'template opt..pess cov.':<24}{c['heuristic_coverage']:>14.4f}")
     verdict = (f"better: wrote {MODEL} v{r['new_version']}" + (f", loaded in Triton at {r['loaded']}"
                                                                 if r.get("loaded") else "")
                if r["accepted"] else "not better: the serving version stays")
