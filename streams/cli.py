@@ -734,14 +734,6 @@ def _stores(svc, sample: list[dict], story: dict | None = None, settle_s: float 
     return lines
 
 
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 @train_app.command("estimator")
 def train_estimator(
         synthetic: int = typer.Option(0, help="train on a synthetic history of N goals (known true durations) "
@@ -809,3 +801,12 @@ def train_decomposer(
                   f"{rec['serving_valid']:.0%}, candidate {rec['candidate_valid']:.0%} -> "
                   + (f"wrote v{rec['new_version']}" if rec["accepted"] else "not better: nothing written"))
     raise typer.Exit(0 if rec["accepted"] else 3)
+
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
