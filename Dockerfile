@@ -7,6 +7,6 @@ COPY processors processors
 COPY streams streams
 COPY sinks sinks
 COPY infra infra
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[triton-client]"
 ENTRYPOINT ["chimera"]
 CMD ["worker"]

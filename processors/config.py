@@ -59,6 +59,11 @@ class PlanningConfig:
     progress_interval_seconds: float = 5.0             # at most one progress version per plan per interval
     replan_variance_hours: float = 4.0                 # |schedule variance| beyond this replans
     replan_spi_threshold: float = 0.8                  # SPI below this replans
+    # learned estimates (issue 10, processors/estimates.py): a task's learned duration replaces
+    # the template's only when its 80% interval (high - low) / median is at most this ratio;
+    # the untrained estimator (template x [0.7, 1.6]) has 0.9 and so never replaces anything
+    learned_interval_ratio: float = 0.8
+    learned_failure_threshold: float = 0.3             # learned failure probability that makes a risk
     hourly_rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_HOURLY_RATES))
     default_capacities: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CAPACITIES))
 
@@ -102,7 +107,7 @@ _FLOAT = {"default_task_timeout_hours", "risk_threshold_probability", "resource_
           "refine_budget_seconds", "alert_score_threshold", "time_unit_hours",
           "resource_heartbeat_timeout_seconds", "retry_base_seconds", "retry_backoff_factor",
           "retry_max_seconds", "breaker_cooldown_seconds", "progress_interval_seconds",
-          "replan_variance_hours", "replan_spi_threshold"}
+          "replan_variance_hours", "replan_spi_threshold", "learned_interval_ratio", "learned_failure_threshold"}
 _BOOL = {"auto_approve_low_risk_plans", "enable_continuous_replanning"}
 _DICT = {"hourly_rates", "default_capacities"}
 
@@ -150,6 +155,10 @@ def _validate(cfg: PlanningConfig) -> None:
         raise ValueError("max_concurrent_tasks must be >= 1")
     if not 0.0 <= cfg.risk_threshold_probability <= 1.0:
         raise ValueError("risk_threshold_probability must be within 0..1")
+    if cfg.learned_interval_ratio < 0:
+        raise ValueError("learned_interval_ratio must be >= 0")
+    if not 0.0 <= cfg.learned_failure_threshold <= 1.0:
+        raise ValueError("learned_failure_threshold must be within 0..1")
     if not 0.0 <= cfg.alert_score_threshold <= 1.0:
         raise ValueError("alert_score_threshold must be within 0..1")
     if cfg.resource_buffer_percentage < 0:

@@ -33,7 +33,7 @@ from typing import Mapping, Union
 from . import approval, memory, progress, risk
 from .allocation import AllocationRequest, Resource, budget_hold, choose_resource, request_for
 from .config import PlanningConfig
-from .model import ApprovalState, Goal, Plan, PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity
+from .model import ApprovalState, Goal, LearnedEstimate, Plan, PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity
 from .planner import plan_goal, ready_tasks, refine_plan
 from .retry import GiveUp, attempt_deadline_ms, retry_decision
 
@@ -266,8 +266,11 @@ Result = tuple["PlanState | None", tuple[Event, ...]]
 
 
 def goal_digest(goal: Goal) -> str:
-    """A fingerprint of everything the goal says (its fields are plain values)."""
-    return hashlib.sha256(repr(goal).encode()).hexdigest()[:32]
+    """A fingerprint of everything the goal says (its fields are plain values). Learned
+    estimates are the planner's, not the author's: left out, and the text is the one from
+    before Goal had them, so stored fingerprints stay valid."""
+    text = repr(dataclasses.replace(goal, estimates=()))
+    return hashlib.sha256(text.replace(", estimates=())", ")").encode()).hexdigest()[:32]
 
 
 def deadline_passed(goal: Goal, received_at_ms: int) -> bool:
@@ -471,6 +474,7 @@ def _replan(state: PlanState, config: PlanningConfig, live: Live | None, now_ms:
     plan = progress.replan_keeping_done(state.plan, state.goal, done=state.done, running=running, now_ms=now_ms,
                                         capacities=dict(live.capacities) if live else {}, config=config,
                                         reason=reason, progress=frac)
+    plan = dataclasses.replace(plan, estimates_source=state.plan.estimates_source)  # same goal, same estimates
     state = _version(state, plan, config, now_ms, trigger, events)
     return _emit(state, config, events, live)
 
@@ -498,13 +502,16 @@ def _fail(state: PlanState, tid: str, run: TaskRun, why: str, config: PlanningCo
 
 
 def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float], config: PlanningConfig,
-            *, received_at_ms: int, live: Live | None = None, reuse: "memory.Reuse | None" = None) -> Result:
+            *, received_at_ms: int, live: Live | None = None, reuse: "memory.Reuse | None" = None,
+            estimates: "tuple[LearnedEstimate, ...]" = (), estimates_source: str | None = None) -> Result:
     """The first plan of a goal (fast path) and, when configured, a refinement request.
     A replayed goal changes nothing; an edited re-send of a live plan's goal replans its
     remaining work (trigger goal_changed); an ended plan's goal cannot be edited.
     `reuse` (processors.memory.reuse) plans the goal from a past episode instead: the plan
     records it (plan.memory), and the state and the refinement request carry the goal
-    actually planned."""
+    actually planned. Learned `estimates` (the planner's estimator client) ride on the goal
+    planned (goal.estimates: refinements and replans use them too); `estimates_source` is
+    recorded on the plan."""
     digest = goal_digest(goal)
     if state is not None:
         if state.goal_digest == digest:
@@ -521,9 +528,13 @@ def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float]
         new = _replan(changed, config, live, received_at_ms, "goal_changed", why, events)
         return new, tuple(events)
     planned = goal if reuse is None else reuse.goal
+    if estimates:
+        planned = dataclasses.replace(planned, estimates=tuple(estimates))
     plan, _ = plan_goal(planned, known_capacities=capacities, config=config)
     if reuse is not None:
         plan = dataclasses.replace(plan, strategy=memory.STRATEGY, memory=reuse.use)
+    if estimates_source is not None:
+        plan = dataclasses.replace(plan, estimates_source=estimates_source)
     if deadline_passed(goal, received_at_ms):
         plan = _flag_past_deadline(plan)
     events = [PlanCreated(plan)]
@@ -573,6 +584,8 @@ def on_refined(state: PlanState | None, plan_id: str, base_version: int, refined
         return state, (Ignored("plan_rejected", f"{plan_id} was rejected or ended; refinement dropped"),)
     if state.plan.memory is not None:  # the refiner re-planned the remembered tasks: say so again
         refined = dataclasses.replace(refined, strategy=state.plan.strategy, memory=state.plan.memory)
+    # the refiner planned the same goal (its learned estimates included): same duration source
+    refined = dataclasses.replace(refined, estimates_source=state.plan.estimates_source)
     return _new_version(state, approval.keep_decision(state.plan, refined), config, at_ms=0, live=live)
 
 

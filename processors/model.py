@@ -76,6 +76,18 @@ class TaskSpec:
 
 
 @dataclass(frozen=True)
+class LearnedEstimate:
+    """A learned model's view of one task (inference/, served by Triton): the 10/50/90%
+    quantiles of its duration in hours and the probability that it fails."""
+
+    task_id: str
+    low: float
+    median: float
+    high: float
+    failure_p: float
+
+
+@dataclass(frozen=True)
 class Goal:
     goal_id: str
     title: str
@@ -89,6 +101,9 @@ class Goal:
     strategy: str | None = None           # force a decomposition strategy
     tasks: tuple[TaskSpec, ...] = ()      # explicit tasks: skip decomposition
     submitted_by: str = ""
+    # learned estimates for the tasks decomposition yields (processors.estimates decides
+    # which replace the template's); not part of goals.created: the planner attaches them
+    estimates: tuple[LearnedEstimate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -210,6 +225,10 @@ class Plan:
     violations: tuple[str, ...] = ()     # validation findings
     created_at_ms: int = 0
     memory: MemoryUse | None = None      # set when the plan reused a past episode (processors.memory)
+    # where the durations came from: "heuristic" (templates), "heuristic:fallback" (the
+    # estimator was asked and did not answer), or "<model>/<version>" when learned estimates
+    # replaced at least one template duration
+    estimates_source: str = "heuristic"
 
     def task(self, task_id: str) -> ScheduledTask:
         for st in self.tasks:

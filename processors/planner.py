@@ -11,7 +11,7 @@ import math
 from collections import defaultdict
 from typing import Mapping, Sequence
 
-from processors import approval, risk, validation
+from processors import approval, estimates, risk, validation
 from processors.resources import effective_capacities, peak_usage
 from processors.config import PlanningConfig
 from processors.decomposition import decompose
@@ -94,6 +94,8 @@ def _tasks_for(goal: Goal, config: PlanningConfig) -> tuple[str, tuple[Task, ...
     # decompose checks the tasks once (check_specs for explicit tasks, check_dependencies
     # for decomposed ones) and returns them in topological order
     decomposition = decompose(goal, max_task_hours=config.default_task_timeout_hours)
+    if goal.estimates:   # learned durations where the estimator is confident (processors/estimates.py)
+        return decomposition.strategy, estimates.apply(decomposition.tasks, goal.estimates, config)[0]
     return decomposition.strategy, decomposition.tasks
 
 

@@ -234,6 +234,14 @@ def _technical(c: _Ctx) -> list[Risk]:
                     f"{len(crit)} on the critical path")]
 
 
+def _learned(c: _Ctx) -> list[Risk]:
+    """Failure probabilities from the learned estimator (goal.estimates), for open tasks."""
+    if not c.goal.estimates:
+        return []
+    from processors.estimates import failure_risks
+    return failure_risks(c.open_tasks(), c.goal.estimates, c.config)
+
+
 def _integration(c: _Ctx) -> list[Risk]:
     out: list[Risk] = []
     open_ids = {st.task.task_id for st in c.open_tasks()}
@@ -320,7 +328,7 @@ def assess(goal: Goal, tasks: Sequence[ScheduledTask], makespan_hours: float, cr
                config=config, progress=progress,
                template=template or resolve_domain(goal.domain), open=open_tasks, usage=usage)
     found: dict[str, Risk] = {}
-    for part in (_timeline, _resource, _technical, _integration, _template_risks):
+    for part in (_timeline, _resource, _technical, _integration, _template_risks, _learned):
         for r in part(ctx):
             if r.risk_id not in found or r.score > found[r.risk_id].score:
                 found[r.risk_id] = r

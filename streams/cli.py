@@ -30,6 +30,9 @@ topics_app = typer.Typer(help="Create or list the Chimera topics.", no_args_is_h
 produce_app = typer.Typer(help="Produce records to Chimera topics.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(produce_app, name="produce")
+train_app = typer.Typer(help="Train the learned models (LoRA with peft, on the CPU) and hand them to Triton.",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
@@ -522,14 +525,15 @@ def _executed_summary(result: dict) -> None:
 def _summary(result: dict) -> None:
     run = result["run"]
     table = Table(title="Plans")
-    for col in ("goal", "plan", "strategy", "tasks", "makespan h", "refined h", "cost", "approval", "risks", "alerts",
-                "assigned"):
+    for col in ("goal", "plan", "strategy", "estimates", "tasks", "makespan h", "refined h", "cost", "approval", "risks",
+                "alerts", "assigned"):
         table.add_column(col)
     for pid, plan in result["plans"].items():
         ups = [u["plan"] for u in run.updates.get(pid, [])]
         refined = min((u["makespan_hours"] for u in ups if u["reason"].startswith("refined")), default=None)
         approvals = [u["approval"] for u in ups if u["approval"] != "PENDING"]
-        table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"], str(len(plan["tasks"])),
+        table.add_row(result["wanted"][pid]["title"][:40], pid[:13], plan["strategy"],
+                      plan.get("estimates_source", "heuristic"), str(len(plan["tasks"])),
                       f"{plan['makespan_hours']:g}", f"{refined:g}" if refined is not None else "-",
                       f"{plan['cost']['total']:,.0f}", approvals[-1] if approvals else plan["approval"],
                       str(len(plan["risks"])), str(sum(1 for a in run.alerts if a["plan_id"] == pid)),
@@ -594,27 +598,91 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         try:
             stores = Path(tempfile.mkdtemp(prefix="chimera-demo-"))
             (stores / "chroma").mkdir()  # the worker asks the Chroma sink (serving from there) for memory
-            with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV}) as (bootstrap, w), \
-                    ExitStack() as stack:
-                progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
-                stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
-                svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
-                progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
-                                completed=1)
-                sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
-                executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
-                    _start_executors(stack, bootstrap, stores))
-                result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
-                if len(result["plans"]) < len(sample):
-                    err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
-                    raise typer.Exit(1)
-                story = asyncio.run(_memory_story(bootstrap, svc, result))
-                result["stores"] = _stores(svc, sample, story)
+            with ExitStack() as serving:
+                progress.update(starting, description="starting tritonserver (learned estimates)")
+                triton = _start_triton(serving)
+                # a generous timeout: the demo runs a broker, three sinks, executors and Triton on two cores
+                triton_env = {"TRITON_ENABLED": "true", "TRITON_URL": triton["url"], "TRITON_TIMEOUT_S": "5"} \
+                    if triton else {}
+                with services.stack(worker_env={"MEMORY_DIR": str(stores / "chroma"), **DEMO_WORKER_ENV,
+                                                **triton_env}) as (bootstrap, w), ExitStack() as stack:
+                    progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
+                    stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
+                    svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
+                    progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
+                                    completed=1)
+                    sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
+                    executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
+                        _start_executors(stack, bootstrap, stores))
+                    result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
+                    if len(result["plans"]) < len(sample):
+                        err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")
+                        raise typer.Exit(1)
+                    story = asyncio.run(_memory_story(bootstrap, svc, result))
+                    result["stores"] = _stores(svc, sample, story)
+                    result["triton"] = triton and _triton_summary(triton, result)
         except BrokerUnreachable as exc:
             _fail(str(exc))
     _summary(result)
     for line in result.get("stores", []):
         console.print(line)
+    for line in result.get("triton") or ["Triton: not installed (make install adds it); plans used the template heuristics"]:
+        console.print(line)
+
+
+def _start_triton(stack: ExitStack) -> dict | None:
+    """tritonserver on .data/triton_repo for the demo (None when not installed). A repository
+    with only the untrained version 1 first gets a version trained on a small synthetic history
+    (once: later demos reuse it), so the plans can show learned estimates."""
+    try:
+        from infra.tritonserver import TritonServer, pytriton_dir
+        pytriton_dir()
+    except Exception:
+        return None
+    from streams import settings as S
+    from triton_models import history, repository, training
+    repo = repository.prepare(Path(S.load().triton.repository))
+    out: dict = {"trained": None}
+    if repository.versions(repo, "estimator") == [1]:
+        console.print("training the estimator once on a synthetic history (120 goals) for the demo:")
+        out["trained"] = training.train_estimator(history.synthetic(120, seed=1), repo, epochs=6, log=console.print)
+    server = stack.enter_context(TritonServer(repo, models=("embedder", "estimator"), log_dir=repo / ".log"))
+    out["url"] = server.url
+    _warm_estimator(server.url, [e.task for e in history.synthetic(8, seed=2)])
+    return out
+
+
+def _warm_estimator(url: str, tasks) -> None:
+    """One request with the sample templates' tasks: the server encodes their texts once, so the
+    planner's first goals are not answered late (a late answer is a fallback)."""
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+
+    from inference import features as F
+    texts, feats = F.batch(tasks)
+    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
+    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
+    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
+    f.set_data_from_numpy(feats)
+    c = grpcclient.InferenceServerClient(url)
+    try:
+        c.infer("estimator", [t, f], client_timeout=300)
+    finally:
+        c.close()
+
+
+def _triton_summary(triton: dict, result: dict) -> list[str]:
+    import tritonclient.grpc as grpcclient
+    c = grpcclient.InferenceServerClient(triton["url"])
+    try:
+        serving = [f"{m.name} v{m.version}" for m in c.get_model_repository_index().models if m.state == "READY"]
+    finally:
+        c.close()
+    sources: dict[str, int] = {}
+    for plan in result["plans"].values():
+        sources[plan.get("estimates_source", "heuristic")] = sources.get(plan.get("estimates_source", "heuristic"), 0) + 1
+    return [f"Triton at {triton['url']}: serving {', '.join(sorted(serving))}; first plans by estimates: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(sources.items()))]
 
 
 async def _memory_story(bootstrap: str, svc, result: dict) -> dict:
@@ -664,6 +732,76 @@ def _stores(svc, sample: list[dict], story: dict | None = None, settle_s: float 
             f"{m['tasks_observed']} estimates from observed actuals (x{m['duration_factor']:.2f}); makespan "
             f"{reused['makespan_hours']:g} h" if m else "planned without memory (no similar completed goal found)"))
     return lines
+
+
+@train_app.command("estimator")
+def train_estimator(
+        synthetic: int = typer.Option(0, help="train on a synthetic history of N goals (known true durations) "
+                                              "instead of ClickHouse"),
+        clickhouse: Path = typer.Option(Path(".data/clickhouse"), help="the ClickHouse sink's chdb folder"),
+        repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
+        url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into "
+                                                     "(default: [triton] url / TRITON_URL; none: just write it)"),
+        epochs: int = typer.Option(6), lora: bool = typer.Option(True, help="LoRA on the text encoder (else head only)"),
+        seed: int = typer.Option(0),
+        watch: float = typer.Option(0.0, help="keep running: every WATCH seconds, train when [triton] "
+                                              "train_min_new_tasks new finished tasks have accumulated")) -> None:
+    """History -> LoRA + head -> evaluation against the serving version on held-out goals ->
+    only if better: the next version in the repository, loaded by Triton. Prints the evaluation
+    (also appended to <repository>/estimator/evaluations.jsonl)."""
+    from streams import settings as S
+    from triton_models import history, training
+    cfg = S.load().triton
+    repo = repository or Path(cfg.repository)
+
+    def examples():
+        if synthetic:
+            return history.synthetic(synthetic, seed=seed)
+        from sinks.clickhouse import reader
+        r = reader(clickhouse)
+        try:
+            return history.from_clickhouse(r)
+        finally:
+            r.close()
+
+    def once(ex) -> dict:
+        return training.train_estimator(ex, repo, url=url if url is not None else cfg.url, epochs=epochs, lora=lora,
+                                        seed=seed, log=console.print)
+
+    if watch > 0:
+        while True:
+            ex = examples()
+            if ex and training.due(repo, len(ex), cfg.train_min_new_tasks):
+                once(ex)
+            else:
+                console.print(f"{len(ex)} tasks of history: fewer than {cfg.train_min_new_tasks} new since the last run")
+            time.sleep(watch)
+    ex = examples()
+    if not ex:
+        _fail("no history with actual durations yet (run goals and executors first, or pass --synthetic N)")
+    raise typer.Exit(0 if once(ex)["accepted"] else 3)
+
+
+@train_app.command("decomposer")
+def train_decomposer(
+        synthetic: int = typer.Option(160, help="pairs of a synthetic history of completed goals (the ClickHouse "
+                                                "source is not built yet)"),
+        repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
+        url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into"),
+        steps: int = typer.Option(40), held_out: int = typer.Option(16), seed: int = typer.Option(0)) -> None:
+    """Goal -> task-list pairs -> LoRA on SmolLM2-135M -> share of held-out answers the planner's
+    validator accepts, against the serving version -> only if higher: the next version, loaded by Triton."""
+    from streams import settings as S
+    from triton_models import decomposer_training as D
+    cfg = S.load().triton
+    rec = D.train_decomposer(D.synthetic_pairs(synthetic, seed=seed), repository or Path(cfg.repository),
+                             url=url if url is not None else cfg.url, steps=steps, held_out=held_out, seed=seed,
+                             log=console.print)
+    console.print(f"valid answers on {held_out} held-out goals: serving v{rec['serving_version']} "
+                  f"{rec['serving_valid']:.0%}, candidate {rec['candidate_valid']:.0%} -> "
+                  + (f"wrote v{rec['new_version']}" if rec["accepted"] else "not better: nothing written"))
+    raise typer.Exit(0 if rec["accepted"] else 3)
+
 
 
 def main() -> None:

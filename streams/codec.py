@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, MemoryUse, Milestone, Phase, Plan,
+from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, LearnedEstimate, MemoryUse, Milestone, Phase, Plan,
                               PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity, Task,
                               TaskSpec)
 from processors.ids import event_id
@@ -189,6 +189,7 @@ def plan_record(p: Plan) -> dict[str, Any]:
         "cost": {"total": p.cost.total, "currency": p.cost.currency, "by_resource": dict(p.cost.by_resource)},
         "violations": list(p.violations), "created_at_ms": p.created_at_ms,
         "memory": None if p.memory is None else dataclasses.asdict(p.memory),
+        "estimates_source": p.estimates_source,
     }
 
 
@@ -205,7 +206,8 @@ def plan_from_record(r: dict[str, Any]) -> Plan:
         approval=ApprovalState(r["approval"]), schedule_method=r["schedule_method"],
         lower_bound_hours=r.get("lower_bound_hours", 0.0), reason=r.get("reason", ""),
         violations=tuple(r.get("violations", ())), created_at_ms=r["created_at_ms"],
-        memory=None if r.get("memory") is None else MemoryUse(**r["memory"]))
+        memory=None if r.get("memory") is None else MemoryUse(**r["memory"]),
+        estimates_source=r.get("estimates_source", "heuristic"))
 
 
 def update_record(p: Plan, previous: Plan, figures: L.Figures = L.Figures(), status: str = "ACTIVE",
@@ -260,8 +262,17 @@ _RECORDS: dict[type, Callable[[Any], Out]] = {
     L.RiskAlerted: lambda e: Out(T.RISKS_ALERTS.name, e.plan.plan_id, alert_record(e.plan, e.risk)),
     L.RefineRequested: lambda e: Out(T.PLANS_REFINE.name, e.plan.plan_id, {
         "plan_id": e.plan.plan_id, "base_version": e.plan.version, "goal": goal_record(e.goal),
-        "known_capacities": dict(e.capacities)}),
+        "known_capacities": dict(e.capacities), "estimates": estimates_records(e.goal.estimates)}),
 }
+
+
+def estimates_records(estimates: Iterable[LearnedEstimate]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(e) for e in estimates]
+
+
+def estimates_from_records(rs: Iterable[dict[str, Any]]) -> tuple[LearnedEstimate, ...]:
+    return tuple(LearnedEstimate(r["task_id"], float(r["low"]), float(r["median"]), float(r["high"]),
+                                 float(r["failure_p"])) for r in rs)
 
 
 def records(events: Iterable[L.Event]) -> list[Out]:

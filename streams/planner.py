@@ -21,6 +21,7 @@ first; a record that cannot apply goes to <topic>.dlq with the reason.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import gc
 import itertools
@@ -126,6 +127,13 @@ class PlannerWorker:
         self._stored: bytes | None = None  # see _state
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self.memory = memory.MemoryLookup.from_settings(settings.memory)
+        self.estimator = None    # learned durations from Triton (inference/estimator.py), [triton] enabled
+        if settings.triton.enabled:
+            from inference.estimator import EstimatorClient
+            self.estimator = EstimatorClient(settings.triton.url, model=settings.triton.model,
+                                             timeout_s=settings.triton.timeout_s,
+                                             retry_after_s=settings.triton.retry_after_s,
+                                             cache_ttl_s=settings.triton.cache_ttl_s)
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
             T.EXECUTION_FEEDBACK.name: self.on_feedback,
@@ -219,6 +227,8 @@ class PlannerWorker:
             try:
                 request = serde(T.PLANS_REFINE.name).decode(event.value)
                 goal = codec.goal_from_record(request["goal"])
+                if request.get("estimates"):
+                    goal = dataclasses.replace(goal, estimates=codec.estimates_from_records(request["estimates"]))
                 limits.check_goal(goal, self.limits)
                 limits.capacities(request["known_capacities"], "known_capacities", self.limits)
             except (SerdeError, PlanningError) as exc:
@@ -411,10 +421,19 @@ class PlannerWorker:
         pid = derive_plan_id(goal.goal_id)
         # episodic memory (streams/memory.py): off the event loop, bounded by [memory] timeout_s
         reuse = await self.memory.reuse(goal, record) if self.memory and self.plans.get(pid) is None else None
+        # learned estimates (inference/estimator.py): one bounded request; a dead server answers None at once
+        est = None
+        if self.estimator is not None and reuse is None and self.plans.get(pid) is None:
+            est = await self.estimator.for_goal(goal, self.config)
         started = time.perf_counter()
         live = self.live()
         result = lifecycle.on_goal(self._state(pid), goal, live.capacities, self.config,
-                                   received_at_ms=int(event.message.timestamp * 1000), live=live, reuse=reuse)
+                                   received_at_ms=int(event.message.timestamp * 1000), live=live, reuse=reuse,
+                                   estimates=est.estimates if est else (),
+                                   estimates_source=est.source if est else None)
+        if self.estimator is not None and self.plans.get(pid) is None:
+            from inference.estimator import count_plan
+            count_plan(est.source if est else None)
         PLANNING_SECONDS.observe(time.perf_counter() - started)
         await self._apply(pid, result)
         memory.count_plans(result[1])

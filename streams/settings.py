@@ -67,18 +67,47 @@ class MemorySettings:
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "MemorySettings":
         kinds, values = _section(cls, d, env, "MEMORY_", "memory")
-        out = {}
-        for k, v in values.items():
-            if kinds[k] is bool and isinstance(v, str):
-                if v.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-                    raise ValueError(f"[memory]: {k} must be a boolean, got {v!r}")
-                out[k] = v.strip().lower() in ("1", "true", "yes", "on")
-            else:
-                try:
-                    out[k] = kinds[k](v)
-                except (TypeError, ValueError) as exc:
-                    raise ValueError(f"[memory]: {k}: {exc}") from None
-        return cls(**out)
+        return cls(**_typed("memory", kinds, values))
+
+
+def _typed(name: str, kinds: dict, values: dict) -> dict:
+    """Convert a section's values to its field types (booleans from the usual words)."""
+    out = {}
+    for k, v in values.items():
+        if kinds[k] is bool and isinstance(v, str):
+            if v.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(f"[{name}]: {k} must be a boolean, got {v!r}")
+            out[k] = v.strip().lower() in ("1", "true", "yes", "on")
+        else:
+            try:
+                out[k] = kinds[k](v)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"[{name}]: {k}: {exc}") from None
+    return out
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    """`[triton]`: the planner's learned estimator on Triton (TRITON_<KEY> env vars override;
+    TRITON_URL is the server's gRPC host:port). Off by default: a planner without a server
+    plans with the template heuristics, as before. When on, each new goal's tasks go to the
+    estimator in one request bounded by `timeout_s`; a failed or late answer plans with the
+    heuristics at once (the plan says estimates_source = heuristic:fallback) and the server is
+    not asked again for `retry_after_s`, so a dead server costs nothing per goal."""
+
+    enabled: bool = False
+    url: str = ""                        # host:grpc_port; "" = nothing to ask (fallback)
+    model: str = "estimator"
+    timeout_s: float = 0.5
+    retry_after_s: float = 5.0
+    cache_ttl_s: float = 30.0            # answers are reused this long (0: ask for every goal)
+    train_min_new_tasks: int = 500       # `chimera train estimator --watch`: train once this many new tasks finished
+    repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "TritonSettings":
+        kinds, values = _section(cls, d, env, "TRITON_", "triton")
+        return cls(**_typed("triton", kinds, values))
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
+    triton: TritonSettings = field(default_factory=TritonSettings)
     app_id: str = "chimera-planner"
     data_dir: str = str(REPO / ".data" / "faust")
 
@@ -117,5 +147,6 @@ def load(env=os.environ, path: str | os.PathLike | None = None) -> Settings:
                     limits=Limits.from_mapping(tables.get("limits", {}), env),
                     worker=WorkerSettings.from_mapping(tables.get("worker", {}), env),
                     memory=MemorySettings.from_mapping(tables.get("memory", {}), env),
+                    triton=TritonSettings.from_mapping(tables.get("triton", {}), env),
                     app_id=env.get("CHIMERA_APP_ID", "chimera-planner"),
                     data_dir=env.get("CHIMERA_DATA_DIR") or str(REPO / ".data" / "faust"))

