@@ -104,6 +104,18 @@ def capacities(caps: Mapping[str, float], what: str, limits: Limits) -> None:
         finite(units, f"{what}[{kind}]", high=limits.max_capacity)
 
 
+def resource(record: Mapping, limits: Limits) -> None:
+    """A resources.availability record: its ids, capabilities and numbers within the limits.
+    Every worker keeps every resource in memory and copies capabilities into allocations, so
+    a resource with a million capabilities or a megabyte id must not get in."""
+    _text(record["resource_id"], "resource_id", limits.max_id_chars)
+    _text(record.get("kind") or "", "kind", limits.max_id_chars)
+    _items(record.get("capabilities") or (), "capabilities", limits.max_list_items, limits.max_id_chars)
+    capacities(record["capacities"], "capacities", limits)
+    capacities(record.get("free") or {}, "free", limits)
+    finite(record.get("hourly_rate"), "hourly_rate", high=limits.max_budget)
+
+
 def check_goal(goal: Goal, limits: Limits) -> None:
     """Every size and number of a goal within the declared limits."""
     _text(goal.goal_id, "goal_id", limits.max_id_chars)

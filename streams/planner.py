@@ -84,9 +84,7 @@ def check_resource(key: bytes | None, record: dict, lim: limits.Limits) -> None:
     """A resource record fit for the capacity table: keyed by its id, finite numbers."""
     if key is None or key.decode(errors="replace") != record["resource_id"]:
         raise PlanningError("wrong_key", f"key {key!r} is not the resource_id {record['resource_id']!r}")
-    limits.capacities(record["capacities"], "capacities", lim)
-    limits.capacities(record.get("free") or {}, "free", lim)
-    limits.finite(record.get("hourly_rate"), "hourly_rate", high=lim.max_budget)
+    limits.resource(record, lim)
 
 
 def admit_goal(raw: bytes | None, lim: limits.Limits) -> Goal:

@@ -48,9 +48,24 @@ def test_any_resource_is_accepted_only_with_finite_non_negative_capacities(recor
     try:
         check_resource(record["resource_id"].encode(), record, LIMITS)
     except PlanningError as exc:
-        assert exc.reason in ("not_finite", "value_out_of_range", "text_too_long")
+        assert exc.reason in ("not_finite", "value_out_of_range", "text_too_long", "too_many_items")
         return
     assert all(math.isfinite(v) and 0 <= v <= LIMITS.max_capacity for v in record["capacities"].values())
+    assert len(record["resource_id"]) <= LIMITS.max_id_chars
+    assert len(record["capabilities"]) <= LIMITS.max_list_items
+    assert all(len(c) <= LIMITS.max_id_chars for c in record["capabilities"])
+
+
+def test_a_resource_with_too_many_or_too_long_capabilities_is_refused():
+    base = {"resource_id": "r1", "kind": "agent", "capacities": {"agents": 1.0}, "capabilities": ["python"],
+            "available": True, "updated_at_ms": 1}
+    check_resource(b"r1", base, LIMITS)
+    with pytest.raises(PlanningError) as many:
+        check_resource(b"r1", {**base, "capabilities": [f"c{i}" for i in range(LIMITS.max_list_items + 1)]}, LIMITS)
+    assert many.value.reason == "too_many_items"
+    with pytest.raises(PlanningError) as long:
+        check_resource(b"r1", {**base, "capabilities": ["x" * (LIMITS.max_id_chars + 1)]}, LIMITS)
+    assert long.value.reason == "text_too_long"
 
 
 @HOSTILE
