@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml
 	@command -v javac >/dev/null || { echo "Installing a JDK (Neo4j's launcher is a single-file Java program)"; apt-get update -q && apt-get install -y -q openjdk-17-jdk-headless; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
-	$(PY) -m pip install -q -e '.[test,sinks,executor]'
+	$(PY) -m pip install -q -e '.[test,sinks,executor,api]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 $(KAFKA_STAMP): $(STAMP) infra/kafka/pom.xml

@@ -197,6 +197,61 @@ def status(plan: str, idle: float = typer.Option(2.0, help="seconds without reco
     console.print(table)
 
 
+api_app = typer.Typer(help="The REST API: serve it (no subcommand) or manage its keys.", invoke_without_command=True)
+keys_app = typer.Typer(help="API keys: hashed at rest in \\[api] keys_file, each bound to a tenant and a role.",
+                       no_args_is_help=True)
+api_app.add_typer(keys_app, name="keys")
+app.add_typer(api_app, name="api")
+
+
+@api_app.callback()
+def api(ctx: typer.Context, host: Optional[str] = typer.Option(None, help="default: \\[api] host"),
+        port: Optional[int] = typer.Option(None, help="default: \\[api] port")) -> None:
+    """Serve the REST API (KAFKA_BOOTSTRAP must point at a broker); OpenAPI at /docs and /openapi.json."""
+    if ctx.invoked_subcommand is None:
+        from api.server import serve
+        from streams import settings
+        serve(settings.load(), host, port)
+
+
+@keys_app.command("add")
+def keys_add(tenant: str = typer.Option(...), role: str = typer.Option(..., help="viewer, planner, approver or admin"),
+             principal: str = typer.Option("", help="who acts with this key (approvals name it)")) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    from api.keys import KeyStore
+    from streams import settings
+    store = KeyStore.load(settings.load().api.keys_file)
+    try:
+        key, record = store.add(tenant, role, principal)
+    except ValueError as exc:
+        _fail(str(exc))
+    store.save()
+    err.print(f"key {record.key_id} for tenant {tenant}, role {role}, principal {record.principal} "
+              f"(stored hashed in {store.path}); shown once:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Key ids, tenants, roles and principals (never a secret: none is stored)."""
+    from api.keys import KeyStore
+    from streams import settings
+    for k in KeyStore.load(settings.load().api.keys_file).keys.values():
+        console.print(f"{k.key_id}\t{k.tenant}\t{k.role}\t{k.principal}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Remove a key (a running API reads the file at start: restart it)."""
+    from api.keys import KeyStore
+    from streams import settings
+    store = KeyStore.load(settings.load().api.keys_file)
+    if not store.revoke(key_id):
+        _fail(f"no key {key_id}")
+    store.save()
+    console.print(f"revoked {key_id}")
+
+
 @app.command()
 def worker(loglevel: str = "info") -> None:
     """Run one planner worker in the foreground (KAFKA_BOOTSTRAP must point at a broker)."""

@@ -1,0 +1,42 @@
+"""Structured logs: one JSON object per line, with trace, goal and plan ids when known.
+
+`log.info("...", extra={"plan_id": ..., "goal_id": ..., "trace_id": ...})` puts them in the
+line; CHIMERA_LOG_FORMAT=text keeps plain lines for people at a terminal. Records never
+carry secrets: API keys are not logged anywhere (only their public key id).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+FIELDS = ("trace_id", "goal_id", "plan_id", "task_id", "key_id", "tenant")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+               "level": record.levelname.lower(), "service": self.service, "logger": record.name,
+               "message": record.getMessage()}
+        for f in FIELDS:
+            v = getattr(record, f, None)
+            if v:
+                out[f] = v
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup(service: str, level: str | int | None = None) -> None:
+    """Root logging for one process kind (idempotent)."""
+    root = logging.getLogger()
+    root.setLevel(level or os.environ.get("CHIMERA_LOG_LEVEL", "INFO").upper())
+    handler = logging.StreamHandler()
+    if os.environ.get("CHIMERA_LOG_FORMAT", "json") == "json":
+        handler.setFormatter(JsonFormatter(service))
+    root.handlers[:] = [handler]

@@ -1,0 +1,61 @@
+"""The API on the real broker, in process (Starlette's TestClient drives the ASGI app and its
+lifespan, so the view's consumer thread runs as in `chimera api`)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import contextmanager
+
+from fastapi.testclient import TestClient
+
+from api.app import Deps, create_app
+from api.keys import KeyStore
+from api.ratelimit import RateLimiter
+from api.store import Store
+from api.view import View
+from api.writer import Writer
+from streams.settings import ApiSettings
+from topics.admin import create_topics
+
+ENV = dict(PLANNING_REFINE_BUDGET_SECONDS=0, PLANNING_AUTO_APPROVE_LOW_RISK_PLANS="false",
+           PLANNING_PROGRESS_INTERVAL_SECONDS=0.2, PLANNING_ENABLE_CONTINUOUS_REPLANNING="false")
+
+
+class Keys:
+    """One key per role for tenant acme, an admin of tenant globex."""
+
+    def __init__(self) -> None:
+        self.store = KeyStore()
+        self.planner, _ = self.store.add("acme", "planner", "pat@acme")
+        self.approver, _ = self.store.add("acme", "approver", "alice@acme")
+        self.viewer, _ = self.store.add("acme", "viewer", "vic@acme")
+        self.other, _ = self.store.add("globex", "admin", "root@globex")
+
+
+def h(key: str) -> dict:
+    return {"X-API-Key": key}
+
+
+@contextmanager
+def api_client(bootstrap: str, keys: Keys, *, per_minute: float = 60000, burst: int = 10000, health=None):
+    asyncio.run(create_topics(bootstrap))
+    store = Store()
+    view = View(bootstrap, store)
+    deps = Deps(settings=ApiSettings(), keys=keys.store, store=store, writer=Writer(bootstrap, 10.0),
+                limiter=RateLimiter(per_minute, burst), view=view)
+    if health is not None:
+        deps.health = health(view)
+    with TestClient(create_app(deps)) as client:
+        assert view.ready.wait(60), "the API's view did not catch up with the topics"
+        client.deps = deps
+        yield client
+
+
+def wait_for(get, ok, timeout: float = 90.0, what: str = ""):
+    """Poll `get()` until `ok(result)`; the last result on timeout (the caller asserts)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = get()
+        if ok(got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
