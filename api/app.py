@@ -28,7 +28,8 @@ from api.store import PlanView, Store, plan_risks
 from api.writer import WriteFailed, Writer
 from processors.ids import event_id
 from processors.ids import plan_id as derive_plan_id
-from streams import codec, tracing
+from streams import codec
+from topics import tracing
 from streams.settings import ApiSettings
 from topics import registry as T
 from topics.serde import SerdeError
@@ -144,8 +145,10 @@ def create_app(deps: Deps) -> FastAPI:
             raise HTTPException(404, {"error": "not_found", "message": f"no plan {pid}"})
         return view
 
-    def write(request: Request, topic: str, key: str, value: dict) -> None:
-        headers, trace_id = tracing.outgoing(request.headers.get("traceparent"))
+    def write(request: Request, topic: str, key: str, value: dict, plan: PlanView | None = None) -> dict:
+        """Send one record; its trace continues the caller's traceparent, else the plan's goal's."""
+        parent = request.headers.get("traceparent") or (plan.traceparent if plan else None)
+        headers, trace_id = tracing.outgoing(parent, f"api.{topic}")
         request.state.trace_id = trace_id
         try:
             deps.writer.send(topic, key, value, headers)
@@ -153,6 +156,7 @@ def create_app(deps: Deps) -> FastAPI:
             raise HTTPException(422, {"error": "invalid_record", "message": str(exc)}) from None
         except WriteFailed as exc:
             raise HTTPException(503, {"error": "broker_unavailable", "message": str(exc)}) from None
+        return headers
 
     def page(items: list, limit: Optional[int], offset: int) -> dict:
         limit = limit or deps.settings.page_size
@@ -177,8 +181,8 @@ def create_app(deps: Deps) -> FastAPI:
         record = {**goal.model_dump(exclude={"goal_id"}), "goal_id": gid, "tenant": key.tenant,
                   "submitted_by": key.principal, "created_at_ms": _now_ms()}
         request.state.target = pid
-        write(request, T.GOALS_CREATED.name, gid, record)
-        deps.store.note_goal(record)
+        headers = write(request, T.GOALS_CREATED.name, gid, record)
+        deps.store.note_goal(record, headers.get("traceparent"))
         return {"plan_id": pid, "goal_id": gid, "status": "ACCEPTED", "trace_id": request.state.trace_id,
                 "links": {"plan": f"/api/v1/plans/{pid}", "progress": f"/api/v1/plans/{pid}/progress"}}
 
@@ -212,7 +216,7 @@ def create_app(deps: Deps) -> FastAPI:
                   "progress_pct": 100.0 if body.status == "COMPLETED" else body.progress_pct,
                   "actual_hours": body.actual_hours, "message": body.message, "reported_at_ms": at,
                   "attempt": attempt, "produced": None}
-        write(request, T.EXECUTION_FEEDBACK.name, plan_id, record)
+        write(request, T.EXECUTION_FEEDBACK.name, plan_id, record, view)
         return {"plan_id": plan_id, "task_id": body.task_id, "attempt": attempt, "status": "ACCEPTED"}
 
     @app.post("/api/v1/plans/{plan_id}/approve", status_code=202, tags=["plans"])
@@ -230,7 +234,7 @@ def create_app(deps: Deps) -> FastAPI:
         record = {"plan_id": plan_id, "version": version, "decision": body.decision, "by": key.principal,
                   "reason": body.reason, "decided_at_ms": _now_ms()}
         request.state.detail = body.decision
-        write(request, T.PLANS_APPROVALS.name, plan_id, record)
+        write(request, T.PLANS_APPROVALS.name, plan_id, record, view)
         return {"plan_id": plan_id, "version": version, "decision": body.decision, "by": key.principal,
                 "status": "ACCEPTED"}
 
@@ -238,10 +242,10 @@ def create_app(deps: Deps) -> FastAPI:
     def cancel(plan_id: str, request: Request, reason: str = Query("", max_length=2000),
                key: ApiKey = Depends(need("plan", "cancel"))):
         """Cancel the plan: a CANCEL on control.commands (the planner and executors honour it)."""
-        owned(plan_id, key)
+        view = owned(plan_id, key)
         request.state.target = plan_id
         out = codec.control_record("CANCEL", plan_id, reason=reason, by=key.principal, at_ms=_now_ms())
-        write(request, out.topic, out.key, out.value)
+        write(request, out.topic, out.key, out.value, view)
         return {"plan_id": plan_id, "command": "CANCEL", "status": "ACCEPTED"}
 
     @app.get("/api/v1/plans/{plan_id}/progress", tags=["progress"])

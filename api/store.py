@@ -34,6 +34,7 @@ class PlanView:
     commands: list[dict] = field(default_factory=list)
     mitigations: list[dict] = field(default_factory=list)
     trace_ids: set[str] = field(default_factory=set)
+    traceparent: str | None = None         # the goal's: writes about the plan continue its trace
     submitted_at_ms: int = 0
 
     @property
@@ -83,12 +84,13 @@ class Store:
             view = self.plans[pid] = PlanView(pid)
         return view
 
-    def note_goal(self, goal: dict) -> str:
+    def note_goal(self, goal: dict, traceparent: str | None = None) -> str:
         """A goal the API itself just produced: visible to its tenant at once (read your writes)."""
         with self.lock:
             view = self._plan(derive_plan_id(goal["goal_id"]))
             if view.goal is None:
                 view.goal, view.tenant, view.submitted_at_ms = goal, goal.get("tenant") or "", goal["created_at_ms"]
+                view.traceparent = traceparent
             return view.plan_id
 
     def apply(self, topic: str, key: str | None, value: dict | None, headers: dict[str, str] | None = None) -> None:
@@ -101,6 +103,7 @@ class Store:
                 if view.goal is None or view.goal.get("goal_id") == value["goal_id"]:
                     view.goal, view.tenant = value, value.get("tenant") or ""
                     view.submitted_at_ms = value["created_at_ms"]
+                    view.traceparent = view.traceparent or headers.get("traceparent")
             elif topic == T.API_AUDIT.name:
                 self.audit_count += 1
                 if value["action"] == "mitigate" and value["status"] < 300:

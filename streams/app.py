@@ -12,11 +12,12 @@ from typing import Iterable, Sequence
 import faust
 from prometheus_client import Counter
 
+from streams import metrics
 from streams.codec import Out
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
-from topics import registry as T
+from topics import registry as T, tracing
 from topics.serde import serde
 
 log = logging.getLogger("chimera.app")
@@ -78,8 +79,12 @@ class Publisher:
 
     @staticmethod
     def encode(outs: Iterable[Out]) -> list[tuple[str, bytes, bytes]]:
-        """Every record's bytes, or an exception before anything was sent."""
-        return [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        """Every record's bytes, or an exception before anything was sent (counted for the
+        layer2_* metrics once all encoded)."""
+        outs = list(outs)
+        encoded = [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        metrics.observe_outputs(outs)
+        return encoded
 
     async def send(self, encoded: Iterable[tuple[str, bytes, bytes]]) -> None:
         """Send the records and wait until the broker has them all. The caller saves the
@@ -87,7 +92,8 @@ class Publisher:
         downstream, so a crash can never leave a plan stored but unpublished (its goal
         would be replayed as a duplicate). One round trip per input record, in parallel
         for its outputs."""
-        futures = [self.producer.send(topic, key, value) for topic, key, value in encoded]
+        headers = tracing.kafka_headers("planner.publish") or None   # continue the handled record's trace
+        futures = [self.producer.send(topic, key, value, headers) for topic, key, value in encoded]
         if futures:
             await asyncio.gather(*futures)
 
@@ -113,6 +119,7 @@ class Publisher:
             fut.add_done_callback(lambda f: self._check_sent(f, dlq))
         except Exception as exc:  # the broker refused or timed out: say so, keep planning
             DEAD_LETTER_FAILURES.labels(dlq).inc()
+            metrics.INTEGRATION_ERRORS.labels("kafka").inc()
             log.error("could not dead-letter %s[%s]@%s to %s: %s", src_topic, partition, offset, dlq, exc)
 
     @staticmethod

@@ -59,3 +59,25 @@ def wait_for(get, ok, timeout: float = 90.0, what: str = ""):
         if ok(got) or time.monotonic() > deadline:
             return got
         time.sleep(0.2)
+
+
+def scrape(port: int) -> dict[str, float] | None:
+    """A worker's /metrics as {sample name with labels: value}, summed over label sets under the
+    bare name too; None while nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except (urllib.error.URLError, OSError):
+        return None
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+            if labels:
+                out[s.name] = out.get(s.name, 0.0) + s.value
+    return out

@@ -8,8 +8,9 @@ import uuid
 import pytest
 
 from processors.ids import plan_id
-from tests.api.helpers import ENV, Keys, api_client, h, wait_for
-from tests.kafka_helpers import collect
+from tests.api.helpers import ENV, Keys, api_client, h, scrape, wait_for
+from tests.kafka_helpers import collect, free_port
+from topics.tracing import trace_id_of
 from topics import registry as T
 
 pytestmark = [pytest.mark.integration]
@@ -22,13 +23,18 @@ GOAL = {"title": "Ship the billing API", "domain": "software",
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_create_plan_approve_progress_report(kafka_bootstrap, planner_stack):
-    planner_stack(**ENV)
+    """Also: the worker's /metrics move as the goal flows, and the goal's trace id is on its plan,
+    its assignments and its feedback."""
+    port = free_port()
+    planner_stack(**ENV, CHIMERA_METRICS_PORT=port)
     keys = Keys()
     gid = f"g-{uuid.uuid4().hex[:8]}"
+    before = wait_for(lambda: scrape(port), lambda m: m is not None, timeout=120)
+    assert before is not None, "the worker serves no /metrics"
     with api_client(kafka_bootstrap, keys) as c:
         r = c.post("/api/v1/plans", json={**GOAL, "goal_id": gid}, headers=h(keys.planner))
         assert r.status_code == 202, r.text
-        pid = r.json()["plan_id"]
+        pid, trace_id = r.json()["plan_id"], r.json()["trace_id"]
         assert pid == plan_id(f"acme:{gid}") and r.json()["trace_id"]
         assert c.get(f"/api/v1/plans/{pid}", headers=h(keys.viewer)).json()["status"] in ("PLANNING", "ACTIVE")
 
@@ -77,6 +83,20 @@ def test_create_plan_approve_progress_report(kafka_bootstrap, planner_stack):
     for rec in audit + approvals:
         for secret in (keys.planner, keys.approver, keys.viewer):
             assert secret.encode() not in rec.raw
+
+    # one trace from the goal to its plan, its assignments (released by the approval) and its feedback
+    for topic, n in ((T.GOALS_CREATED.name, 1), (T.PLANS_CREATED.name, 1), (T.TASKS_ASSIGNED.name, 2),
+                     (T.EXECUTION_FEEDBACK.name, 2), (T.PLANS_APPROVALS.name, 1)):
+        recs = collect(kafka_bootstrap, topic, lambda r: r.key in (pid, f"acme:{gid}"), count=n, timeout=30)
+        assert len(recs) >= n and all(trace_id_of(r.headers.get("traceparent")) == trace_id for r in recs), \
+            (topic, [r.headers.get("traceparent") for r in recs])
+
+    after = scrape(port)
+    for name in ("layer2_goals_received_total", "layer2_plans_created_total", "layer2_plans_updated_total",
+                 "layer2_planning_duration_seconds_count", "layer2_task_decomposition_duration_seconds_count",
+                 "layer2_risk_assessment_duration_seconds_count"):
+        assert after.get(name, 0) > before.get(name, 0), name
+    assert 'layer2_plan_progress_percentage{plan_id="%s"}' % pid not in after   # removed when it ended
 
 
 def test_refusals_401_404_403_422(kafka_bootstrap):

@@ -9,6 +9,7 @@ they are created (ids and context) and dropped.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from typing import Iterable, Mapping
 
 from opentelemetry import trace
@@ -19,6 +20,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 HEADER = "traceparent"
 _propagator = TraceContextTextMapPropagator()
 _tracer: trace.Tracer | None = None
+# the traceparent of the record a worker's agent is handling (per asyncio task)
+CURRENT: ContextVar[str | None] = ContextVar("chimera_traceparent", default=None)
 
 
 def tracer(service: str = "chimera") -> trace.Tracer:
@@ -60,3 +63,13 @@ def outgoing(parent: str | None, name: str = "chimera.produce") -> tuple[dict[st
         carrier: dict[str, str] = {}
         _propagator.inject(carrier)
         return carrier, format(span.get_span_context().trace_id, "032x")
+
+
+def kafka_headers(name: str, parent: str | None = None) -> list[tuple[str, bytes]]:
+    """Kafka headers continuing `parent` (default: the record being handled, CURRENT); none
+    when there is no trace to continue."""
+    parent = parent or CURRENT.get()
+    if not parent:
+        return []
+    carrier, _ = outgoing(parent, name)
+    return [(k, v.encode()) for k, v in carrier.items()]
