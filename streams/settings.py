@@ -94,6 +94,7 @@ class ApiSettings:
     page_size: int = 50                    # default list page
     max_page_size: int = 500
     lag_threshold: int = 1000              # consumer lag over this: unhealthy
+    health_components: str = "planner,decomposer,coordinator,executor,sinks,triton"  # those that turn /health red
     write_timeout_s: float = 10.0          # a produce the broker does not confirm in time: 503
 
     @classmethod

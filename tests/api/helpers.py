@@ -20,6 +20,10 @@ from topics.admin import create_topics
 ENV = dict(PLANNING_REFINE_BUDGET_SECONDS=0, PLANNING_AUTO_APPROVE_LOW_RISK_PLANS="false",
            PLANNING_PROGRESS_INTERVAL_SECONDS=0.2, PLANNING_ENABLE_CONTINUOUS_REPLANNING="false")
 
+GOAL = {"title": "Ship the billing API", "domain": "software",
+        "tasks": [{"task_id": "design", "name": "Design", "duration_hours": 2},
+                  {"task_id": "build", "name": "Build", "duration_hours": 3, "depends_on": ["design"]}]}
+
 
 class Keys:
     """One key per role for tenant acme, an admin of tenant globex."""

@@ -8,16 +8,12 @@ import uuid
 import pytest
 
 from processors.ids import plan_id
-from tests.api.helpers import ENV, Keys, api_client, h, scrape, wait_for
+from tests.api.helpers import ENV, GOAL, Keys, api_client, h, scrape, wait_for
 from tests.kafka_helpers import collect, free_port
 from topics.tracing import trace_id_of
 from topics import registry as T
 
 pytestmark = [pytest.mark.integration]
-
-GOAL = {"title": "Ship the billing API", "domain": "software",
-        "tasks": [{"task_id": "design", "name": "Design", "duration_hours": 2},
-                  {"task_id": "build", "name": "Build", "duration_hours": 3, "depends_on": ["design"]}]}
 
 
 @pytest.mark.e2e
