@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -250,6 +251,27 @@ def keys_revoke(key_id: str) -> None:
         _fail(f"no key {key_id}")
     store.save()
     console.print(f"revoked {key_id}")
+
+
+@app.command()
+def report(since: str = typer.Option("24h", help="how far back: 30m, 6h, 7d, or an ISO time"),
+           out: Path = typer.Option(Path("report"), help="folder for index.html and the PNG charts"),
+           data_dir: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder (default .data/clickhouse)"),
+           interval: int = typer.Option(300, help="seconds per time bucket")) -> None:
+    """The Grafana dashboards' panels rendered to PNG charts and one HTML page (ClickHouse as the sinks fill it)."""
+    from api.report import render
+    from sinks.clickhouse import reader
+    now = int(time.time())
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if since[-1:] in units and since[:-1].isdigit():
+        start = now - int(since[:-1]) * units[since[-1]]
+    else:
+        try:
+            start = int(datetime.fromisoformat(since).timestamp())
+        except ValueError:
+            _fail(f"--since {since!r}: give 30m, 6h, 7d or an ISO time")
+    page = render(reader(data_dir), out, start, now, interval)
+    console.print(f"report: {page}")
 
 
 @app.command()

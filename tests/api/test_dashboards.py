@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
+from pathlib import Path
 import uuid
 
 import pytest
@@ -104,3 +106,11 @@ def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, pla
             assert cols[0] == "time" and all(isinstance(r[0], dt.datetime) for r in rows), (panel.title, rows[:2])
         checked += 1
     assert checked >= 20
+
+    # `chimera report`: the same panels as PNG charts and one HTML page
+    from api.report import render
+    out = Path(os.environ.get("CHIMERA_REPORT_OUT") or tmp_path / "report")
+    page = render(store, out, started - 3600, int(time.time()) + 3600, 60)
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) >= checked - 1 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
+    assert all(p.name in page.read_text() for p in pngs)
