@@ -27,7 +27,14 @@ bench: install
 	$(PY) -m bench.feedback
 	$(PY) -m bench.executor
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP)
+VALIDATORS_STAMP := .cache/validators.ok
+
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(VALIDATORS_STAMP)
+
+# Debian's docker-compose 1.29.2 validates docker-compose.yml offline (`config -q`); no engine needed.
+$(VALIDATORS_STAMP):
+	@command -v docker-compose >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends docker-compose; }
+	mkdir -p .cache && touch $@
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }

@@ -208,6 +208,12 @@ def mount(app: FastAPI, deps) -> None:
                         "components": {n: p["status"] for n, p in parts.items()},
                         "checked_in_s": round(time.monotonic() - started, 3)}, not bad)
 
+    @app.get("/health/api", tags=["health"])
+    def api_only():
+        """The API process alone (readiness): the broker answers and its view caught up."""
+        r = checks.api()
+        return _answer(r.as_dict("api"), r.status == "healthy")
+
     @app.get("/health/{component}", tags=["health"])
     def component(component: str):
         if component not in COMPONENTS:

@@ -333,7 +333,7 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if os.environ.get("CHIMERA_METRICS_PORT"):
         from prometheus_client import start_http_server
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR", "127.0.0.1"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ExitStack() as stack:
         svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)
