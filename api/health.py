@@ -24,7 +24,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 from streams.settings import Settings
-from topics import registry as T
+from topics import registry as T, security
 
 COMPONENTS = ("planner", "decomposer", "coordinator", "executor", "sinks", "triton")
 # the worker kinds in this codebase: decomposition runs in the planner worker's intake and
@@ -74,7 +74,7 @@ class Checks:
     def _kafka(self, coro_fn):
         async def go():
             admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap,
-                                        request_timeout_ms=int(self.timeout * 1000))
+                                        request_timeout_ms=int(self.timeout * 1000), **security.aiokafka(self.env))
             try:
                 await asyncio.wait_for(admin.start(), self.timeout)
                 return await asyncio.wait_for(coro_fn(admin), self.timeout * 2)
@@ -102,7 +102,7 @@ class Checks:
             if not committed:
                 return None
             consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, enable_auto_commit=False,
-                                        request_timeout_ms=int(self.timeout * 1000))
+                                        request_timeout_ms=int(self.timeout * 1000), **security.aiokafka(self.env))
             await consumer.start()
             try:
                 ends = await consumer.end_offsets(list(committed))

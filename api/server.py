@@ -10,15 +10,17 @@ from api.store import Store
 from api.view import View
 from api.writer import Writer
 from streams.settings import Settings
+from topics import security
 
 
 def build(settings: Settings, *, keys: KeyStore | None = None, with_health: bool = True):
     """The ASGI app for `settings` (the view starts with the app's lifespan)."""
     a = settings.api
     store = Store()
+    kafka = security.confluent()      # KAFKA_SECURITY_* (SASL, TLS) for the writer and the view
     deps = Deps(settings=a, keys=keys or KeyStore.load(a.keys_file), store=store,
-                writer=Writer(settings.bootstrap, a.write_timeout_s), limiter=RateLimiter(a.rate_per_minute, a.burst),
-                view=View(settings.bootstrap, store))
+                writer=Writer(settings.bootstrap, a.write_timeout_s, kafka),
+                limiter=RateLimiter(a.rate_per_minute, a.burst), view=View(settings.bootstrap, store, kafka_config=kafka))
     if with_health:
         from api import health
         deps.health = health.Checks(settings, deps.view)
