@@ -291,12 +291,17 @@ def executor(ctx: typer.Context) -> None:
 
 @app.command()
 def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs"),
-       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)")) -> None:
-    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker and the sinks; Ctrl-C stops all."""
+       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)"),
+       api: bool = typer.Option(True, help="also serve the REST API ([api] host and port)")) -> None:
+    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker, the sinks and the API;
+    Ctrl-C stops all."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w), ExitStack() as stack:
         if sinks:
             _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, Path(".data"))
+        if api:
+            stack.enter_context(services.api_process(bootstrap, Path(".data") / "api.log"))
+            console.print("API: see .data/api.log; keys: chimera api keys add --tenant T --role R")
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
         console.print("the worker is supervised: if it dies or stalls it is restarted")

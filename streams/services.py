@@ -122,3 +122,22 @@ def stack(*, data_dir: str | None = None, worker_env: dict[str, str] | None = No
             yield bootstrap, worker
         finally:
             worker.stop()
+
+
+@contextlib.contextmanager
+def api_process(bootstrap: str, log_path: Path) -> Iterator[subprocess.Popen]:
+    """`chimera api` in its own process (for `chimera up`); stopped on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env={**os.environ, "KAFKA_BOOTSTRAP": bootstrap},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
