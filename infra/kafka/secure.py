@@ -8,7 +8,9 @@ produce or fetch requests, so it is no way around the ACLs.
 """
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 from .broker import KafkaBroker, KafkaSetupError, _free_ports, _port_open
 
@@ -36,15 +38,40 @@ ACLS = {
 }
 
 
-class SecureKafkaBroker(KafkaBroker):
-    """`users`: principal -> password; "admin" (a super user: topics and ACLs) is required."""
+def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> dict[str, Path]:
+    """A throw-away CA and a broker certificate it signs (SAN: the loopback address), with
+    Debian's openssl: PEM files Kafka reads directly (ssl.keystore.type=PEM)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = {k: folder / n for k, n in (("ca_key", "ca.key"), ("ca", "ca.pem"), ("key", "broker.key"),
+                                    ("csr", "broker.csr"), ("cert", "broker.pem"), ("ext", "san.ext"))}
 
-    def __init__(self, users: dict[str, str], data_dir=None, **kwargs) -> None:
+    def run(*args: str) -> None:
+        res = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise KafkaSetupError(f"openssl {' '.join(args[:2])} failed: {res.stderr[-1000:]}")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(f["ca_key"]), "-out", str(f["ca"]),
+        "-days", "2", "-subj", "/CN=chimera-local-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(f["key"]), "-out", str(f["csr"]),
+        "-subj", f"/CN={host}")
+    f["ext"].write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+    run("x509", "-req", "-in", str(f["csr"]), "-CA", str(f["ca"]), "-CAkey", str(f["ca_key"]), "-CAcreateserial",
+        "-out", str(f["cert"]), "-days", "2", "-extfile", str(f["ext"]))
+    return f
+
+
+class SecureKafkaBroker(KafkaBroker):
+    """`users`: principal -> password; "admin" (a super user: topics and ACLs) is required.
+    `tls=True` adds a SASL_SSL listener (`tls_bootstrap`) with a CA generated at start (`ca_file`)."""
+
+    def __init__(self, users: dict[str, str], data_dir=None, tls: bool = False, **kwargs) -> None:
         if "admin" not in users:
             raise ValueError("users needs an 'admin' (the broker's own and the ACL manager's principal)")
         self.users = dict(users)
+        self.tls = tls
         port = kwargs.pop("port", None) or _free_ports(1)[0]
         cport = kwargs.pop("controller_port", None) or next(p for p in _free_ports(2) if p != port)
+        self.tls_port = next(p for p in _free_ports(3) if p not in (port, cport)) if tls else None
+        self.ca_file: Path | None = None
         jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
                 f'password="{users["admin"]}" ' + " ".join(f'user_{u}="{p}"' for u, p in users.items()) + ";")
         extra = {
@@ -60,13 +87,40 @@ class SecureKafkaBroker(KafkaBroker):
             "allow.everyone.if.no.acl.found": "false",
             **kwargs.pop("extra_config", {}),
         }
+        if tls:
+            extra.update({
+                "listeners": extra["listeners"] + f",SASL_SSL://127.0.0.1:{self.tls_port}",
+                "advertised.listeners": extra["advertised.listeners"] + f",SASL_SSL://127.0.0.1:{self.tls_port}",
+                "listener.security.protocol.map": extra["listener.security.protocol.map"] + ",SASL_SSL:SASL_SSL",
+                "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+                "ssl.keystore.type": "PEM",
+            })
+        self._extra_tls = tls
         super().__init__(data_dir, port=port, controller_port=cport, extra_config=extra, **kwargs)
 
-    def client_env(self, user: str) -> dict[str, str]:
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
+
+    def _write_config(self) -> Path:
+        if self._extra_tls:   # the certificate, made in the data folder before the first config is written
+            folder = Path(self.data_dir) / "tls"
+            f = make_ca_and_cert(folder) if not (folder / "broker.pem").exists() else {
+                "ca": folder / "ca.pem", "cert": folder / "broker.pem", "key": folder / "broker.key"}
+            self.ca_file = f["ca"]
+            store = folder / "broker-keystore.pem"   # PEM keystore: the PKCS#8 key, then the chain
+            store.write_text(f["key"].read_text() + f["cert"].read_text())
+            self.extra_config["ssl.keystore.location"] = str(store)
+        return super()._write_config()
+
+    def client_env(self, user: str, tls: bool = False) -> dict[str, str]:
         """KAFKA_* settings for a client acting as `user` (topics.security reads them)."""
-        return {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": user,
-                "KAFKA_SASL_PASSWORD": self.users[user]}
+        env = {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+               "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": self.users[user]}
+        if tls:
+            env.update({"KAFKA_BOOTSTRAP": self.tls_bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                        "KAFKA_SSL_CAFILE": str(self.ca_file)})
+        return env
 
     def _wait_ready(self, deadline: float) -> None:
         from confluent_kafka.admin import AdminClient

@@ -75,3 +75,26 @@ def test_a_wrong_password_is_refused(secure_broker):
                                                                  "KAFKA_SASL_PASSWORD": "guess"}))
     with pytest.raises(WriteFailed):
         w.send(PLANS_APPROVALS.name, "plan-x", _approval())
+
+
+def test_tls_listener_with_a_generated_ca(tmp_path):
+    """SASL over TLS: the API's writer trusts the generated CA and writes; a client that does not
+    trust it cannot connect."""
+    with SecureKafkaBroker(USERS, data_dir=tmp_path / "tls", tls=True) as broker:
+        assert broker.ca_file is not None and broker.ca_file.exists()
+        from confluent_kafka.admin import AdminClient, NewTopic
+        admin_env = broker.client_env("admin", tls=True)
+        admin = AdminClient({"bootstrap.servers": broker.tls_bootstrap, **security.confluent(admin_env)})
+        for f in admin.create_topics([NewTopic("api.audit", 1, 1)]).values():
+            f.result()
+        w = Writer(broker.tls_bootstrap, 15.0, security.confluent(admin_env))
+        w.send("api.audit", "acme", {"event_id": "e1", "at_ms": 1, "tenant": "acme", "key_id": "k", "principal": "p",
+                                     "role": "admin", "action": "tls-check", "method": "POST", "path": "/",
+                                     "target": "", "status": 202, "detail": "", "trace_id": ""})
+        untrusting = {**security.confluent(admin_env)}
+        untrusting.pop("ssl.ca.location")
+        w2 = Writer(broker.tls_bootstrap, 5.0, untrusting)
+        with pytest.raises(WriteFailed):
+            w2.send("api.audit", "acme", {"event_id": "e2", "at_ms": 1, "tenant": "acme", "key_id": "k",
+                                          "principal": "p", "role": "admin", "action": "x", "method": "POST",
+                                          "path": "/", "target": "", "status": 202, "detail": "", "trace_id": ""})
