@@ -62,7 +62,7 @@ from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
 from processors import ids
 from processors.execution import TaskRef, task_ref
-from topics import registry as T, tracing
+from topics import registry as T, security, tracing
 from topics.serde import SerdeError, serde
 
 log = logging.getLogger("chimera.executor")
@@ -186,13 +186,14 @@ class Executor:
         self.fb = serde(T.EXECUTION_FEEDBACK.name)
         self.assigned = serde(T.TASKS_ASSIGNED.name)
         self.resources = serde(T.RESOURCES_AVAILABILITY.name)
-        common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random",
+        sec = security.confluent()   # KAFKA_SECURITY_* (SASL, TLS)
+        common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random", **sec,
                   "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         self.tx = Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}",
                             "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
         self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
         self.consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
+            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
             "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
@@ -205,7 +206,7 @@ class Executor:
         self.stops = Stops()
         self.commits = [0, 0.0]             # transactions, seconds spent committing
         self.control = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
+            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
             "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
             "auto.offset.reset": "earliest"}) if cfg.control else None
         self.control_serde = serde(T.CONTROL_COMMANDS.name)

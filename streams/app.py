@@ -17,7 +17,7 @@ from streams.codec import Out
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
-from topics import registry as T, tracing
+from topics import registry as T, security, tracing
 from topics.serde import serde
 
 log = logging.getLogger("chimera.app")
@@ -52,7 +52,20 @@ def create_app(settings: Settings) -> faust.App:
         datadir=settings.data_dir + "/{conf.name}",
         key_serializer="json",      # tables; our topics say "raw" themselves
         value_serializer="json",
+        **_credentials(),
     )
+
+
+def _credentials() -> dict:
+    """Faust's broker credentials from KAFKA_SECURITY_* (topics/security.py); none for PLAINTEXT."""
+    sec = security.aiokafka()
+    if not sec:
+        return {}
+    if sec["security_protocol"].startswith("SASL"):
+        return {"broker_credentials": faust.SASLCredentials(
+            username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+            mechanism=sec["sasl_mechanism"], ssl_context=sec.get("ssl_context"))}
+    return {"broker_credentials": faust.SSLCredentials(sec["ssl_context"])}
 
 
 class Publisher:

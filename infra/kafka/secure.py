@@ -144,12 +144,15 @@ class SecureKafkaBroker(KafkaBroker):
                               f"last log lines:\n{self.tail_log()}")
 
 
-def default_acls() -> dict:
+def default_acls(app_id: str = "chimera-planner") -> dict:
     """ACLS plus the planner's right to write every dead-letter topic (<topic>.dlq: an ACL
-    prefix cannot match a suffix, so they are listed from the topic registry)."""
+    prefix cannot match a suffix, so they are listed from the topic registry) and to its Faust
+    app's own topics (changelogs, the assignor's: `<app_id>-...`, created by the worker) and group."""
     from topics.registry import TOPICS
     out = {k: list(v) for k, v in ACLS.items()}
     out["planner"] += [("TOPIC", t.dlq, False, "WRITE") for t in TOPICS if t.has_dlq]
+    out["planner"] += [("TOPIC", app_id, True, op) for op in ("CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")]
+    out["planner"] += [("GROUP", app_id, True, "READ")]
     return out
 
 

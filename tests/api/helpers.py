@@ -41,11 +41,12 @@ def h(key: str) -> dict:
 
 
 @contextmanager
-def api_client(bootstrap: str, keys: Keys, *, per_minute: float = 60000, burst: int = 10000, health=None):
+def api_client(bootstrap: str, keys: Keys, *, per_minute: float = 60000, burst: int = 10000, health=None,
+               kafka_config: dict | None = None):
     asyncio.run(create_topics(bootstrap))
     store = Store()
-    view = View(bootstrap, store)
-    deps = Deps(settings=ApiSettings(), keys=keys.store, store=store, writer=Writer(bootstrap, 10.0),
+    view = View(bootstrap, store, kafka_config=kafka_config)
+    deps = Deps(settings=ApiSettings(), keys=keys.store, store=store, writer=Writer(bootstrap, 10.0, kafka_config),
                 limiter=RateLimiter(per_minute, burst), view=view)
     if health is not None:
         deps.health = health(view)
