@@ -102,9 +102,15 @@ class Worker:
 
 @contextlib.contextmanager
 def broker(data_dir: str | None = None) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP when set, else a local broker started (and stopped) here."""
+    """KAFKA_BOOTSTRAP when set, else a Kafka container where a Docker engine answers, else a
+    local broker started (and stopped) here."""
     if os.environ.get("KAFKA_BOOTSTRAP"):
         yield os.environ["KAFKA_BOOTSTRAP"]
+        return
+    from infra.containers import choose, kafka_container
+    if choose() == "containers":          # a Docker engine answers: testcontainers (infra/containers.py)
+        with kafka_container() as bootstrap:
+            yield bootstrap
         return
     with KafkaBroker(data_dir=data_dir) as b:
         yield b.bootstrap
