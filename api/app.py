@@ -102,6 +102,10 @@ def create_app(deps: Deps) -> FastAPI:
                       "target": getattr(request.state, "target", ""), "status": response.status_code,
                       "detail": getattr(request.state, "detail", ""),
                       "trace_id": getattr(request.state, "trace_id", "")}
+            target = record["target"]
+            log.info("%s %s -> %s", request.method, request.url.path, response.status_code,
+                     extra={"trace_id": record["trace_id"], "key_id": key.key_id, "tenant": key.tenant,
+                            "plan_id": target.split("/")[0] if target.startswith("plan-") else ""})
             try:
                 await run_in_threadpool(deps.writer.send, T.API_AUDIT.name, key.tenant, record)
                 if record["status"] < 300 and record["action"] == "mitigate":

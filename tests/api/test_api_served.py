@@ -2,6 +2,7 @@
 process on the real broker; the key works, its secret appears in no log line, logs are JSON."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import urllib.request
 import pytest
 
 from tests.kafka_helpers import free_port
+from topics.admin import create_topics
 
 pytestmark = [pytest.mark.integration]
 
@@ -27,12 +29,16 @@ def _get(url: str, key: str | None = None) -> tuple[int, dict]:
 
 
 def test_chimera_api_serves_with_keys_from_the_cli(kafka_bootstrap, tmp_path):
+    asyncio.run(create_topics(kafka_bootstrap))   # `chimera up` or the deployment's topics job does this
     port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "API_KEYS_FILE": str(tmp_path / "keys.json"),
            "API_PORT": str(port), "CHIMERA_LOG_LEVEL": "DEBUG"}
     made = subprocess.run([sys.executable, "-m", "streams.cli", "api", "keys", "add", "--tenant", "acme",
                            "--role", "viewer"], env=env, capture_output=True, text=True, check=True)
     key = made.stdout.strip().splitlines()[-1]
+    made = subprocess.run([sys.executable, "-m", "streams.cli", "api", "keys", "add", "--tenant", "acme",
+                           "--role", "planner"], env=env, capture_output=True, text=True, check=True)
+    planner_key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("chk_") and key not in (tmp_path / "keys.json").read_text()
     log = tmp_path / "api.log"
     with log.open("wb") as out:
@@ -54,10 +60,20 @@ def test_chimera_api_serves_with_keys_from_the_cli(kafka_bootstrap, tmp_path):
         assert "/api/v1/plans" in _get(f"{base}/openapi.json")[1]["paths"]
         status, body = _get(f"{base}/health/triton")
         assert status == 200 and body["status"] == "disabled"
+        req = urllib.request.Request(f"{base}/api/v1/plans", method="POST", headers={
+            "X-API-Key": planner_key, "Content-Type": "application/json"},
+            data=json.dumps({"title": "Served goal", "goal_id": "served-1"}).encode())
+        with urllib.request.urlopen(req, timeout=15) as r:
+            created = json.loads(r.read())
+        assert r.status == 202
     finally:
         proc.terminate()
         proc.wait(20)
     text = log.read_text()
-    assert key not in text and key.split("_")[2] not in text
+    for secret in (key, planner_key):
+        assert secret not in text and secret.split("_")[2] not in text
     lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert lines and all({"ts", "level", "logger", "message"} <= set(l) for l in lines)
+    write = [l for l in lines if l["logger"] == "chimera.api" and l["message"].startswith("POST /api/v1/plans")]
+    assert write and write[0]["plan_id"] == created["plan_id"] and write[0]["trace_id"] == created["trace_id"]
+    assert write[0]["key_id"] == planner_key.split("_")[1]
