@@ -164,7 +164,8 @@ def apply_acls(bootstrap: str, admin_config: dict, acls: dict | None = None) -> 
     admin = AdminClient({"bootstrap.servers": bootstrap, **admin_config})
     bindings = [AclBinding(ResourceType[rtype], name, ResourcePatternType.PREFIXED if prefixed else
                            ResourcePatternType.LITERAL, f"User:{user}", "*", AclOperation[op], AclPermissionType.ALLOW)
-                for user, rules in acls.items() for rtype, name, prefixed, op in rules]
+                for user, rules in acls.items()
+                for rtype, name, prefixed, op in dict.fromkeys(rules)]   # a rule listed twice: once
     for f in admin.create_acls(bindings, request_timeout=15).values():
         f.result()
     return len(bindings)

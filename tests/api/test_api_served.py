@@ -63,7 +63,7 @@ def test_chimera_api_serves_with_keys_from_the_cli(kafka_bootstrap, tmp_path):
         req = urllib.request.Request(f"{base}/api/v1/plans", method="POST", headers={
             "X-API-Key": planner_key, "Content-Type": "application/json"},
             data=json.dumps({"title": "Served goal", "goal_id": "served-1"}).encode())
-        with urllib.request.urlopen(req, timeout=15) as r:
+        with urllib.request.urlopen(req, timeout=60) as r:
             created = json.loads(r.read())
         assert r.status == 202
     finally:
