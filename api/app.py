@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from prometheus_client import Counter, make_asgi_app
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -35,6 +36,9 @@ from topics import registry as T
 from topics.serde import SerdeError
 
 log = logging.getLogger("chimera.api")
+REQUESTS = Counter("chimera_api_requests_total", "API requests answered, by method and status", ["method", "status"])
+REFUSED = Counter("chimera_api_refusals_total", "Requests refused before acting (401, 403, 404, 429)", ["status"])
+AUDIT_FAILURES = Counter("chimera_api_audit_failures_total", "Writes whose audit record the broker did not take")
 WRITES = ("POST", "PUT", "DELETE", "PATCH")
 SEVERITY = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
 
@@ -93,6 +97,9 @@ def create_app(deps: Deps) -> FastAPI:
     @app.middleware("http")
     async def audit(request: Request, call_next):
         response = await call_next(request)
+        REQUESTS.labels(request.method, str(response.status_code)).inc()
+        if response.status_code in (401, 403, 404, 429):
+            REFUSED.labels(str(response.status_code)).inc()
         key: ApiKey | None = getattr(request.state, "key", None)
         if request.method in WRITES and key is not None:
             record = {"event_id": str(uuid.uuid4()), "at_ms": _now_ms(), "tenant": key.tenant, "key_id": key.key_id,
@@ -111,6 +118,7 @@ def create_app(deps: Deps) -> FastAPI:
                 if record["status"] < 300 and record["action"] == "mitigate":
                     deps.store.apply(T.API_AUDIT.name, key.tenant, record)
             except (WriteFailed, SerdeError) as exc:
+                AUDIT_FAILURES.inc()
                 log.error("audit record of %s %s by key %s not written: %s", request.method, request.url.path,
                           key.key_id, exc)
         return response
@@ -339,6 +347,7 @@ def create_app(deps: Deps) -> FastAPI:
     if deps.health is not None:
         from api import health
         health.mount(app, deps)
+    app.mount("/metrics", make_asgi_app())   # Prometheus, like every worker kind (no key: no tenant data)
     return app
 
 

@@ -66,6 +66,10 @@ def test_chimera_api_serves_with_keys_from_the_cli(kafka_bootstrap, tmp_path):
         with urllib.request.urlopen(req, timeout=60) as r:
             created = json.loads(r.read())
         assert r.status == 202
+        with urllib.request.urlopen(f"{base}/metrics/", timeout=10) as m:
+            metrics = m.read().decode()
+        assert 'chimera_api_requests_total{method="POST",status="202"} 1.0' in metrics
+        assert 'chimera_api_refusals_total{status="401"}' in metrics
     finally:
         proc.terminate()
         proc.wait(20)

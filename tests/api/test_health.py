@@ -63,3 +63,16 @@ def test_health_red_with_reason_when_broker_stops_and_green_after(tmp_path):
         if worker is not None:
             worker.stop()
         broker.stop()
+
+
+@pytest.mark.integration
+def test_store_and_triton_down_are_named(kafka_bootstrap):
+    """Nothing listens on these ports: a real refusal, named in the reasons."""
+    from tests.kafka_helpers import free_port
+    settings = settings_mod.load(env={"KAFKA_BOOTSTRAP": kafka_bootstrap})
+    env = {"NEO4J_URI": f"bolt://127.0.0.1:{free_port()}", "TRITON_URL": f"http://127.0.0.1:{free_port()}"}
+    checks = Checks(settings, env=env)
+    sinks = checks.component("sinks")
+    assert sinks.status == "unhealthy" and any(r.startswith("store neo4j down") for r in sinks.reasons), sinks
+    triton = checks.component("triton")
+    assert triton.status == "unhealthy" and triton.reasons[0].startswith("Triton down at http://127.0.0.1:"), triton
