@@ -12,7 +12,7 @@ from typing import Iterable, Sequence
 import faust
 from prometheus_client import Counter
 
-from streams import metrics
+from streams import logs, metrics
 from streams.codec import Out
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
@@ -53,6 +53,8 @@ def create_app(settings: Settings) -> faust.App:
         key_serializer="json",      # tables; our topics say "raw" themselves
         value_serializer="json",
         **_credentials(),
+        **({"logging_config": logs.dict_config(settings.app_id, os.environ.get("CHIMERA_LOG_LEVEL", "INFO").upper())}
+           if os.environ.get("CHIMERA_LOG_FORMAT") == "json" else {}),
     )
 
 
@@ -123,7 +125,10 @@ class Publisher:
             src_topic, partition, offset = msg.topic, msg.partition, msg.offset
         dlq = T.spec(src_topic).dlq
         DEAD_LETTERS.labels(src_topic, reason).inc()
-        log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500])
+        key = (source_key(msg.headers, msg.key) or b"").decode("utf-8", "replace")
+        log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500],
+                    extra={"plan_id": key if key.startswith("plan-") else "", "goal_id": "" if key.startswith("plan-")
+                           else key, "trace_id": tracing.trace_id_of(tracing.parent_of(msg.headers))})
         try:
             fut = await asyncio.wait_for(
                 self.topic(dlq).send(key=source_key(msg.headers, msg.key), value=msg.value,

@@ -1,7 +1,8 @@
 """Structured logs: one JSON object per line, with trace, goal and plan ids when known.
 
 `log.info("...", extra={"plan_id": ..., "goal_id": ..., "trace_id": ...})` puts them in the
-line; CHIMERA_LOG_FORMAT=text keeps plain lines for people at a terminal. Records never
+line. The API logs JSON by default (CHIMERA_LOG_FORMAT=text for plain lines); the planner
+worker logs JSON when CHIMERA_LOG_FORMAT=json (Faust's own format otherwise). Records never
 carry secrets: API keys are not logged anywhere (only their public key id).
 """
 from __future__ import annotations
@@ -40,3 +41,12 @@ def setup(service: str, level: str | int | None = None) -> None:
     if os.environ.get("CHIMERA_LOG_FORMAT", "json") == "json":
         handler.setFormatter(JsonFormatter(service))
     root.handlers[:] = [handler]
+
+
+def dict_config(service: str, level: str = "INFO") -> dict:
+    """A logging.config dict with the JSON formatter (for Faust's `logging_config`, which
+    replaces its own colour console set-up)."""
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "streams.logs.JsonFormatter", "service": service}},
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+            "root": {"level": level, "handlers": ["console"]}}

@@ -53,8 +53,8 @@ def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, pla
     from sinks.clickhouse import ClickHouseSink, reader
 
     started = int(time.time())
-    planner_stack(**{**ENV, "PLANNING_AUTO_APPROVE_LOW_RISK_PLANS": "true",
-                     "PLANNING_RESOURCE_HEARTBEAT_TIMEOUT_SECONDS": 900})
+    worker = planner_stack(**{**ENV, "PLANNING_AUTO_APPROVE_LOW_RISK_PLANS": "true",
+                              "PLANNING_RESOURCE_HEARTBEAT_TIMEOUT_SECONDS": 900, "CHIMERA_LOG_FORMAT": "json"})
     keys = Keys()
     rid = f"dash-res-{uuid.uuid4().hex[:6]}"
     now_ms = int(time.time() * 1000)
@@ -94,6 +94,10 @@ def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, pla
     finally:
         produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(rid, None)])   # the broker is shared
 
+    # the worker's logs are JSON lines; the dead letter names its goal
+    lines = [json.loads(x) for x in worker.log_path.read_text().splitlines() if x.startswith("{")]
+    assert any(x["logger"] == "chimera.app" and x["level"] == "warning" and x.get("goal_id") == "dash-bad"
+               for x in lines), worker.log_tail(20)
     store = reader(tmp_path / "ch")
     checked = 0
     for panel in panels():
