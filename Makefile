@@ -31,7 +31,14 @@ bench: install
 	$(PY) -m bench.executor
 	$(PY) -m bench.estimator
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(TRITON_STAMP)
+VALIDATORS_STAMP := .cache/validators.ok
+
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(TRITON_STAMP) $(VALIDATORS_STAMP)
+
+# Debian's docker-compose 1.29.2 validates docker-compose.yml offline (`config -q`); no engine needed.
+$(VALIDATORS_STAMP):
+	@command -v docker-compose >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends docker-compose; }
+	mkdir -p .cache && touch $@
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
@@ -40,7 +47,7 @@ $(STAMP): pyproject.toml
 	@command -v javac >/dev/null || { echo "Installing a JDK (Neo4j's launcher is a single-file Java program)"; apt-get update -q && apt-get install -y -q openjdk-17-jdk-headless; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip==24.3.1
-	$(PY) -m pip install -q -e '.[test,sinks,executor,triton]'
+	$(PY) -m pip install -q -e '.[test,sinks,executor,triton,api]'
 	$(PY) -m pip install -q --no-deps $(NO_DEPS)
 	rm -f $(VENV)/.installed-* && touch $@
 

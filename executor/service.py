@@ -55,13 +55,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prometheus_client import Counter, Histogram
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
 from processors import ids
 from processors.execution import TaskRef, task_ref
-from topics import registry as T
+from topics import registry as T, security, tracing
 from topics.serde import SerdeError, serde
 
 log = logging.getLogger("chimera.executor")
@@ -161,14 +162,19 @@ def files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
+TASKS = Counter("chimera_executor_tasks_total", "Assignments this executor ended, by outcome", ["status"])
+SANDBOX_SECONDS = Histogram("chimera_executor_sandbox_seconds", "Wall time of a task's module in the sandbox")
+
+
 @dataclass
 class _Entry:
     offset: int
     done: bool = False
-    records: list = field(default_factory=list)   # (key, value bytes) to publish in the transaction
+    records: list = field(default_factory=list)   # (key, value bytes, headers) to publish in the transaction
     cancel: threading.Event | None = None
     ref: TaskRef | None = None
     stop_cause: str | None = None       # interrupted by a control command: reported CANCELLED
+    traceparent: str | None = None      # the assignment's trace: its feedback continues it
     abandoned: bool = False             # interrupted by our own shutdown: not reported, runs again
 
 
@@ -180,13 +186,14 @@ class Executor:
         self.fb = serde(T.EXECUTION_FEEDBACK.name)
         self.assigned = serde(T.TASKS_ASSIGNED.name)
         self.resources = serde(T.RESOURCES_AVAILABILITY.name)
-        common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random",
+        sec = security.confluent()   # KAFKA_SECURITY_* (SASL, TLS)
+        common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random", **sec,
                   "acks": "all", "enable.idempotence": True, "linger.ms": 5}
         self.tx = Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}",
                             "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
         self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
         self.consumer = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
+            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
             "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
@@ -199,7 +206,7 @@ class Executor:
         self.stops = Stops()
         self.commits = [0, 0.0]             # transactions, seconds spent committing
         self.control = Consumer({
-            "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
+            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": f"{cfg.consumer_group}.control",
             "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
             "auto.offset.reset": "earliest"}) if cfg.control else None
         self.control_serde = serde(T.CONTROL_COMMANDS.name)
@@ -241,7 +248,7 @@ class Executor:
     def _handle(self, msg) -> None:
         key = (msg.topic(), msg.partition())
         entries = self.inflight.setdefault(key, OrderedDict())
-        entry = entries[msg.offset()] = _Entry(msg.offset())
+        entry = entries[msg.offset()] = _Entry(msg.offset(), traceparent=tracing.parent_of(msg.headers()))
         try:
             rec = self.assigned.decode(msg.value())
             ref = task_ref(rec)
@@ -336,7 +343,11 @@ class Executor:
         else:
             rec = feedback(ref, "FAILED", message=f"{error} (executor {self.cfg.executor_id})")
         self.counts[rec["status"].lower()] += 1
-        entry.records.append((ref.plan_id.encode(), self.fb.encode(rec)))
+        TASKS.labels(rec["status"]).inc()
+        if result is not None:
+            SANDBOX_SECONDS.observe(result[1].wall_s)
+        headers, _ = tracing.outgoing(entry.traceparent, "executor.feedback") if entry.traceparent else ({}, "")
+        entry.records.append((ref.plan_id.encode(), self.fb.encode(rec), list(headers.items())))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
         while len(self._recent) > 100_000:
@@ -375,8 +386,8 @@ class Executor:
         t0 = time.perf_counter()
         try:
             self.tx.begin_transaction()
-            for k, v in records:
-                self.tx.produce(T.EXECUTION_FEEDBACK.name, key=k, value=v)
+            for k, v, headers in records:
+                self.tx.produce(T.EXECUTION_FEEDBACK.name, key=k, value=v, headers=headers)
             self.tx.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.tx.commit_transaction(30)
         except KafkaException as exc:
@@ -544,6 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if os.environ.get("CHIMERA_METRICS_PORT"):   # /metrics, as every worker kind
+        from prometheus_client import start_http_server
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR",
+                                                                                       "127.0.0.1"))
     caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group,
                          heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,

@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
 from topics.admin import create_topics
+from topics import security
 from topics.dlq import SOURCE_HEADERS, dlq_headers
 from topics.registry import SINKS_DLQ
 from topics.serde import SerdeError, serde
@@ -212,10 +213,10 @@ class SinkRunner:
             gc.set_threshold(GC_GEN0, t1, t2)
         if self.overlap:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"sink-{self.sink.name}-writer")
-        self._producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+        self._producer = Producer({**security.confluent(), "bootstrap.servers": self.bootstrap, "enable.idempotence": True,
                                    "acks": "all", "linger.ms": 5})
         self._consumer = Consumer({
-            "bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+            **security.confluent(), "bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "earliest", "enable.partition.eof": False,
             **self.consumer_config})
         self._consumer.subscribe(list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics])),

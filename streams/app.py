@@ -13,11 +13,12 @@ import faust
 from prometheus_client import Counter
 
 from streams import faust_fixes
+from streams import logs, metrics
 from streams.codec import Out
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
-from topics import registry as T
+from topics import registry as T, security, tracing
 from topics.serde import serde
 
 log = logging.getLogger("chimera.app")
@@ -53,7 +54,22 @@ def create_app(settings: Settings) -> faust.App:
         datadir=settings.data_dir + "/{conf.name}",
         key_serializer="json",      # tables; our topics say "raw" themselves
         value_serializer="json",
+        **_credentials(),
+        **({"logging_config": logs.dict_config(settings.app_id, os.environ.get("CHIMERA_LOG_LEVEL", "INFO").upper())}
+           if os.environ.get("CHIMERA_LOG_FORMAT") == "json" else {}),
     )
+
+
+def _credentials() -> dict:
+    """Faust's broker credentials from KAFKA_SECURITY_* (topics/security.py); none for PLAINTEXT."""
+    sec = security.aiokafka()
+    if not sec:
+        return {}
+    if sec["security_protocol"].startswith("SASL"):
+        return {"broker_credentials": faust.SASLCredentials(
+            username=sec["sasl_plain_username"], password=sec["sasl_plain_password"],
+            mechanism=sec["sasl_mechanism"], ssl_context=sec.get("ssl_context"))}
+    return {"broker_credentials": faust.SSLCredentials(sec["ssl_context"])}
 
 
 class Publisher:
@@ -80,8 +96,12 @@ class Publisher:
 
     @staticmethod
     def encode(outs: Iterable[Out]) -> list[tuple[str, bytes, bytes]]:
-        """Every record's bytes, or an exception before anything was sent."""
-        return [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        """Every record's bytes, or an exception before anything was sent (counted for the
+        layer2_* metrics once all encoded)."""
+        outs = list(outs)
+        encoded = [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        metrics.observe_outputs(outs)
+        return encoded
 
     async def send(self, encoded: Iterable[tuple[str, bytes, bytes]]) -> None:
         """Send the records and wait until the broker has them all. The caller saves the
@@ -89,7 +109,8 @@ class Publisher:
         downstream, so a crash can never leave a plan stored but unpublished (its goal
         would be replayed as a duplicate). One round trip per input record, in parallel
         for its outputs."""
-        futures = [self.producer.send(topic, key, value) for topic, key, value in encoded]
+        headers = tracing.kafka_headers("planner.publish") or None   # continue the handled record's trace
+        futures = [self.producer.send(topic, key, value, headers) for topic, key, value in encoded]
         if futures:
             await asyncio.gather(*futures)
 
@@ -106,7 +127,10 @@ class Publisher:
             src_topic, partition, offset = msg.topic, msg.partition, msg.offset
         dlq = T.spec(src_topic).dlq
         DEAD_LETTERS.labels(src_topic, reason).inc()
-        log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500])
+        key = (source_key(msg.headers, msg.key) or b"").decode("utf-8", "replace")
+        log.warning("dead letter %s[%s]@%s: %s: %s", src_topic, partition, offset, reason, detail[:500],
+                    extra={"plan_id": key if key.startswith("plan-") else "", "goal_id": "" if key.startswith("plan-")
+                           else key, "trace_id": tracing.trace_id_of(tracing.parent_of(msg.headers))})
         try:
             fut = await asyncio.wait_for(
                 self.topic(dlq).send(key=source_key(msg.headers, msg.key), value=msg.value,
@@ -115,6 +139,7 @@ class Publisher:
             fut.add_done_callback(lambda f: self._check_sent(f, dlq))
         except Exception as exc:  # the broker refused or timed out: say so, keep planning
             DEAD_LETTER_FAILURES.labels(dlq).inc()
+            metrics.INTEGRATION_ERRORS.labels("kafka").inc()
             log.error("could not dead-letter %s[%s]@%s to %s: %s", src_topic, partition, offset, dlq, exc)
 
     @staticmethod

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Optional
 
@@ -200,6 +201,82 @@ def status(plan: str, idle: float = typer.Option(2.0, help="seconds without reco
     console.print(table)
 
 
+api_app = typer.Typer(help="The REST API: serve it (no subcommand) or manage its keys.", invoke_without_command=True)
+keys_app = typer.Typer(help="API keys: hashed at rest in \\[api] keys_file, each bound to a tenant and a role.",
+                       no_args_is_help=True)
+api_app.add_typer(keys_app, name="keys")
+app.add_typer(api_app, name="api")
+
+
+@api_app.callback()
+def api(ctx: typer.Context, host: Optional[str] = typer.Option(None, help="default: \\[api] host"),
+        port: Optional[int] = typer.Option(None, help="default: \\[api] port")) -> None:
+    """Serve the REST API (KAFKA_BOOTSTRAP must point at a broker); OpenAPI at /docs and /openapi.json."""
+    if ctx.invoked_subcommand is None:
+        from api.server import serve
+        from streams import settings
+        serve(settings.load(), host, port)
+
+
+@keys_app.command("add")
+def keys_add(tenant: str = typer.Option(...), role: str = typer.Option(..., help="viewer, planner, approver or admin"),
+             principal: str = typer.Option("", help="who acts with this key (approvals name it)")) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    from api.keys import KeyStore
+    from streams import settings
+    store = KeyStore.load(settings.load().api.keys_file)
+    try:
+        key, record = store.add(tenant, role, principal)
+    except ValueError as exc:
+        _fail(str(exc))
+    store.save()
+    err.print(f"key {record.key_id} for tenant {tenant}, role {role}, principal {record.principal} "
+              f"(stored hashed in {store.path}); shown once:")
+    print(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Key ids, tenants, roles and principals (never a secret: none is stored)."""
+    from api.keys import KeyStore
+    from streams import settings
+    for k in KeyStore.load(settings.load().api.keys_file).keys.values():
+        console.print(f"{k.key_id}\t{k.tenant}\t{k.role}\t{k.principal}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Remove a key (a running API reads the file at start: restart it)."""
+    from api.keys import KeyStore
+    from streams import settings
+    store = KeyStore.load(settings.load().api.keys_file)
+    if not store.revoke(key_id):
+        _fail(f"no key {key_id}")
+    store.save()
+    console.print(f"revoked {key_id}")
+
+
+@app.command()
+def report(since: str = typer.Option("24h", help="how far back: 30m, 6h, 7d, or an ISO time"),
+           out: Path = typer.Option(Path("report"), help="folder for index.html and the PNG charts"),
+           data_dir: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder (default .data/clickhouse)"),
+           interval: int = typer.Option(300, help="seconds per time bucket")) -> None:
+    """The Grafana dashboards' panels rendered to PNG charts and one HTML page (ClickHouse as the sinks fill it)."""
+    from api.report import render
+    from sinks.clickhouse import reader
+    now = int(time.time())
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if since[-1:] in units and since[:-1].isdigit():
+        start = now - int(since[:-1]) * units[since[-1]]
+    else:
+        try:
+            start = int(datetime.fromisoformat(since).timestamp())
+        except ValueError:
+            _fail(f"--since {since!r}: give 30m, 6h, 7d or an ISO time")
+    page = render(reader(data_dir), out, start, now, interval)
+    console.print(f"report: {page}")
+
+
 @app.command()
 def worker(loglevel: str = "info") -> None:
     """Run one planner worker in the foreground (KAFKA_BOOTSTRAP must point at a broker)."""
@@ -217,12 +294,17 @@ def executor(ctx: typer.Context) -> None:
 
 @app.command()
 def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs"),
-       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)")) -> None:
-    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker and the sinks; Ctrl-C stops all."""
+       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)"),
+       api: bool = typer.Option(True, help="also serve the REST API ([api] host and port)")) -> None:
+    """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker, the sinks and the API;
+    Ctrl-C stops all."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w), ExitStack() as stack:
         if sinks:
             _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, Path(".data"))
+        if api:
+            stack.enter_context(services.api_process(bootstrap, Path(".data") / "api.log"))
+            console.print("API: see .data/api.log; keys: chimera api keys add --tenant T --role R")
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
         console.print("the worker is supervised: if it dies or stalls it is restarted")
@@ -259,7 +341,7 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if os.environ.get("CHIMERA_METRICS_PORT"):
         from prometheus_client import start_http_server
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR", "127.0.0.1"))
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ExitStack() as stack:
         svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)

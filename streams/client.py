@@ -10,6 +10,7 @@ from typing import AsyncIterator, Callable, Iterable, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 
+from topics import security
 from topics.admin import BrokerUnreachable
 from topics.registry import spec
 from topics.serde import SerdeError, serde
@@ -47,7 +48,7 @@ async def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, dict 
     a None value is a tombstone."""
     encoded = [(k, v if v is None or isinstance(v, bytes) else serde(topic).encode(v, strict=True))
                for k, v in records]
-    producer = await _started(AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+    producer = await _started(AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **security.aiokafka(),
                                                enable_idempotence=True), bootstrap)
     try:
         futures = [await producer.send(topic, key=k.encode(), value=v) for k, v in encoded]
@@ -65,7 +66,7 @@ async def read(bootstrap: str, topic: str, *, from_beginning: bool = True, idle_
         decodes = not topic.endswith(".dlq") and bool(spec(topic))
     except KeyError:
         decodes = False  # not a Chimera topic: raw values
-    consumer = await _started(AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    consumer = await _started(AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security.aiokafka(),
                                                auto_offset_reset="earliest" if from_beginning else "latest"),
                               bootstrap)
     try:
@@ -118,7 +119,7 @@ async def partitions(consumer: AIOKafkaConsumer, topics: Sequence[str]) -> list[
 async def tail_from_end(bootstrap: str, topics: Sequence[str], **consumer_options) -> AIOKafkaConsumer:
     """A started consumer (no group) on every partition of `topics`, positioned at their
     current end before this returns: it sees exactly what is produced afterwards."""
-    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **consumer_options)
+    c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **security.aiokafka(), **consumer_options)
     await c.start()
     tps = await partitions(c, topics)
     c.assign(tps)
@@ -134,7 +135,8 @@ async def commit_at_end(bootstrap: str, group: str, topics: Sequence[str]) -> No
     # the first commit on a new broker waits for __consumer_offsets: aiokafka logs each retry as an error
     import logging
     logging.getLogger("aiokafka.consumer.group_coordinator").setLevel(logging.CRITICAL)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                **security.aiokafka())
     await consumer.start()
     try:
         tps = await partitions(consumer, topics)

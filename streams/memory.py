@@ -115,6 +115,8 @@ class MemoryLookup:
             return None
         except Exception as exc:  # noqa: BLE001 - memory is optional: plan without it
             LOOKUPS.labels("error").inc()
+            from streams.metrics import INTEGRATION_ERRORS
+            INTEGRATION_ERRORS.labels("memory").inc()
             log.warning("memory look-up failed: %s: %s", type(exc).__name__, exc)
             return None
         if found is None:

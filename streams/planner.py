@@ -42,6 +42,8 @@ from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
 from streams import codec, memory, state as state_codec, tail, timers, watchdog
+from topics import tracing
+from streams.metrics import INTEGRATION_ERRORS, PLANNING_ERRORS, instrument_domain
 from streams.app import Publisher, create_app, ignored
 from topics.dlq import source_headers
 from streams.settings import Settings
@@ -103,6 +105,7 @@ class PlannerWorker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        instrument_domain()
         self.config = settings.planning
         self.limits = settings.limits
         self.app = app = create_app(settings)
@@ -177,8 +180,10 @@ class PlannerWorker:
                 await manual.ack(event)
                 continue
             msg = event.message
+            headers = source_headers(msg.topic, msg.partition, msg.offset, msg.key)
+            headers.update(tracing.kafka_headers("planner.intake", tracing.parent_of(msg.headers)))
             sent = self.out.producer.send(T.GOALS_BY_PLAN.name, derive_plan_id(goal.goal_id).encode(), event.value,
-                                          source_headers(msg.topic, msg.partition, msg.offset, msg.key))
+                                          headers)
             sent.add_done_callback(functools.partial(self._forwarded, manual, event))
 
     @staticmethod
@@ -188,6 +193,7 @@ class PlannerWorker:
         worker, which reads the goal again (never lost)."""
         if sent.cancelled() or sent.exception() is not None:
             FORWARD_FAILURES.inc()
+            INTEGRATION_ERRORS.labels("kafka").inc()
             log.error("could not forward goal %s[%s]@%s: %s", event.message.topic, event.message.partition,
                       event.message.offset, "cancelled" if sent.cancelled() else sent.exception())
             return
@@ -206,6 +212,7 @@ class PlannerWorker:
                 await self.halt_known.wait()
                 log.info("planner's views are ready")
             msg = event.message
+            tracing.CURRENT.set(tracing.parent_of(msg.headers))
             try:
                 limits.record_size(len(event.value or b""), self.limits)
                 record = serde(msg.topic).decode(event.value)
@@ -213,8 +220,10 @@ class PlannerWorker:
                                 else record["plan_id"] or T.ALL_PLANS)
                 await self._handlers[msg.topic](record, event)
             except (SerdeError, PlanningError) as exc:
+                PLANNING_ERRORS.labels(exc.reason).inc()
                 await self.out.dead_letter(event, exc.reason, exc.detail)
             except Exception as exc:  # a bug must not stop the partition: keep the record, say why
+                PLANNING_ERRORS.labels("internal_error").inc()
                 log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
                 await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
 
@@ -222,6 +231,7 @@ class PlannerWorker:
         """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
         loop = asyncio.get_running_loop()
         async for event in stream.events():
+            tracing.CURRENT.set(tracing.parent_of(event.message.headers))
             try:
                 request = serde(T.PLANS_REFINE.name).decode(event.value)
                 goal = codec.goal_from_record(request["goal"])
@@ -290,6 +300,7 @@ class PlannerWorker:
             if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
                 await self.resources_known.wait()
             msg = event.message
+            tracing.CURRENT.set(tracing.parent_of(msg.headers))
             try:
                 limits.record_size(len(event.value or b""), self.limits)
                 record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)

@@ -14,6 +14,8 @@ from typing import Mapping, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from topics import security
+
 
 class AsyncProducer:
     """`send` returns a future that resolves when the broker has the record (acks=all) or
@@ -22,7 +24,7 @@ class AsyncProducer:
     def __init__(self, bootstrap: str, *, timeout_s: float, linger_ms: float = 0.0,
                  max_request_bytes: int = 1_048_576, client_id: str = "chimera") -> None:
         self._producer = Producer({
-            "bootstrap.servers": bootstrap, "client.id": client_id,
+            **security.confluent(), "bootstrap.servers": bootstrap, "client.id": client_id,
             "acks": "all", "enable.idempotence": True,   # retries keep order, never duplicate
             "linger.ms": linger_ms, "message.timeout.ms": int(timeout_s * 1000),
             "message.max.bytes": max_request_bytes,

@@ -102,9 +102,15 @@ class Worker:
 
 @contextlib.contextmanager
 def broker(data_dir: str | None = None) -> Iterator[str]:
-    """KAFKA_BOOTSTRAP when set, else a local broker started (and stopped) here."""
+    """KAFKA_BOOTSTRAP when set, else a Kafka container where a Docker engine answers, else a
+    local broker started (and stopped) here."""
     if os.environ.get("KAFKA_BOOTSTRAP"):
         yield os.environ["KAFKA_BOOTSTRAP"]
+        return
+    from infra.containers import choose, kafka_container
+    if choose() == "containers":          # a Docker engine answers: testcontainers (infra/containers.py)
+        with kafka_container() as bootstrap:
+            yield bootstrap
         return
     with KafkaBroker(data_dir=data_dir) as b:
         yield b.bootstrap
@@ -122,3 +128,22 @@ def stack(*, data_dir: str | None = None, worker_env: dict[str, str] | None = No
             yield bootstrap, worker
         finally:
             worker.stop()
+
+
+@contextlib.contextmanager
+def api_process(bootstrap: str, log_path: Path) -> Iterator[subprocess.Popen]:
+    """`chimera api` in its own process (for `chimera up`); stopped on exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env={**os.environ, "KAFKA_BOOTSTRAP": bootstrap},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -111,6 +111,31 @@ class TritonSettings:
 
 
 @dataclass(frozen=True)
+class ApiSettings:
+    """`[api]`: the REST API (API_<KEY> env vars override). Keys live hashed in `keys_file`
+    (`chimera api keys add`), never in this file."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    keys_file: str = str(REPO / ".data" / "api" / "keys.json")
+    rate_per_minute: float = 120.0         # per key, sustained
+    burst: int = 30                        # per key, at once
+    page_size: int = 50                    # default list page
+    max_page_size: int = 500
+    lag_threshold: int = 1000              # consumer lag over this: unhealthy
+    health_components: str = "planner,decomposer,coordinator,executor,sinks,triton"  # those that turn /health red
+    write_timeout_s: float = 10.0          # a produce the broker does not confirm in time: 503
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "ApiSettings":
+        kinds, values = _section(cls, d, env, "API_", "api")
+        out = cls(**_typed("api", kinds, values))
+        if not Path(out.keys_file).is_absolute():
+            out = cls(**{**out.__dict__, "keys_file": str(REPO / out.keys_file)})
+        return out
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap: str
     planning: PlanningConfig
@@ -118,6 +143,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     memory: MemorySettings = field(default_factory=MemorySettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     app_id: str = "chimera-planner"
     data_dir: str = str(REPO / ".data" / "faust")
 
@@ -148,5 +174,6 @@ def load(env=os.environ, path: str | os.PathLike | None = None) -> Settings:
                     worker=WorkerSettings.from_mapping(tables.get("worker", {}), env),
                     memory=MemorySettings.from_mapping(tables.get("memory", {}), env),
                     triton=TritonSettings.from_mapping(tables.get("triton", {}), env),
+                    api=ApiSettings.from_mapping(tables.get("api", {}), env),
                     app_id=env.get("CHIMERA_APP_ID", "chimera-planner"),
                     data_dir=env.get("CHIMERA_DATA_DIR") or str(REPO / ".data" / "faust"))

@@ -14,6 +14,8 @@ from typing import Callable
 
 from aiokafka import AIOKafkaConsumer
 
+from topics import security
+
 from streams import client
 
 log = logging.getLogger("chimera.tail")
@@ -25,7 +27,7 @@ async def follow(bootstrap: str, topic: str, see: Callable[[bytes | None, bytes 
     `caught_up` is set once every record that was there at the start has been seen."""
     while True:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                    group_id=None, auto_offset_reset="earliest")
+                                    group_id=None, auto_offset_reset="earliest", **security.aiokafka())
         try:
             await consumer.start()
             tps = await client.partitions(consumer, [topic])

@@ -82,6 +82,17 @@ def _positions(app, sources: frozenset[str]) -> dict:
     return out
 
 
+def _report_lag(positions: Mapping) -> None:
+    """chimera_consumer_lag{topic}: high watermark minus committed offset, summed per topic."""
+    from streams.metrics import CONSUMER_LAG
+    lag: dict[str, int] = {}
+    for tp, (read, high) in positions.items():
+        topic = getattr(tp, "topic", str(tp))
+        lag[topic] = lag.get(topic, 0) + (max(0, high - (read or 0)) if high is not None else 0)
+    for topic, n in lag.items():
+        CONSUMER_LAG.labels(topic).set(n)
+
+
 def install(app, sources: Iterable[str], *, interval_s: float, stall_s: float) -> None:
     """Watch the progress of `app`'s consumer on the `sources` topics, and its event loop;
     exit when either stalls."""
@@ -95,7 +106,9 @@ def install(app, sources: Iterable[str], *, interval_s: float, stall_s: float) -
         beat[0] = time.monotonic()
         if app.rebalancing or app.tables.recovery.in_recovery:
             return
-        why = progress.observe(_positions(app, sources))
+        positions = _positions(app, sources)
+        _report_lag(positions)
+        why = progress.observe(positions)
         if why:
             _die(why)
 

@@ -14,7 +14,7 @@ def main(loglevel: str = "info") -> None:
 
     app = build(settings.load())
     if os.environ.get("CHIMERA_METRICS_PORT"):
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr="127.0.0.1")
+        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR", "127.0.0.1"))
     sys.argv = [sys.argv[0], "worker", "-l", loglevel, "--without-web"]
     app.main()
 

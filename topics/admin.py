@@ -6,6 +6,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
+from topics import security
 from topics.registry import all_topic_names, spec
 
 
@@ -14,7 +15,8 @@ class BrokerUnreachable(ConnectionError):
 
 
 async def _admin(bootstrap: str, timeout_s: float) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                **security.aiokafka())
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
     except (KafkaConnectionError, asyncio.TimeoutError, OSError) as exc:

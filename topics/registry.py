@@ -73,13 +73,15 @@ PLANS_TICK = TopicSpec("chimera.plans.tick", "plan_id", PLAN_PARTITIONS, _RETAIN
 # STOP / RESUME of every plan, forwarded from control.commands to one partition whose agent
 # sets the flag in a global table that every worker reads.
 CONTROL_GLOBAL = TopicSpec("chimera.control.global", "plan_id", 1, _RETAIN, internal=True, schema="control.commands")
+# Every write through the REST API (issue 11): who, what, when. Keyed by tenant; written only by the API.
+API_AUDIT = TopicSpec("api.audit", "tenant", 1, _RETAIN)
 ALL_PLANS = "*"   # control.commands key (and null plan_id) that means every plan
 
 TOPICS: tuple[TopicSpec, ...] = (
     GOALS_CREATED, RESOURCES_AVAILABILITY, EXECUTION_FEEDBACK, PLANS_APPROVALS,
     PLANS_CREATED, PLANS_UPDATED, TASKS_ASSIGNED, RISKS_ALERTS, GOALS_BY_PLAN, PLANS_REFINE, PLANS_REFINED,
     PLANS_EXPIRE, CONTROL_COMMANDS, ALLOCATION_REQUESTS, RESOURCES_ALLOCATIONS, ALLOCATION_DECISIONS, PLANS_TICK,
-    CONTROL_GLOBAL,
+    CONTROL_GLOBAL, API_AUDIT,
 )
 BY_NAME = {t.name: t for t in TOPICS}
 DLQ_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(4 * WEEK_MS)}

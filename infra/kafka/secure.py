@@ -1,0 +1,171 @@
+"""The local broker with authentication and authorisation: a SASL/PLAIN listener for every
+client (no plaintext client listener), Kafka's StandardAuthorizer, and ACLs that give each
+principal only what its role needs (`ACLS`, applied by `apply_acls`).
+
+The controller listener stays PLAINTEXT on loopback; its principal (ANONYMOUS) is a super user
+so the combined broker+controller can talk to itself, and a controller listener serves no
+produce or fetch requests, so it is no way around the ACLs.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+from .broker import KafkaBroker, KafkaSetupError, _free_ports, _port_open
+
+# principal -> (resource type, name, prefixed?, operation) allowed. Everything else is denied.
+_READ_PLAN = ["plans.created", "plans.updated", "tasks.assigned", "risks.alerts", "execution.feedback",
+              "goals.created", "plans.approvals", "control.commands", "api.audit"]
+ACLS = {
+    # the API: the only writer of approvals, control commands and the audit log
+    "api": [("TOPIC", t, False, "WRITE") for t in ("goals.created", "plans.approvals", "control.commands",
+                                                     "execution.feedback", "api.audit")]
+           + [("TOPIC", t, False, "READ") for t in _READ_PLAN] + [("TOPIC", "*", False, "DESCRIBE")],
+    # planner workers: the only writers of internal and plan topics
+    "planner": [("TOPIC", "chimera.", True, op) for op in ("READ", "WRITE", "DESCRIBE")]
+               + [("TOPIC", t, False, op) for t in ("plans.created", "plans.updated", "tasks.assigned",
+                                                     "risks.alerts", "resources.allocations")
+                  for op in ("WRITE", "DESCRIBE")]
+               + [("TOPIC", t, False, "READ") for t in ("goals.created", "execution.feedback", "plans.approvals",
+                                                         "control.commands", "resources.availability")]
+               + [("GROUP", "chimera-planner", True, "READ"), ("TRANSACTIONAL_ID", "chimera-planner", True, "WRITE")],
+    # executors: feedback (and their own availability announcements) only
+    "executor": [("TOPIC", t, False, "WRITE") for t in ("execution.feedback", "resources.availability")]
+                + [("TOPIC", t, False, "READ") for t in ("tasks.assigned", "control.commands")]
+                + [("TOPIC", "*", False, "DESCRIBE"), ("GROUP", "chimera-executor", True, "READ"),
+                   ("TRANSACTIONAL_ID", "chimera-executor", True, "WRITE")],
+}
+
+
+def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> dict[str, Path]:
+    """A throw-away CA and a broker certificate it signs (SAN: the loopback address), with
+    Debian's openssl: PEM files Kafka reads directly (ssl.keystore.type=PEM)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = {k: folder / n for k, n in (("ca_key", "ca.key"), ("ca", "ca.pem"), ("key", "broker.key"),
+                                    ("csr", "broker.csr"), ("cert", "broker.pem"), ("ext", "san.ext"))}
+
+    def run(*args: str) -> None:
+        res = subprocess.run(["openssl", *args], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise KafkaSetupError(f"openssl {' '.join(args[:2])} failed: {res.stderr[-1000:]}")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(f["ca_key"]), "-out", str(f["ca"]),
+        "-days", "2", "-subj", "/CN=chimera-local-ca")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(f["key"]), "-out", str(f["csr"]),
+        "-subj", f"/CN={host}")
+    f["ext"].write_text(f"subjectAltName=IP:{host},DNS:localhost\n")
+    run("x509", "-req", "-in", str(f["csr"]), "-CA", str(f["ca"]), "-CAkey", str(f["ca_key"]), "-CAcreateserial",
+        "-out", str(f["cert"]), "-days", "2", "-extfile", str(f["ext"]))
+    return f
+
+
+class SecureKafkaBroker(KafkaBroker):
+    """`users`: principal -> password; "admin" (a super user: topics and ACLs) is required.
+    `tls=True` adds a SASL_SSL listener (`tls_bootstrap`) with a CA generated at start (`ca_file`)."""
+
+    def __init__(self, users: dict[str, str], data_dir=None, tls: bool = False, **kwargs) -> None:
+        if "admin" not in users:
+            raise ValueError("users needs an 'admin' (the broker's own and the ACL manager's principal)")
+        self.users = dict(users)
+        self.tls = tls
+        port = kwargs.pop("port", None) or _free_ports(1)[0]
+        cport = kwargs.pop("controller_port", None) or next(p for p in _free_ports(2) if p != port)
+        self.tls_port = next(p for p in _free_ports(3) if p not in (port, cport)) if tls else None
+        self.ca_file: Path | None = None
+        jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
+                f'password="{users["admin"]}" ' + " ".join(f'user_{u}="{p}"' for u, p in users.items()) + ";")
+        extra = {
+            "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:admin;User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+            **kwargs.pop("extra_config", {}),
+        }
+        if tls:
+            extra.update({
+                "listeners": extra["listeners"] + f",SASL_SSL://127.0.0.1:{self.tls_port}",
+                "advertised.listeners": extra["advertised.listeners"] + f",SASL_SSL://127.0.0.1:{self.tls_port}",
+                "listener.security.protocol.map": extra["listener.security.protocol.map"] + ",SASL_SSL:SASL_SSL",
+                "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+                "ssl.keystore.type": "PEM",
+            })
+        self._extra_tls = tls
+        super().__init__(data_dir, port=port, controller_port=cport, extra_config=extra, **kwargs)
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
+
+    def _write_config(self) -> Path:
+        if self._extra_tls:   # the certificate, made in the data folder before the first config is written
+            folder = Path(self.data_dir) / "tls"
+            f = make_ca_and_cert(folder) if not (folder / "broker.pem").exists() else {
+                "ca": folder / "ca.pem", "cert": folder / "broker.pem", "key": folder / "broker.key"}
+            self.ca_file = f["ca"]
+            store = folder / "broker-keystore.pem"   # PEM keystore: the PKCS#8 key, then the chain
+            store.write_text(f["key"].read_text() + f["cert"].read_text())
+            self.extra_config["ssl.keystore.location"] = str(store)
+        return super()._write_config()
+
+    def client_env(self, user: str, tls: bool = False) -> dict[str, str]:
+        """KAFKA_* settings for a client acting as `user` (topics.security reads them)."""
+        env = {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+               "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": self.users[user]}
+        if tls:
+            env.update({"KAFKA_BOOTSTRAP": self.tls_bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                        "KAFKA_SSL_CAFILE": str(self.ca_file)})
+        return env
+
+    def _wait_ready(self, deadline: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from topics.security import confluent
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise KafkaSetupError(f"Kafka exited early (rc={self.proc.returncode}); last log lines:\n"
+                                      f"{self.tail_log()}")
+            if _port_open(self.port):
+                try:
+                    md = AdminClient({"bootstrap.servers": self.bootstrap, **confluent(self.client_env("admin"))}
+                                     ).list_topics(timeout=3)
+                    if md.brokers:
+                        return
+                except Exception as e:  # noqa: BLE001 - retried until the deadline
+                    last = e
+            time.sleep(0.2)
+        raise KafkaSetupError(f"SASL broker did not answer at {self.bootstrap} (last error: {last!r}); "
+                              f"last log lines:\n{self.tail_log()}")
+
+
+def default_acls(app_id: str = "chimera-planner") -> dict:
+    """ACLS plus the planner's right to write every dead-letter topic (<topic>.dlq: an ACL
+    prefix cannot match a suffix, so they are listed from the topic registry) and to its Faust
+    app's own topics (changelogs, the assignor's: `<app_id>-...`, created by the worker) and group."""
+    from topics.registry import TOPICS
+    out = {k: list(v) for k, v in ACLS.items()}
+    out["planner"] += [("TOPIC", t.dlq, False, "WRITE") for t in TOPICS if t.has_dlq]
+    out["planner"] += [("TOPIC", app_id, True, op) for op in ("CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")]
+    out["planner"] += [("GROUP", app_id, True, "READ")]
+    return out
+
+
+def apply_acls(bootstrap: str, admin_config: dict, acls: dict | None = None) -> int:
+    """Create the ACLs (idempotent: the broker keeps one binding per pattern); how many."""
+    acls = acls if acls is not None else default_acls()
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
+                                       ResourceType)
+    admin = AdminClient({"bootstrap.servers": bootstrap, **admin_config})
+    bindings = [AclBinding(ResourceType[rtype], name, ResourcePatternType.PREFIXED if prefixed else
+                           ResourcePatternType.LITERAL, f"User:{user}", "*", AclOperation[op], AclPermissionType.ALLOW)
+                for user, rules in acls.items()
+                for rtype, name, prefixed, op in dict.fromkeys(rules)]   # a rule listed twice: once
+    for f in admin.create_acls(bindings, request_timeout=15).values():
+        f.result()
+    return len(bindings)

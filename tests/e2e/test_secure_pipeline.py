@@ -1,0 +1,50 @@
+"""The pipeline on a broker that authenticates and authorises: the planner worker as the
+`planner` principal, the API as `api`, every client configured by KAFKA_SECURITY_* settings;
+a goal through the API is planned, approved and its tasks assigned, under the ACLs."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from infra.kafka.secure import SecureKafkaBroker, apply_acls, default_acls
+from streams.services import Worker
+from tests.api.helpers import ENV, GOAL, Keys, api_client, h, wait_for
+from tests.conftest import fresh_group
+from topics import security
+from topics.admin import create_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
+USERS = {"admin": "admin-pw", "api": "api-pw", "planner": "planner-pw", "executor": "executor-pw"}
+
+
+def test_api_and_planner_under_sasl_and_acls(tmp_path, monkeypatch):
+    app_id = f"chimera-planner-sasl-{uuid.uuid4().hex[:6]}"
+    with SecureKafkaBroker(USERS, data_dir=tmp_path / "kafka") as broker:
+        bs = broker.bootstrap
+        for k, v in broker.client_env("admin").items():
+            monkeypatch.setenv(k, v)
+        asyncio.run(create_topics(bs))
+        apply_acls(bs, security.confluent(), default_acls(app_id))
+        asyncio.run(fresh_group(bs, app_id))
+        worker = Worker(bs, env={**{k: str(v) for k, v in ENV.items()}, **broker.client_env("planner")}, app_id=app_id,
+                        log_path=tmp_path / "worker.log").start()
+        try:
+            keys = Keys()
+            api_conf = security.confluent(broker.client_env("api"))
+            with api_client(bs, keys, kafka_config=api_conf) as c:
+                r = wait_for(lambda: c.post("/api/v1/plans", json={**GOAL, "goal_id": "sasl-1"},
+                                            headers=h(keys.planner)),
+                             lambda r: r.status_code == 202, timeout=60)   # ACLs reach the authorizer first
+                assert r.status_code == 202, r.text
+                pid = r.json()["plan_id"]
+                plan = wait_for(lambda: c.get(f"/api/v1/plans/{pid}", headers=h(keys.viewer)).json(),
+                                lambda p: p["approval"] == "PENDING", timeout=120)
+                assert plan["approval"] == "PENDING", (plan, worker.log_tail(40))
+                assert c.post(f"/api/v1/plans/{pid}/approve", headers=h(keys.approver)).status_code == 202
+                st = wait_for(lambda: c.get("/api/v1/tasks/design/progress", params={"plan_id": pid},
+                                            headers=h(keys.viewer)).json(), lambda s: s.get("state") == "ASSIGNED")
+                assert st["state"] == "ASSIGNED", (st, worker.log_tail(40))
+        finally:
+            worker.stop()
