@@ -129,3 +129,40 @@ def test_judge_coverage_first_then_a_strictly_shorter_makespan():
     wins, why = llm_plan.judge(goal, blind, longer)
     assert wins and "Zebra migration" in why
     assert not llm_plan.judge(goal, longer, blind)[0]
+
+
+def test_decomposer_client_batches_concurrent_asks_and_gives_up_at_once_when_dead():
+    import asyncio
+    import time as _time
+
+    from inference.decomposer import DecomposerClient
+
+    async def run():
+        c = DecomposerClient("127.0.0.1:1", max_batch=8, batch_wait_s=0.01, timeout_s=1, retry_after_s=60)
+        calls = []
+
+        async def fake(items):
+            calls.append(list(items))
+            return [f"answer {i}" for i in range(len(items))], "3"
+        c.call = fake
+        goals = [dataclasses.replace(GOAL, goal_id=f"g{i}") for i in range(11)]
+        got = await asyncio.gather(*(c.ask(g) for g in goals))
+        assert [len(b) for b in calls] == [8, 3]                   # one request per batch
+        assert got[0] == ("answer 0", "3") and got[10] == ("answer 2", "3")
+        assert json.loads(calls[0][1])["goal_id"] == "g1"
+        # a dead server: the first batch fails, the breaker opens, later asks return None at once
+        d = DecomposerClient("127.0.0.1:1", timeout_s=2, retry_after_s=60)   # nothing listens there
+        assert await d.ask(GOAL) is None and d.open
+        t = _time.perf_counter()
+        assert await d.ask(GOAL) is None and d.last_reason == "breaker_open"
+        assert _time.perf_counter() - t < 0.05
+        await d.close()
+
+    asyncio.run(run())
+
+
+def test_decompose_is_off_by_default_and_set_by_env():
+    from streams.settings import TritonSettings
+    assert TritonSettings.from_mapping({}, {}).decompose is False
+    on = TritonSettings.from_mapping({}, {"TRITON_DECOMPOSE": "true", "TRITON_DECOMPOSE_TIMEOUT_S": "5"})
+    assert on.decompose and on.decompose_timeout_s == 5.0
