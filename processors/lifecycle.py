@@ -30,7 +30,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Mapping, Union
 
-from . import approval, memory, progress, risk
+from . import approval, llm_plan, memory, progress, risk
 from .allocation import AllocationRequest, Resource, budget_hold, choose_resource, request_for
 from .config import PlanningConfig
 from .model import ApprovalState, Goal, LearnedEstimate, Plan, PlanningError, Priority, Risk, RiskCategory, ScheduledTask, Severity
@@ -241,6 +241,7 @@ class RefineRequested:
     plan: Plan
     goal: Goal
     capacities: Mapping[str, float]
+    kind: str = "refine"     # refine: CP-SAT; decompose: ask the LLM decomposer (processors/llm_plan.py)
 
 
 @dataclass(frozen=True)
@@ -503,7 +504,8 @@ def _fail(state: PlanState, tid: str, run: TaskRun, why: str, config: PlanningCo
 
 def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float], config: PlanningConfig,
             *, received_at_ms: int, live: Live | None = None, reuse: "memory.Reuse | None" = None,
-            estimates: "tuple[LearnedEstimate, ...]" = (), estimates_source: str | None = None) -> Result:
+            estimates: "tuple[LearnedEstimate, ...]" = (), estimates_source: str | None = None,
+            decompose: bool = False) -> Result:
     """The first plan of a goal (fast path) and, when configured, a refinement request.
     A replayed goal changes nothing; an edited re-send of a live plan's goal replans its
     remaining work (trigger goal_changed); an ended plan's goal cannot be edited.
@@ -511,7 +513,9 @@ def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float]
     records it (plan.memory), and the state and the refinement request carry the goal
     actually planned. Learned `estimates` (the planner's estimator client) ride on the goal
     planned (goal.estimates: refinements and replans use them too); `estimates_source` is
-    recorded on the plan."""
+    recorded on the plan. `decompose` (the planner's [triton] decompose, decomposer reachable)
+    also asks the LLM decomposer for a breakdown of a goal without explicit tasks, off the
+    fast path: its answer comes back through on_decomposed."""
     digest = goal_digest(goal)
     if state is not None:
         if state.goal_digest == digest:
@@ -541,6 +545,8 @@ def on_goal(state: PlanState | None, goal: Goal, capacities: Mapping[str, float]
     new = _emit(PlanState(plan=plan, goal_digest=digest, goal=planned), config, events, live)
     if config.refine_budget_seconds > 0:
         events.append(RefineRequested(plan, planned, MappingProxyType(dict(capacities))))
+    if decompose and not goal.tasks and reuse is None:
+        events.append(RefineRequested(plan, planned, MappingProxyType(dict(capacities)), kind=llm_plan.REFINE_KIND))
     return new, tuple(events)
 
 
@@ -587,6 +593,48 @@ def on_refined(state: PlanState | None, plan_id: str, base_version: int, refined
     # the refiner planned the same goal (its learned estimates included): same duration source
     refined = dataclasses.replace(refined, estimates_source=state.plan.estimates_source)
     return _new_version(state, approval.keep_decision(state.plan, refined), config, at_ms=0, live=live)
+
+
+def on_decomposed(state: PlanState | None, plan_id: str, base_version: int, llm: Plan, answer: str,
+                  config: PlanningConfig, live: Live | None = None) -> Result:
+    """The LLM decomposer's plan for `base_version` (planned by the refiner from `answer`):
+    a new version if it is still safe to swap the task list and it judges better
+    (llm_plan.judge), else an Ignored with the reason; never an error, since a late or
+    losing breakdown is an expected outcome. Safe means: the plan is active, not rejected,
+    still at base_version (nothing changed meanwhile: no refinement, replan or approval
+    decision) and no task of it has a run yet (nothing dispatched, requested or held): task
+    ids of the two breakdowns have nothing in common, so a run could not be carried over.
+    The answer is parsed again here (the state keeps the goal as planned, explicit tasks
+    included, so replans keep the LLM's breakdown)."""
+    state = _require(state, plan_id)
+    if llm.plan_id != plan_id:
+        raise PlanningError("wrong_plan", f"decomposition for {plan_id} carries plan {llm.plan_id}")
+    if state.plan.approval is ApprovalState.REJECTED or state.status is not PlanStatus.ACTIVE:
+        return state, (Ignored("llm_plan_ended", f"{plan_id} was rejected or ended; LLM breakdown dropped"),)
+    if state.plan.version != base_version or llm.version != base_version + 1:
+        return state, (Ignored("llm_plan_changed", f"{plan_id} is at v{state.plan.version}; the LLM breakdown "
+                                                   f"was for v{base_version}"),)
+    if state.runs:
+        return state, (Ignored("llm_already_dispatched", f"{plan_id}: tasks {sorted(state.runs)[:5]} already have "
+                                                         "runs; the task list can no longer be replaced"),)
+    if state.goal is None or state.goal.tasks:
+        return state, (Ignored("llm_not_applicable", f"{plan_id}: the goal has an explicit breakdown"),)
+    try:
+        specs = llm_plan.parse(answer, state.goal)
+    except llm_plan.Rejected as exc:
+        return state, (Ignored(f"llm_rejected:{exc.reason}", exc.detail),)
+    if {st.task.task_id for st in llm.tasks} != {s.task_id for s in specs}:
+        raise PlanningError("wrong_plan", f"decomposition for {plan_id}: the plan's tasks are not the answer's")
+    wins, why = llm_plan.judge(state.goal, state.plan, llm)
+    if not wins:
+        return state, (Ignored("llm_not_better", why),)
+    llm = dataclasses.replace(llm, reason=f"{llm.reason}; {why}")
+    if any("deadline already passed" in v for v in state.plan.violations):
+        llm = _flag_past_deadline(llm)
+    # other work than the template's: its own approval state (no person's decision carries
+    # over), and a budget check of its own before anything is placed
+    state = dataclasses.replace(state, goal=llm_plan.goal_with(state.goal, specs), hold="", budget_ok=False)
+    return _new_version(state, llm, config, at_ms=0, live=live)
 
 
 def on_approval(state: PlanState | None, decision: Approval, config: PlanningConfig,

@@ -88,3 +88,59 @@ def parse(text: str, goal: Goal) -> tuple[TaskSpec, ...]:
     if missing:
         raise Rejected("objectives_not_covered", f"no task covers {missing}")
     return ordered
+
+
+# -- the decomposer's breakdown as a plan, and whether it beats the template plan ----------
+
+STRATEGY = "llm"          # plan.strategy of a version planned from the decomposer's breakdown
+REFINE_KIND = "decompose"  # the refine request / result kind that carries it
+
+
+def goal_with(goal: Goal, specs: tuple[TaskSpec, ...]) -> Goal:
+    """The goal as the LLM breakdown plans it: its tasks explicit, template estimates dropped
+    (learned estimates are keyed by template task ids, and the answer has its own durations)."""
+    import dataclasses
+    return dataclasses.replace(goal, tasks=tuple(specs), estimates=(), strategy=None)
+
+
+def candidate(text: str, goal: Goal, capacities, config, model: str, base_version: int):
+    """The decomposer's answer planned like an explicit breakdown: (plan as version
+    base_version + 1, the goal it planned), or Rejected (the answer, or planning it, failed)."""
+    import dataclasses
+    from processors.planner import plan_goal
+    specs = parse(text, goal)
+    planned = goal_with(goal, specs)
+    try:
+        plan, _ = plan_goal(planned, known_capacities=capacities, config=config)
+    except PlanningError as exc:
+        raise Rejected(exc.reason, exc.detail) from None
+    plan = dataclasses.replace(plan, version=base_version + 1, strategy=STRATEGY, estimates_source=model,
+                               reason=f"llm_decomposition: {model}")
+    return plan, planned
+
+
+def judge(goal: Goal, template, llm) -> tuple[bool, str]:
+    """Whether the LLM's plan replaces the template plan, and why (pure; plans are processors.model.Plan).
+
+    Objective coverage first, schedule second:
+    - it covers objectives the template misses (an objective is covered when a task name holds
+      one of its 3+ letter words, `uncovered`): wins, even if longer (a plan that misses an
+      objective does not achieve the goal, however fast);
+    - it misses an objective the template covers: loses (parse already rejects that);
+    - same coverage: wins only if its makespan is strictly shorter and it has no more
+      validation findings (violations) than the template. A tie keeps the template: the
+      template's breakdown is known, the LLM's is not, and a new version is not free."""
+    def specs_of(plan):
+        return tuple(TaskSpec(st.task.task_id, st.task.name, 0.0) for st in plan.tasks)
+    missed_t = set(uncovered(goal, specs_of(template)))
+    missed_l = set(uncovered(goal, specs_of(llm)))
+    if missed_l - missed_t:
+        return False, f"not_better: misses objectives {sorted(missed_l - missed_t)} the template covers"
+    if missed_t - missed_l:
+        return True, f"covers objectives the template misses: {sorted(missed_t - missed_l)}"
+    if len(llm.violations) > len(template.violations):
+        return False, f"not_better: {len(llm.violations)} violations > {len(template.violations)}"
+    if llm.makespan_hours < template.makespan_hours - 1e-9:
+        return True, f"shorter: {llm.makespan_hours:.2f} h < {template.makespan_hours:.2f} h"
+    return False, (f"not_better: same objectives covered and makespan {llm.makespan_hours:.2f} h "
+                   f">= {template.makespan_hours:.2f} h")

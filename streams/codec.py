@@ -262,7 +262,7 @@ _RECORDS: dict[type, Callable[[Any], Out]] = {
     L.RiskAlerted: lambda e: Out(T.RISKS_ALERTS.name, e.plan.plan_id, alert_record(e.plan, e.risk)),
     L.RefineRequested: lambda e: Out(T.PLANS_REFINE.name, e.plan.plan_id, {
         "plan_id": e.plan.plan_id, "base_version": e.plan.version, "goal": goal_record(e.goal),
-        "known_capacities": dict(e.capacities), "estimates": estimates_records(e.goal.estimates)}),
+        "known_capacities": dict(e.capacities), "estimates": estimates_records(e.goal.estimates), "kind": e.kind}),
 }
 
 
@@ -280,9 +280,9 @@ def records(events: Iterable[L.Event]) -> list[Out]:
     return [_RECORDS[type(e)](e) for e in events if type(e) in _RECORDS]
 
 
-def refined_record(plan: Plan, base_version: int) -> Out:
+def refined_record(plan: Plan, base_version: int, kind: str = "refine", answer: str = "") -> Out:
     return Out(T.PLANS_REFINED.name, plan.plan_id, {"plan_id": plan.plan_id, "base_version": base_version,
-                                                    "plan": plan_record(plan)})
+                                                    "plan": plan_record(plan), "kind": kind, "answer": answer})
 
 
 def decision_records(decisions, ledger, resource, at_ms: int) -> list[Out]:

@@ -37,7 +37,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from prometheus_client import Counter, Histogram
 
-from processors import allocation, lifecycle, limits
+from processors import allocation, lifecycle, limits, llm_plan
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
@@ -135,6 +135,14 @@ class PlannerWorker:
                                              timeout_s=settings.triton.timeout_s,
                                              retry_after_s=settings.triton.retry_after_s,
                                              cache_ttl_s=settings.triton.cache_ttl_s)
+        self.decomposer = None   # the LLM's breakdowns from Triton (inference/decomposer.py), [triton] decompose
+        self._decomposing = asyncio.Semaphore(64)   # LLM requests in flight (the refiner waits beyond)
+        if settings.triton.decompose:
+            from inference.decomposer import DecomposerClient
+            t = settings.triton
+            self.decomposer = DecomposerClient(t.url, model=t.decompose_model, timeout_s=t.decompose_timeout_s,
+                                               retry_after_s=t.retry_after_s, max_batch=t.decompose_max_batch,
+                                               batch_wait_s=t.decompose_batch_ms / 1000)
         self._handlers: dict[str, Callable[[dict, object], Awaitable[None]]] = {
             T.GOALS_BY_PLAN.name: self.on_goal,
             T.EXECUTION_FEEDBACK.name: self.on_feedback,
@@ -242,6 +250,13 @@ class PlannerWorker:
             except (SerdeError, PlanningError) as exc:
                 await self.out.dead_letter(event, exc.reason, exc.detail)
                 continue
+            if request.get("kind") == llm_plan.REFINE_KIND:
+                if self.decomposer is None:
+                    continue            # a request from a worker with decompose on: this one leaves it
+                await self._decomposing.acquire()   # bounded; each request runs on its own
+                asyncio.ensure_future(self._decompose(request, goal)).add_done_callback(
+                    lambda _: self._decomposing.release())
+                continue
             try:
                 better = await loop.run_in_executor(self._refiner, lifecycle.refine, goal,
                                                     request["known_capacities"], self.config)
@@ -250,6 +265,34 @@ class PlannerWorker:
             except Exception as exc:  # refinement is optional: the published plan stands
                 log.exception("refinement failed for %s", event.key)
                 REFINE_FAILURES.labels(type(exc).__name__).inc()
+
+    async def _decompose(self, request: dict, goal: Goal) -> None:
+        """Ask the decomposer (batched with concurrent asks, bounded by its timeout, None at
+        once while the server is dead), plan its answer off the event loop and send the plan
+        to the planner, which judges it (lifecycle.on_decomposed). An answer that does not
+        validate is counted by reason and never sent: the template plan stands."""
+        from inference import decomposer as D
+        try:
+            got = await self.decomposer.ask(goal)
+            if got is None:
+                D.count("fallback", self.decomposer.last_reason)
+                return
+            text, version = got
+            model = f"{self.decomposer.model}/{version}"
+            try:
+                plan, _ = await asyncio.get_running_loop().run_in_executor(
+                    self._refiner, llm_plan.candidate, text, goal, request["known_capacities"], self.config, model,
+                    request["base_version"])
+            except llm_plan.Rejected as exc:
+                D.count("rejected", exc.reason)
+                log.info("LLM breakdown for %s rejected (%s): %s", request["plan_id"], exc.reason, exc.detail)
+                return
+            await self.out.send(self.out.encode([codec.refined_record(plan, request["base_version"],
+                                                                      llm_plan.REFINE_KIND, text)]))
+            D.count("proposed", model)
+        except Exception as exc:  # the LLM is optional: the published plan stands
+            log.exception("decomposition failed for %s", request.get("plan_id"))
+            REFINE_FAILURES.labels(type(exc).__name__).inc()
 
     async def resource_updates(self, stream) -> None:
         """Dead letters for invalid resource records (one worker of the group reads each
@@ -439,7 +482,8 @@ class PlannerWorker:
         result = lifecycle.on_goal(self._state(pid), goal, live.capacities, self.config,
                                    received_at_ms=int(event.message.timestamp * 1000), live=live, reuse=reuse,
                                    estimates=est.estimates if est else (),
-                                   estimates_source=est.source if est else None)
+                                   estimates_source=est.source if est else None,
+                                   decompose=self._ask_decomposer(goal, pid))
         if self.estimator is not None and self.plans.get(pid) is None:
             from inference.estimator import count_plan
             count_plan(est.source if est else None)
@@ -458,8 +502,33 @@ class PlannerWorker:
         await self._apply(decision.plan_id, lifecycle.on_approval(self._state(decision.plan_id), decision,
                                                                   self.config, self.live()))
 
+    def _ask_decomposer(self, goal: Goal, pid: str) -> bool:
+        """Whether a new goal's plan asks the LLM too: decompose on, no explicit tasks, a new
+        plan, and the decomposer not known dead (else counted as a fallback at once: the
+        template plan is the plan, nothing waits)."""
+        if self.decomposer is None or goal.tasks or self.plans.get(pid) is not None:
+            return False
+        if self.decomposer.open or not self.decomposer.url:
+            from inference.decomposer import count
+            self.decomposer.fallback(reason := "breaker_open" if self.decomposer.url else "no_server")
+            count("fallback", reason)
+            return False
+        return True
+
     async def on_refined(self, record: dict, event) -> None:
         plan = codec.plan_from_record(record["plan"])
+        if record.get("kind") == llm_plan.REFINE_KIND:
+            from inference.decomposer import count
+            result = lifecycle.on_decomposed(self._state(record["plan_id"]), record["plan_id"],
+                                             record["base_version"], plan, record.get("answer") or "", self.config,
+                                             self.live())
+            first = result[1][0] if result[1] else None
+            if isinstance(first, lifecycle.Ignored):
+                count("ignored", first.reason)
+            else:
+                count("accepted", plan.estimates_source)
+            await self._apply(record["plan_id"], result)
+            return
         await self._apply(record["plan_id"], lifecycle.on_refined(self._state(record["plan_id"]), record["plan_id"],
                                                                   record["base_version"], plan, self.config,
                                                                   self.live()))

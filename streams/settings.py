@@ -103,6 +103,14 @@ class TritonSettings:
     cache_ttl_s: float = 30.0            # answers are reused this long (0: ask for every goal)
     train_min_new_tasks: int = 500       # `chimera train estimator --watch`: train once this many new tasks finished
     repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
+    # the LLM decomposer (inference/decomposer.py), independent of `enabled` (the estimator):
+    # each new goal without explicit tasks is also sent to it off the fast path, and its
+    # breakdown replaces the template plan only if it judges better (processors/llm_plan.py)
+    decompose: bool = False
+    decompose_model: str = "decomposer"
+    decompose_timeout_s: float = 60.0    # one batched request (answers take seconds on a CPU)
+    decompose_batch_ms: float = 20.0     # goals asked within this window go out as one request
+    decompose_max_batch: int = 8         # the model's max_batch_size
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "TritonSettings":
