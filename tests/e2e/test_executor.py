@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 
 from executor.build import toolchain_missing
 from processors import ids
-from tests.executor_helpers import Executors, Feedback, ends as _ends
+from tests.executor_helpers import Executors, Feedback, ends as _ends, tombstone
 from topics import registry as T
 from topics.serde import serde
 
@@ -195,6 +195,7 @@ def test_every_slot_busy_pauses_the_partitions_and_a_free_slot_resumes_them(kafk
         stop.set()
         runner.join(30)
         fb.close()
+        tombstone(kafka_bootstrap, [me])   # the session's later tests must not see this executor as a resource
     assert fb.terminal() == Counter({(plan, f"crunch{i}", "COMPLETED"): 1 for i in range(3)}), fb.terminal()
     assert any(paused for paused, _ in seen), "the partitions were paused while the slot was busy"
     assert max(running for _, running in seen) == 1, "never more tasks running than slots"
