@@ -131,11 +131,13 @@ def stack(*, data_dir: str | None = None, worker_env: dict[str, str] | None = No
 
 
 @contextlib.contextmanager
-def api_process(bootstrap: str, log_path: Path) -> Iterator[subprocess.Popen]:
-    """`chimera api` in its own process (for `chimera up`); stopped on exit."""
+def api_process(bootstrap: str, log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """`chimera api` in its own process (for `chimera up` and the demo; `env`: API_* overrides);
+    stopped on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"], env={**os.environ, "KAFKA_BOOTSTRAP": bootstrap},
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "api"],
+                                env={**os.environ, **(env or {}), "KAFKA_BOOTSTRAP": bootstrap},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     try:
         yield proc
