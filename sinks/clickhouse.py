@@ -26,7 +26,7 @@ import orjson
 
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
-from topics import registry as T
+from topics import registry as T, tracing
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ SCHEMA_SQL = Path(__file__).resolve().parent.parent / "infra" / "clickhouse" / "
 DEFAULT_DIR = Path(os.environ.get("CHIMERA_DATA_DIR", ".data")) / "clickhouse"
 
 COLUMNS = {
-    "events": ["topic", "partition", "offset", "event_id", "key", "ts", "payload"],
+    "events": ["topic", "partition", "offset", "event_id", "key", "ts", "payload", "trace_id"],
     "goals": ["goal_id", "event_id", "title", "description", "domain", "priority", "objectives", "deadline_ms",
               "budget", "max_parallelism", "submitted_by", "created_at", "version"],
     "plans": ["plan_id", "plan_version", "event_id", "goal_id", "source", "strategy", "approval", "schedule_method",
@@ -116,6 +116,13 @@ def _risk_row(pid: str, pv: int, r: dict, event_id: str, at: int, version: int) 
             r["impact"], r["score"], at, version)
 
 
+def _trace_id(headers: dict[str, bytes]) -> str:
+    """The W3C trace id of the record's `traceparent` header ("" without one): an event in
+    ClickHouse is found by the trace that produced its goal, as in the workers' logs."""
+    parent = headers.get(tracing.HEADER) if headers else None
+    return tracing.trace_id_of(parent.decode("ascii", "replace")) if parent else ""
+
+
 def rows_for(rec: SinkRecord) -> dict[str, list[tuple]]:
     """The rows one record becomes, by table (only the tables it touches). Raises PoisonRecord
     for a record that cannot be stored."""
@@ -129,13 +136,14 @@ def rows_for(rec: SinkRecord) -> dict[str, list[tuple]]:
                                      int(h.get("chimera.source.offset", -1)), h.get("chimera.dlq.sink", ""),
                                      h.get("chimera.dlq.reason", "unknown"), h.get("chimera.dlq.detail", ""), ts))
         payload = json.dumps({"raw": (rec.raw or b"").decode("utf-8", "replace"), "headers": h}).encode()
-        rows["events"].append((rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts, payload))
+        rows["events"].append((rec.topic, rec.partition, rec.offset, rec.event_id, rec.key or "", ts, payload,
+                               _trace_id(rec.headers)))
         return rows
     version = ts
     topic = rec.topic
     # payload: the value as JSON bytes (a String column takes bytes as they are: no str round trip)
     event = (topic, rec.partition, rec.offset, v.get("event_id") or rec.event_id, rec.key or "", ts,
-             orjson.dumps(v, default=str))
+             orjson.dumps(v, default=str), _trace_id(rec.headers))
     try:
         if topic == _FEEDBACK:   # the most frequent record first
             return {"events": [event], "feedback": [(v["event_id"], v["plan_id"], v["task_id"], v["status"],

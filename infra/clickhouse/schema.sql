@@ -19,11 +19,15 @@ CREATE TABLE IF NOT EXISTS chimera.events (
     event_id String,
     key String,
     ts DateTime64(3),
-    payload String
+    payload String,
+    trace_id String DEFAULT ''
 ) ENGINE = ReplacingMergeTree
 ORDER BY (topic, event_id)
 TTL toDateTime(ts) + INTERVAL 180 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
+
+-- the W3C trace id of the record's traceparent header (tables made before it had none)
+ALTER TABLE chimera.events ADD COLUMN IF NOT EXISTS trace_id String DEFAULT '';
 
 CREATE TABLE IF NOT EXISTS chimera.goals (
     goal_id String,

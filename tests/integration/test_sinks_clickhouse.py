@@ -195,3 +195,34 @@ def test_a_record_the_store_refuses_is_isolated_and_dead_lettered(kafka_bootstra
     dead = [r for r in F.read_dlq(kafka_bootstrap) if r["key"] == bad_goal]
     assert dead and dead[0]["headers"]["chimera.dlq.reason"] == "store_rejected"
     assert "refused (test)" in dead[0]["headers"]["chimera.dlq.detail"]
+
+
+def test_events_keep_the_trace_id_of_their_traceparent(kafka_bootstrap, tmp_path):
+    """The trace that carried a goal (its traceparent header) is on its rows in ClickHouse, so
+    an event is found by trace id as in the workers' logs; a record without one has ""."""
+    from confluent_kafka import Producer
+
+    from sinks.base import SinkRunner
+    from sinks.clickhouse import ClickHouseSink
+    from topics import tracing
+    from topics.admin import create_topics
+    from topics.serde import serde
+
+    asyncio.run(create_topics(kafka_bootstrap))
+    prefix = F.unique("trace")
+    (traced_key, traced), (plain_key, plain) = F.sample_records(prefix)[T.GOALS_CREATED.name]
+    carrier, trace_id = tracing.outgoing(None, "test.goal")
+    p = Producer({"bootstrap.servers": kafka_bootstrap})
+    s = serde(T.GOALS_CREATED.name)
+    p.produce(T.GOALS_CREATED.name, key=traced_key.encode(), value=s.encode(traced),
+              headers=[(k, v.encode()) for k, v in carrier.items()])
+    p.produce(T.GOALS_CREATED.name, key=plain_key.encode(), value=s.encode(plain))
+    assert p.flush(30) == 0
+    sink = ClickHouseSink(tmp_path / "ch")
+    runner = SinkRunner(sink, kafka_bootstrap, group=F.unique("chimera-sink-trace-test"), batch_age_s=0.2)
+    sql = "SELECT key, trace_id FROM chimera.events FINAL WHERE key IN {k:Array(String)}"
+    with F.running(runner):
+        F.wait_until(lambda: len(sink.store.query(sql, {"k": [traced_key, plain_key]})[1]) == 2,
+                     what="both goals' events")
+        rows = dict(sink.store.query(sql, {"k": [traced_key, plain_key]})[1])
+    assert len(trace_id) == 32 and rows == {traced_key: trace_id, plain_key: ""}
