@@ -113,46 +113,55 @@ def tail(topic: str, from_beginning: bool = typer.Option(True, "--from-beginning
         pass
 
 
+def _actor() -> str:
+    """Who the CLI acts as: the principal the broker authenticates (KAFKA_SASL_USERNAME over a
+    SASL protocol), never a name typed on the command line; without SASL it says so. With the
+    broker's ACLs on, only the API's principal may write approvals and control commands at all."""
+    import getpass
+
+    from topics import security
+    return security.principal() or f"unauthenticated:{getpass.getuser()}"
+
+
 @app.command()
 def approve(plan: str, version: int = typer.Option(..., help="the version being approved"),
-            by: str = typer.Option(os.environ.get("USER", "cli")), reject: bool = False,
-            reason: str = "") -> None:
-    """Approve (or --reject) a plan version that waits for approval."""
-    record = {"plan_id": plan, "version": version, "decision": "REJECT" if reject else "APPROVE", "by": by,
+            reject: bool = False, reason: str = "") -> None:
+    """Approve (or --reject) a plan version that waits for approval, as the authenticated principal."""
+    record = {"plan_id": plan, "version": version, "decision": "REJECT" if reject else "APPROVE", "by": _actor(),
               "reason": reason, "decided_at_ms": _now_ms()}
     _run(client.produce(_bootstrap(), T.PLANS_APPROVALS.name, [(plan, record)]))
     console.print(f"{record['decision'].lower()} sent for {plan} v{version}")
 
 
-def _control(command: str, plan: Optional[str], every: bool, by: str, reason: str) -> None:
+def _control(command: str, plan: Optional[str], every: bool, reason: str) -> None:
     from streams import codec
     if (plan is None) == (not every):
         _fail("name one PLAN or --all")
     if command == "CANCEL" and plan is None:
         _fail("cancel names one plan")
-    out = codec.control_record(command, plan, reason=reason, by=by, at_ms=_now_ms())
+    out = codec.control_record(command, plan, reason=reason, by=_actor(), at_ms=_now_ms())
     _run(client.produce(_bootstrap(), out.topic, [(out.key, out.value)]))
     console.print(f"{command} sent for {plan or 'every plan'}")
 
 
 @app.command()
 def stop(plan: Optional[str] = typer.Argument(None), every: bool = typer.Option(False, "--all"),
-         by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+         reason: str = "") -> None:
     """Emergency stop: no new assignment for PLAN (or --all plans) until resumed; executors honour it too."""
-    _control("STOP", plan, every, by, reason)
+    _control("STOP", plan, every, reason)
 
 
 @app.command()
 def resume(plan: Optional[str] = typer.Argument(None), every: bool = typer.Option(False, "--all"),
-           by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+           reason: str = "") -> None:
     """Undo a stop of PLAN (or --all); for one plan it also releases a budget hold."""
-    _control("RESUME", plan, every, by, reason)
+    _control("RESUME", plan, every, reason)
 
 
 @app.command()
-def cancel(plan: str, by: str = typer.Option(os.environ.get("USER", "cli")), reason: str = "") -> None:
+def cancel(plan: str, reason: str = "") -> None:
     """Cancel PLAN: it ends CANCELLED, its resources are released."""
-    _control("CANCEL", plan, False, by, reason)
+    _control("CANCEL", plan, False, reason)
 
 
 async def _plan_history(bootstrap: str, plan: str, idle_s: float = 2.0) -> dict:

@@ -16,6 +16,15 @@ def _get(env: Mapping[str, str]) -> dict[str, str]:
                                                   "SASL_PASSWORD", "SSL_CAFILE")}
 
 
+def principal(env: Mapping[str, str] = os.environ) -> str | None:
+    """The Kafka principal the broker authenticates these settings as (User:<name> over a SASL
+    protocol), or None when the connection is not authenticated."""
+    s = _get(env)
+    if s["SECURITY_PROTOCOL"].upper().startswith("SASL") and s["SASL_USERNAME"]:
+        return f"User:{s['SASL_USERNAME']}"
+    return None
+
+
 def confluent(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """librdkafka settings (confluent-kafka: the API, the executor, the sinks)."""
     s = _get(env)

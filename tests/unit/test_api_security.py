@@ -57,3 +57,12 @@ def test_rate_limiter_allows_a_burst_then_refills_at_the_rate():
     now[0] += 1.0
     assert lim.take("k") == 0.0
     assert lim.take("k") > 0
+
+
+def test_the_cli_acts_as_the_authenticated_principal_only():
+    """A SASL login names the actor; a username without SASL authenticates nobody."""
+    from topics import security
+    sasl = {"KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_USERNAME": "ops", "KAFKA_SASL_PASSWORD": "x"}
+    assert security.principal(sasl) == "User:ops"
+    assert security.principal({**sasl, "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}) is None
+    assert security.principal({}) is None
