@@ -176,9 +176,13 @@ class Sandbox:
         cfg.epoch_interruption = True
         cfg.max_wasm_stack = max_wasm_stack
         cfg.cranelift_opt_level = "speed"
+        # Traps by explicit checks, not SIGILL/SIGSEGV handlers: a library in the same process that
+        # installs its own handlers (chdb's ClickHouse engine does) would otherwise take a wasm
+        # trap for a crash and kill or hang the process.
+        cfg.signals_based_traps = False
         self.engine = wasmtime.Engine(cfg)
         self._engine_tag = hashlib.sha256(
-            f"wasmtime-{_wasmtime_version()}:fuel:epoch:stack={max_wasm_stack}".encode()).hexdigest()[:12]
+            f"wasmtime-{_wasmtime_version()}:fuel:epoch:stack={max_wasm_stack}:nosignals".encode()).hexdigest()[:12]
         self.linker = wasmtime.Linker(self.engine)
         self.linker.define_wasi()
         self.linker.define_func("chimera", "progress", wasmtime.FuncType([wasmtime.ValType.i32()], []),

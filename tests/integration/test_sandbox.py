@@ -220,3 +220,21 @@ def test_test_run_counts_failures(sandbox):
     out = sandbox.run(REGISTRY["test-run"].wasm(), ["cases.txt"], wd, limits=SMALL)
     assert (out.reason, out.exit_code) == ("exit_status", 1)
     assert json.loads(out.last_line()) == {"passed": 2, "failed": 2}
+
+
+
+def test_traps_still_work_after_chdb_installed_its_signal_handlers(sandbox, tmp_path):
+    """chdb (ClickHouse in process) installs SIGILL/SIGSEGV handlers; a sandbox in the same
+    process (the test suite; a sink and an executor together) must still see a trap as a trap,
+    not die of SIGILL (it did, once wasm traps were signal based)."""
+    import clickhouse_connect
+    import wasmtime
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
+    assert client.query("SELECT 1").result_rows == [(1,)]
+    out = sandbox.run(build("tests/wasm/recursion.c"), [], sandbox.workdir("trap-after-chdb"), limits=SMALL)
+    assert (out.ok, out.reason) == (False, "trap"), out.detail
+    oob = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") '
+                            '(drop (i32.load (i32.const 999999)))))')
+    out = sandbox.run(oob, [], sandbox.workdir("oob-after-chdb"), limits=SMALL)
+    assert (out.ok, out.reason) == (False, "trap"), out.detail
+    _still_works(sandbox)
