@@ -754,7 +754,10 @@ def _api_story(bootstrap: str, stores: Path, wait_s: float = 60.0) -> list[str]:
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    return [f"API: not ready within {wait_s:g} s (see {stores / 'api.log'})"]
+                    kept = Path(".data") / "demo-api.log"   # the demo's folder is removed at the end
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(stores / "api.log", kept)
+                    return [f"API: not ready within {wait_s:g} s (its log: {kept})"]
                 time.sleep(0.3)
             unauthorised = http.get(f"{base}/api/v1/plans").status_code
             posted = http.post(f"{base}/api/v1/plans", json=goal, headers=auth)
