@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -66,15 +65,7 @@ def accuracy(url: str, held) -> dict:
 def throughput(url: str, tasks, seconds: float, concurrency: int, batch: int) -> dict:
     import tritonclient.grpc.aio as aio
 
-    from inference import features as F
-
-    def inputs(chunk):
-        texts, feats = F.batch(chunk)
-        t = aio.InferInput("TEXT", [len(texts), 1], "BYTES")
-        t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
-        f = aio.InferInput("FEATURES", list(feats.shape), "FP32")
-        f.set_data_from_numpy(feats)
-        return [t, f]
+    from inference.estimator import estimator_inputs as inputs
 
     batches = [inputs(tasks[i:i + batch]) for i in range(0, len(tasks) - batch + 1, batch)]
     singles = [inputs([t]) for t in tasks[:256]]

@@ -30,6 +30,18 @@ def count_plan(source: str | None) -> None:
                  else "learned").inc()
 
 
+def estimator_inputs(items) -> list:
+    """The estimator's request inputs (TEXT, FEATURES) for TaskFeatures; the grpc and grpc.aio
+    clients share the InferInput class, so every caller builds requests here."""
+    import tritonclient.grpc as grpcclient
+    texts, feats = F.batch(list(items))
+    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
+    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
+    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
+    f.set_data_from_numpy(feats)
+    return [t, f]
+
+
 def task_features(goal: Goal, t: Task) -> F.TaskFeatures:
     return F.TaskFeatures(name=t.name, kind=t.phase or "execution", domain=goal.domain,
                           template_hours=t.estimate.most_likely, optimistic=t.estimate.optimistic,
@@ -60,13 +72,7 @@ class EstimatorClient(TritonModelClient[F.TaskFeatures, tuple[float, float, floa
         self._cache_version = ""
 
     def inputs(self, items):
-        import tritonclient.grpc.aio as aio
-        texts, feats = F.batch(list(items))
-        t = aio.InferInput("TEXT", [len(texts), 1], "BYTES")
-        t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
-        f = aio.InferInput("FEATURES", list(feats.shape), "FP32")
-        f.set_data_from_numpy(feats)
-        return [t, f]
+        return estimator_inputs(items)
 
     def outputs(self, items, result):
         d, p = result.as_numpy("DURATION"), result.as_numpy("FAILURE_P")

@@ -805,18 +805,12 @@ def _start_triton(stack: ExitStack) -> dict | None:
 def _warm_estimator(url: str, tasks) -> None:
     """One request with the sample templates' tasks: the server encodes their texts once, so the
     planner's first goals are not answered late (a late answer is a fallback)."""
-    import numpy as np
     import tritonclient.grpc as grpcclient
 
-    from inference import features as F
-    texts, feats = F.batch(tasks)
-    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
-    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
-    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
-    f.set_data_from_numpy(feats)
+    from inference.estimator import estimator_inputs
     c = grpcclient.InferenceServerClient(url)
     try:
-        c.infer("estimator", [t, f], client_timeout=300)
+        c.infer("estimator", estimator_inputs(tasks), client_timeout=300)
     finally:
         c.close()
 

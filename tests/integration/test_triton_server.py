@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from inference import features as F
+from inference.estimator import estimator_inputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.slow]
 
@@ -27,13 +28,7 @@ def _task(name="Write the billing service", kind="build", hours=8.0, domain="sof
 
 
 def _estimator_inputs(tasks):
-    import tritonclient.grpc as grpcclient
-    texts, feats = F.batch(tasks)
-    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
-    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
-    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
-    f.set_data_from_numpy(feats)
-    return [t, f]
+    return estimator_inputs(tasks)
 
 
 def test_server_and_models_ready(client):

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import threading
 
-import numpy as np
 import pytest
 
-from inference import features as F
+from inference.estimator import estimator_inputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.triton, pytest.mark.slow]
 
 
 def _inputs(tasks):
-    import tritonclient.grpc as grpcclient
-    texts, feats = F.batch(tasks)
-    t = grpcclient.InferInput("TEXT", [len(texts), 1], "BYTES")
-    t.set_data_from_numpy(np.array([[s.encode()] for s in texts], dtype=object))
-    f = grpcclient.InferInput("FEATURES", list(feats.shape), "FP32")
-    f.set_data_from_numpy(feats)
-    return [t, f]
+    return estimator_inputs(tasks)
 
 
 def test_train_writes_a_better_version_and_triton_hot_loads_it_under_load(tmp_path):
