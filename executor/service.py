@@ -210,6 +210,7 @@ class Executor:
             "client.id": f"{cfg.executor_id}-control", "enable.auto.commit": False,
             "auto.offset.reset": "earliest"}) if cfg.control else None
         self.control_serde = serde(T.CONTROL_COMMANDS.name)
+        self._control_parts: list[int] = []
         self._announced_free: int | None = None
         self._announced_at = 0.0
         self._recent: OrderedDict[tuple, None] = OrderedDict()   # finished (plan, task, attempt), bounded
@@ -274,6 +275,9 @@ class Executor:
                 self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)}")
                 return
         why = self.stops.blocks(ref.plan_id)
+        if why:                     # maybe stale: a RESUME may be on its way by the other consumer
+            self._catch_up_control(5)
+            why = self.stops.blocks(ref.plan_id)
         if why:                     # stopped: not started; the planner holds its next attempt until RESUME
             entry.stop_cause = why
             self._finish(key, entry, ref, None, None)
@@ -412,18 +416,28 @@ class Executor:
             return
         topic = T.CONTROL_COMMANDS.name
         parts = self.control.list_topics(topic, timeout=10).topics[topic].partitions
-        tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)]
-        ends = {p: self.control.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        self.control.assign(tps)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            self._poll_control(0.1)
-            pos = {tp.partition: tp.offset for tp in self.control.position(
-                [TopicPartition(topic, p) for p in parts])}
-            if all(ends[p] == 0 or pos.get(p, -1) >= ends[p] for p in parts):
-                break
+        self.control.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(parts)])
+        self._control_parts = sorted(parts)
+        self._catch_up_control(15)
         log.info("executor %s: control folded (stopped plans %d, all stopped: %s)", self.cfg.executor_id,
                  len(self.stops.plans), self.stops.all is not None)
+
+    def _catch_up_control(self, within_s: float) -> None:
+        """Fold control.commands up to its end as of now (bounded wait). Control and assignments
+        are separate topics read by separate consumers: a new attempt sent after a RESUME can
+        reach us before the RESUME does, so a stop is checked against the topic's end."""
+        if self.control is None:
+            return
+        topic = T.CONTROL_COMMANDS.name
+        ends = {p: self.control.get_watermark_offsets(TopicPartition(topic, p), timeout=5, cached=False)[1]
+                for p in self._control_parts}
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            pos = {tp.partition: tp.offset for tp in self.control.position(
+                [TopicPartition(topic, p) for p in self._control_parts])}
+            if all(ends[p] == 0 or pos.get(p, -1) >= ends[p] for p in self._control_parts):
+                return
+            self._poll_control(0.1)
 
     def _poll_control(self, timeout: float = 0.0) -> None:
         if self.control is None:

@@ -230,7 +230,10 @@ def test_traps_still_work_after_chdb_installed_its_signal_handlers(sandbox, tmp_
     import clickhouse_connect
     import wasmtime
     client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'ch'}")
-    assert client.query("SELECT 1").result_rows == [(1,)]
+    try:
+        assert client.query("SELECT 1").result_rows == [(1,)]
+    finally:  # chdb opens one engine path per process: later tests open their own folders
+        client.close()
     out = sandbox.run(build("tests/wasm/recursion.c"), [], sandbox.workdir("trap-after-chdb"), limits=SMALL)
     assert (out.ok, out.reason) == (False, "trap"), out.detail
     oob = wasmtime.wat2wasm('(module (memory (export "memory") 1) (func (export "_start") '
