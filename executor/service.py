@@ -36,6 +36,10 @@ that plan through their cancel event (the sandbox's epoch callback sees it withi
 tick) and reports them CANCELLED; an assignment of a stopped plan that arrives meanwhile is
 answered CANCELLED at once, without running (the planner holds the new attempt until RESUME).
 
+An assignment that cannot be read (not Avro, another schema, fields missing) is dead-lettered to
+`tasks.assigned.dlq` with its reason and this executor's id, in the transaction that moves the
+offset past it: never silently skipped, never blocking the partition.
+
 Imports only the domain (processors/) and the contracts (topics/), never streams/.
 """
 from __future__ import annotations
@@ -63,6 +67,7 @@ from executor.tasks import module_for
 from processors import ids
 from processors.execution import TaskRef, task_ref
 from topics import registry as T, security, tracing
+from topics.dlq import CONSUMER, dlq_headers
 from topics.serde import SerdeError, serde
 
 log = logging.getLogger("chimera.executor")
@@ -162,6 +167,8 @@ def files_in(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
+DEAD = Counter("chimera_executor_dead_letters_total", "Unreadable assignments sent to tasks.assigned.dlq",
+               ["reason"])
 TASKS = Counter("chimera_executor_tasks_total", "Assignments this executor ended, by outcome", ["status"])
 SANDBOX_SECONDS = Histogram("chimera_executor_sandbox_seconds", "Wall time of a task's module in the sandbox")
 
@@ -170,7 +177,7 @@ SANDBOX_SECONDS = Histogram("chimera_executor_sandbox_seconds", "Wall time of a 
 class _Entry:
     offset: int
     done: bool = False
-    records: list = field(default_factory=list)   # (key, value bytes, headers) to publish in the transaction
+    records: list = field(default_factory=list)   # (topic, key, value bytes, headers) for the transaction
     cancel: threading.Event | None = None
     ref: TaskRef | None = None
     stop_cause: str | None = None       # interrupted by a control command: reported CANCELLED
@@ -202,7 +209,7 @@ class Executor:
         self.done_q: queue.Queue = queue.Queue()
         self.paused = False
         self._full_since: float | None = None
-        self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0}
+        self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0, "dead_lettered": 0}
         self.stops = Stops()
         self.commits = [0, 0.0]             # transactions, seconds spent committing
         self.control = Consumer({
@@ -254,9 +261,15 @@ class Executor:
             rec = self.assigned.decode(msg.value())
             ref = task_ref(rec)
         except (SerdeError, KeyError, TypeError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, SerdeError) else "bad_assignment"
+            detail = exc.detail if isinstance(exc, SerdeError) else f"{type(exc).__name__}: {exc}"
             log.warning("unreadable assignment at %s@%d: %s", key, msg.offset(), exc)
-            entry.done = True
-            self.counts["skipped"] += 1
+            headers = {**dlq_headers(reason, detail, msg.topic(), msg.partition(), msg.offset()),
+                       CONSUMER: self.cfg.executor_id.encode()}
+            entry.records.append((T.TASKS_ASSIGNED.dlq, msg.key(), msg.value(), list(headers.items())))
+            entry.done = True       # dead-lettered in the transaction that moves the offset past it
+            self.counts["dead_lettered"] += 1
+            DEAD.labels(reason).inc()
             return
         mine = ref.assigned_to == self.cfg.executor_id or (not ref.assigned_to and self.cfg.unassigned)
         if not mine:
@@ -351,7 +364,8 @@ class Executor:
         if result is not None:
             SANDBOX_SECONDS.observe(result[1].wall_s)
         headers, _ = tracing.outgoing(entry.traceparent, "executor.feedback") if entry.traceparent else ({}, "")
-        entry.records.append((ref.plan_id.encode(), self.fb.encode(rec), list(headers.items())))
+        entry.records.append((T.EXECUTION_FEEDBACK.name, ref.plan_id.encode(), self.fb.encode(rec),
+                              list(headers.items())))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
         while len(self._recent) > 100_000:
@@ -390,8 +404,8 @@ class Executor:
         t0 = time.perf_counter()
         try:
             self.tx.begin_transaction()
-            for k, v, headers in records:
-                self.tx.produce(T.EXECUTION_FEEDBACK.name, key=k, value=v, headers=headers)
+            for topic, k, v, headers in records:
+                self.tx.produce(topic, key=k, value=v, headers=headers)
             self.tx.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
             self.tx.commit_transaction(30)
         except KafkaException as exc:

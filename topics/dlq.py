@@ -5,6 +5,7 @@ from __future__ import annotations
 SOURCE_HEADERS = ("chimera.source.topic", "chimera.source.partition", "chimera.source.offset")
 SOURCE_KEY = "chimera.source.key"   # a re-keyed record's original key: its dead letter keeps it
 REASON, DETAIL, SINK = "chimera.dlq.reason", "chimera.dlq.detail", "chimera.dlq.sink"
+CONSUMER = "chimera.dlq.consumer"   # which executor dead-lettered it: each reads all assignments in its own group
 
 
 def source_headers(topic: str, partition: int, offset: int, key: bytes | None = None) -> dict[str, bytes]:

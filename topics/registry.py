@@ -19,6 +19,7 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
     is_input: bool = False         # inputs get a <name>.dlq
     internal: bool = False         # written and read only by Chimera's workers
+    executed: bool = False         # read by the executors: what they cannot read gets a <name>.dlq
     schema: str = ""               # schema file stem; defaults to the topic name
 
     @property
@@ -27,8 +28,9 @@ class TopicSpec:
 
     @property
     def has_dlq(self) -> bool:
-        """Every topic a worker consumes (inputs and internal topics) can dead-letter."""
-        return self.is_input or self.internal
+        """Every topic a worker or an executor consumes (inputs, internal topics, assignments)
+        can dead-letter."""
+        return self.is_input or self.internal or self.executed
 
     @property
     def dlq(self) -> str:
@@ -44,7 +46,7 @@ EXECUTION_FEEDBACK = TopicSpec("execution.feedback", "plan_id", PLAN_PARTITIONS,
 PLANS_APPROVALS = TopicSpec("plans.approvals", "plan_id", PLAN_PARTITIONS, _RETAIN, is_input=True)
 PLANS_CREATED = TopicSpec("plans.created", "plan_id", PLAN_PARTITIONS, _RETAIN)
 PLANS_UPDATED = TopicSpec("plans.updated", "plan_id", PLAN_PARTITIONS, _RETAIN)
-TASKS_ASSIGNED = TopicSpec("tasks.assigned", "plan_id", PLAN_PARTITIONS, _RETAIN)
+TASKS_ASSIGNED = TopicSpec("tasks.assigned", "plan_id", PLAN_PARTITIONS, _RETAIN, executed=True)
 RISKS_ALERTS = TopicSpec("risks.alerts", "plan_id", PLAN_PARTITIONS, _RETAIN)
 # Goals re-keyed by plan_id so the planner's state is co-partitioned with feedback.
 GOALS_BY_PLAN = TopicSpec(

@@ -31,7 +31,8 @@ ACLS = {
                                                          "control.commands", "resources.availability")]
                + [("GROUP", "chimera-planner", True, "READ"), ("TRANSACTIONAL_ID", "chimera-planner", True, "WRITE")],
     # executors: feedback (and their own availability announcements) only
-    "executor": [("TOPIC", t, False, "WRITE") for t in ("execution.feedback", "resources.availability")]
+    "executor": [("TOPIC", t, False, "WRITE") for t in ("execution.feedback", "resources.availability",
+                                                        "tasks.assigned.dlq")]
                 + [("TOPIC", t, False, "READ") for t in ("tasks.assigned", "control.commands")]
                 + [("TOPIC", "*", False, "DESCRIBE"), ("GROUP", "chimera-executor", True, "READ"),
                    ("TRANSACTIONAL_ID", "chimera-executor", True, "WRITE")],

@@ -109,7 +109,7 @@ def test_garbage_on_every_consumed_topic_is_dead_lettered_within_a_second(kafka_
     consumed = [T.GOALS_CREATED, T.RESOURCES_AVAILABILITY, T.EXECUTION_FEEDBACK, T.PLANS_APPROVALS,
                 T.GOALS_BY_PLAN, T.PLANS_REFINE, T.PLANS_REFINED, T.PLANS_EXPIRE, T.CONTROL_COMMANDS,
                 T.ALLOCATION_REQUESTS, T.ALLOCATION_DECISIONS, T.PLANS_TICK, T.CONTROL_GLOBAL]
-    assert {t.name for t in consumed} == {t.name for t in T.TOPICS if t.has_dlq}
+    assert {t.name for t in consumed} == {t.name for t in T.TOPICS if t.has_dlq and not t.executed}
     key = f"garbage-{run}"
     for t in consumed:
         produce(kafka_bootstrap, t.name, [(key, b"\x00\x00\x00\x00\x07 not avro at all")])
