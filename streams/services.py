@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from infra.kafka import KafkaBroker, die_with_parent
+from infra.kafka import KafkaBroker
+from infra.process import die_with_parent
 from topics.admin import create_topics
 
 
