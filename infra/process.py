@@ -9,6 +9,7 @@ its config files, its readiness probe and its address.
 """
 from __future__ import annotations
 
+import argparse
 import atexit
 import contextlib
 import fcntl
@@ -18,12 +19,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".complete"
@@ -269,3 +271,30 @@ def _stop_all() -> None:
     for s in list(_live):
         s.stop(timeout=s.exit_stop_timeout)
 
+
+def command_line(parser: argparse.ArgumentParser, argv: list[str] | None, error: type[Exception],
+                 setup: Callable[[argparse.Namespace], object],
+                 service: Callable[[argparse.Namespace], LocalService]) -> int:
+    """The body of `python -m infra.<launcher>`: the command "run" serves `service(args)` in the
+    foreground, printing `<env_var>=<address>`, until Ctrl-C or SIGTERM (0) or until it exits on
+    its own (1, with its log's tail); the other (the install step) prints `setup(args)`; `error`: 2."""
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if a.cmd != "run":
+            print(setup(a))
+            return 0
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on SIGTERM too
+        with service(a) as s:
+            print(f"{s.env_var}={s.address}", flush=True)
+            print(f"log: {s.log_file}  (Ctrl-C to stop)", flush=True)
+            while s.running:
+                s.proc.wait()
+            print(f"{s.name} exited (rc={s.proc.returncode if s.proc else '?'}); last log lines:\n{s.tail_log()}",
+                  file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        return 0
+    except error as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
