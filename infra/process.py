@@ -59,6 +59,17 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def terminate(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a clean shutdown), SIGKILL after `timeout`; reaped either way."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cache_root() -> Path:
     """`$CHIMERA_CACHE`, else `<repo>/.cache` in a checkout (git-ignored), else
     `~/.cache/chimera` (running from an installed package)."""
@@ -201,13 +212,8 @@ class LocalService:
     def stop(self, timeout: float | None = None) -> None:
         """SIGTERM our own process (a clean shutdown), SIGKILL after `timeout` (`stop_timeout`)."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(self.stop_timeout if timeout is None else timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None:
+            terminate(proc, self.stop_timeout if timeout is None else timeout)
         _live.discard(self)
         if self._logf:
             self._logf.close()
