@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from infra.kafka import KafkaBroker, die_with_parent
+from infra.kafka import KafkaBroker
+from infra.process import die_with_parent, terminate
 from topics.admin import create_topics
 
 
@@ -75,13 +75,8 @@ class Worker:
         if self._supervisor is not None:
             self._supervisor.join()
             self._supervisor = None
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc:
+            terminate(self.proc, timeout)
         self.proc = None
 
     def kill(self) -> None:
@@ -142,10 +137,4 @@ def api_process(bootstrap: str, log_path: Path, env: dict[str, str] | None = Non
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 15)

@@ -6,11 +6,11 @@ from .broker import (
     KafkaSetupError,
     bootstrap_or_start,
     check_java,
-    die_with_parent,
     default_cache_dir,
     ensure_jars,
     kafka_cluster,
 )
+from infra.process import die_with_parent
 
 __all__ = [
     "KAFKA_VERSION", "KafkaBroker", "KafkaSetupError", "bootstrap_or_start", "check_java", "die_with_parent",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
 from pathlib import Path
+
+from infra.process import command_line
 
 from .broker import KafkaBroker, KafkaSetupError, ensure_jars
 
@@ -19,26 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run a broker in the foreground until Ctrl-C")
     r.add_argument("--port", type=int)
     r.add_argument("--data-dir", type=Path, help="kept across runs (default: temp dir)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if a.cmd == "fetch":
-            print(ensure_jars(a.cache_dir))
-            return 0
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop cleanly on SIGTERM too
-        with KafkaBroker(data_dir=a.data_dir, port=a.port) as b:
-            print(f"KAFKA_BOOTSTRAP={b.bootstrap}", flush=True)
-            print(f"log: {b.log_file}  (Ctrl-C to stop)", flush=True)
-            while b.running:
-                b.proc.wait()
-            print(f"broker exited (rc={b.proc.returncode if b.proc else '?'}); last log lines:\n"
-                  f"{b.tail_log()}", file=sys.stderr)
-            return 1
-    except KeyboardInterrupt:
-        return 0
-    except KafkaSetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return command_line(p, argv, KafkaSetupError, lambda a: ensure_jars(a.cache_dir),
+                        lambda a: KafkaBroker(data_dir=a.data_dir, port=a.port))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ produce or fetch requests, so it is no way around the ACLs.
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
-from .broker import KafkaBroker, KafkaSetupError, _free_ports, _port_open
+from infra.process import free_ports, port_open
+
+from .broker import KafkaBroker, KafkaSetupError
 
 # principal -> (resource type, name, prefixed?, operation) allowed. Everything else is denied.
 _READ_PLAN = ["plans.created", "plans.updated", "tasks.assigned", "risks.alerts", "execution.feedback",
@@ -64,14 +65,16 @@ class SecureKafkaBroker(KafkaBroker):
     """`users`: principal -> password; "admin" (a super user: topics and ACLs) is required.
     `tls=True` adds a SASL_SSL listener (`tls_bootstrap`) with a CA generated at start (`ca_file`)."""
 
+    probe, poll_s = "answer a SASL metadata request as admin", 0.2
+
     def __init__(self, users: dict[str, str], data_dir=None, tls: bool = False, **kwargs) -> None:
         if "admin" not in users:
             raise ValueError("users needs an 'admin' (the broker's own and the ACL manager's principal)")
         self.users = dict(users)
         self.tls = tls
-        port = kwargs.pop("port", None) or _free_ports(1)[0]
-        cport = kwargs.pop("controller_port", None) or next(p for p in _free_ports(2) if p != port)
-        self.tls_port = next(p for p in _free_ports(3) if p not in (port, cport)) if tls else None
+        port = kwargs.pop("port", None) or free_ports(1)[0]
+        cport = kwargs.pop("controller_port", None) or next(p for p in free_ports(2) if p != port)
+        self.tls_port = next(p for p in free_ports(3) if p not in (port, cport)) if tls else None
         self.ca_file: Path | None = None
         jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
                 f'password="{users["admin"]}" ' + " ".join(f'user_{u}="{p}"' for u, p in users.items()) + ";")
@@ -123,26 +126,12 @@ class SecureKafkaBroker(KafkaBroker):
                         "KAFKA_SSL_CAFILE": str(self.ca_file)})
         return env
 
-    def _wait_ready(self, deadline: float) -> None:
+    def ready(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
         from topics.security import confluent
-        last = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise KafkaSetupError(f"Kafka exited early (rc={self.proc.returncode}); last log lines:\n"
-                                      f"{self.tail_log()}")
-            if _port_open(self.port):
-                try:
-                    md = AdminClient({"bootstrap.servers": self.bootstrap, **confluent(self.client_env("admin"))}
-                                     ).list_topics(timeout=3)
-                    if md.brokers:
-                        return
-                except Exception as e:  # noqa: BLE001 - retried until the deadline
-                    last = e
-            time.sleep(0.2)
-        raise KafkaSetupError(f"SASL broker did not answer at {self.bootstrap} (last error: {last!r}); "
-                              f"last log lines:\n{self.tail_log()}")
+        return port_open(self.port) and bool(AdminClient(
+            {"bootstrap.servers": self.bootstrap, **confluent(self.client_env("admin"))}).list_topics(timeout=3).brokers)
 
 
 def default_acls(app_id: str = "chimera-planner") -> dict:

@@ -20,40 +20,24 @@ server, on machines without Docker or a GPU. The binary is the one bundled in th
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
-import logging
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
-import threading
-import time
-from collections import deque
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
-log = logging.getLogger(__name__)
+from infra.process import MARKER, LocalService, cache_root, free_ports
 
 NUMPY_FOR_SERVER = "numpy==1.26.4"
 HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parent.parent
-MARKER = ".complete"
 
 
 class TritonSetupError(RuntimeError):
     """The wheel is missing, the server environment cannot be built, or Triton would not come up."""
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def pytriton_dir() -> Path:
@@ -69,10 +53,7 @@ def pytriton_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    checkout = (REPO_ROOT / "pyproject.toml").exists()
-    root = Path(os.environ.get("CHIMERA_CACHE")
-                or (REPO_ROOT / ".cache" if checkout else Path.home() / ".cache" / "chimera"))
-    return root / "tritonserver"
+    return cache_root() / "tritonserver"
 
 
 def _site_packages() -> str:
@@ -120,35 +101,27 @@ def ensure_env(cache_dir: Path | None = None) -> Path:
     return cache
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-class TritonServer:
+class TritonServer(LocalService):
     """tritonserver on 127.0.0.1 (gRPC, HTTP and metrics on free ports), explicit model control,
     as a context manager. `models` are loaded at start; others can be loaded later by clients."""
 
+    name, error, env_var = "tritonserver", TritonSetupError, "TRITON_URL"
+    log_name, tmp_prefix, probe = "tritonserver.log", "chimera-triton-", "report the server and its models ready"
+    poll_s, tail_lines, stop_timeout = 0.2, 40, 20.0
+
     def __init__(self, repository: Path | str, models: Iterable[str] = (), start_timeout: float = 180.0,
                  log_dir: Path | str | None = None, cache_dir: Path | None = None) -> None:
+        super().__init__(log_dir, start_timeout)
         self.repository = Path(repository).resolve()
         self.models = list(models)
-        self.start_timeout = start_timeout
         self.cache_dir = cache_dir
-        self.log_dir = Path(log_dir) if log_dir else None
-        self.proc: subprocess.Popen | None = None
         self.grpc_port = self.http_port = self.metrics_port = 0
-        self.start_seconds: float | None = None
-        self._tmp: str | None = None
-        self._logf = None
+        self._client = None
+
+    @property
+    def log_dir(self) -> Path | None:
+        """The server's folder holds only its log."""
+        return self.data_dir
 
     @property
     def url(self) -> str:
@@ -156,14 +129,8 @@ class TritonServer:
         return f"127.0.0.1:{self.grpc_port}"
 
     @property
-    def log_file(self) -> Path:
-        assert self.log_dir is not None
-        return self.log_dir / "tritonserver.log"
-
-    def tail_log(self, n: int = 40) -> str:
-        with contextlib.suppress(OSError, AssertionError), open(self.log_file, errors="replace") as f:
-            return "".join(deque(f, n))
-        return "(no log)"
+    def address(self) -> str:
+        return self.url
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         cache = ensure_env(self.cache_dir)
@@ -183,102 +150,25 @@ class TritonServer:
         env.pop("PYTHONPATH", None)
         return cmd, env
 
-    def start(self) -> "TritonServer":
-        if self.proc is not None:
-            return self
-        t0 = time.monotonic()
-        if self.log_dir is None:
-            self._tmp = tempfile.mkdtemp(prefix="chimera-triton-")
-            self.log_dir = Path(self._tmp)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.grpc_port, self.http_port, self.metrics_port = _free_ports(3)
-        cmd, env = self.command()
-        self._logf = open(self.log_file, "ab")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._logf, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True,
-                                     preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread()
-                                     else None)
-        _live.add(self)
-        try:
-            self._wait_ready(t0 + self.start_timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        log.info("tritonserver up at %s in %.1fs (pid %d, repo %s)", self.url, self.start_seconds,
-                 self.proc.pid, self.repository)
-        return self
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        self.grpc_port, self.http_port, self.metrics_port = free_ports(3)   # new ones on each start
+        return self.command()
 
     def _wait_ready(self, deadline: float) -> None:
+        """One gRPC client for all the probes."""
         import tritonclient.grpc as grpcclient
-        client = grpcclient.InferenceServerClient(self.url)
+        self._client = grpcclient.InferenceServerClient(self.url)
         try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise TritonSetupError(f"tritonserver exited early (rc={self.proc.returncode}); log:\n"
-                                           f"{self.tail_log()}")
-                with contextlib.suppress(Exception):
-                    if client.is_server_ready() and all(client.is_model_ready(m) for m in self.models):
-                        return
-                time.sleep(0.2)
+            super()._wait_ready(deadline)
         finally:
-            client.close()
-        raise TritonSetupError(f"tritonserver not ready within {self.start_timeout:.0f}s; log:\n{self.tail_log()}")
+            self._client.close()
+            self._client = None
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM our own server (it unloads models and exits), SIGKILL after `timeout`."""
-        proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        _live.discard(self)
-        if self._logf:
-            self._logf.close()
-            self._logf = None
-
-    def kill(self) -> None:
-        """SIGKILL our own server: a crash, as a test of the clients' fallback."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-        self.stop()
-
-    def close(self) -> None:
-        self.stop()
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
-            self.log_dir = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def __enter__(self) -> "TritonServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def ready(self) -> bool:
+        return self._client.is_server_ready() and all(self._client.is_model_ready(m) for m in self.models)
 
 
-_live: set[TritonServer] = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for s in list(_live):
-        s.stop(timeout=10)
-
-
-@contextlib.contextmanager
-def triton_url_or_start(repository: Path | str, models: Iterable[str] = (), **kwargs) -> Iterator[str]:
+def triton_url_or_start(repository: Path | str, models: Iterable[str] = (),
+                        **kwargs) -> contextlib.AbstractContextManager[str]:
     """`$TRITON_URL` if set (nothing started), else a local tritonserver for the block."""
-    if os.environ.get("TRITON_URL"):
-        yield os.environ["TRITON_URL"]
-        return
-    with TritonServer(repository, models, **kwargs) as server:
-        yield server.url
+    return TritonServer.address_or_start(repository, models, **kwargs)

@@ -47,6 +47,19 @@ def _wait(port: int, want: float, timeout: float, outcomes=("accepted", "ignored
     return _metrics(port, OUTCOMES)
 
 
+def _send_goals(bootstrap: str, prefix: str, timeout: float, worker) -> tuple[set[str], float]:
+    """Two sample goals produced; their template plans collected: (their plan ids, when sent)."""
+    goals = samples.sample_goals(2, int(time.time() * 1000), prefix=prefix)
+    wanted = {plan_id(g["goal_id"]) for g in goals}
+    sent = time.monotonic()
+    produce(bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
+    created = collect(bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted, count=2,
+                      timeout=timeout)
+    assert len(created) == 2, worker.log_tail()
+    assert {r.value["strategy"] for r in created}.isdisjoint({"llm"})      # the template plan, first
+    return wanted, sent
+
+
 @pytest.mark.timeout(900)
 def test_llm_breakdown_is_judged_off_the_fast_path_and_a_dead_server_costs_nothing(
         kafka_bootstrap, planner_stack, triton_repository, tmp_path):
@@ -59,14 +72,7 @@ def test_llm_breakdown_is_judged_off_the_fast_path_and_a_dead_server_costs_nothi
                                CHIMERA_METRICS_PORT=port, TRITON_DECOMPOSE="true", TRITON_URL=server.url,
                                TRITON_DECOMPOSE_TIMEOUT_S=250, TRITON_RETRY_AFTER_S=600)
         run = uuid.uuid4().hex[:8]
-        goals = samples.sample_goals(2, int(time.time() * 1000), prefix=f"llm-a-{run}")
-        wanted = {plan_id(g["goal_id"]) for g in goals}
-        sent = time.monotonic()
-        produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
-        created = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted,
-                          count=2, timeout=120)
-        assert len(created) == 2, worker.log_tail()
-        assert {r.value["strategy"] for r in created}.isdisjoint({"llm"})      # the template plan, first
+        wanted, sent = _send_goals(kafka_bootstrap, f"llm-a-{run}", 120, worker)
         first_s = time.monotonic() - sent
 
         m = _wait(port, 2, 280)   # every LLM breakdown judged: accepted, ignored, rejected or fallback
@@ -86,13 +92,7 @@ def test_llm_breakdown_is_judged_off_the_fast_path_and_a_dead_server_costs_nothi
 
         server.kill()              # mid-stream: the worker keeps running
         before = _total(m, ("fallback",))
-        later = samples.sample_goals(2, int(time.time() * 1000), prefix=f"llm-b-{run}")
-        wanted = {plan_id(g["goal_id"]) for g in later}
-        sent = time.monotonic()
-        produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in later])
-        created = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted,
-                          count=2, timeout=60)
-        assert len(created) == 2, worker.log_tail()
+        _, sent = _send_goals(kafka_bootstrap, f"llm-b-{run}", 60, worker)
         m = _wait(port, before + 2, 30, ("fallback",))
         assert _total(m, ("fallback",)) == before + 2, m
         assert time.monotonic() - sent < 30       # nothing waited on the dead server's timeout (250 s)

@@ -76,11 +76,11 @@ def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap
 def test_memory_over_http_when_chroma_url_is_set(tmp_path, monkeypatch):
     """CHROMA_URL switches the same code to HttpClient: a real `chroma run` server on loopback."""
     import os
-    import signal
     import subprocess
     import sys
     from pathlib import Path
 
+    from infra.process import terminate
     from sinks.chroma import Memory
     from tests.kafka_helpers import free_port
 
@@ -105,10 +105,5 @@ def test_memory_over_http_when_chroma_url_is_set(tmp_path, monkeypatch):
         assert hit is not None and hit.goal_id == "http-g1" and hit.duration_factor == pytest.approx(1.25)
         assert not (tmp_path / "chroma").exists() and os.listdir(tmp_path / "srv")  # the server holds the data
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        terminate(proc, 20)
         log.close()
