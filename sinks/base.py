@@ -10,6 +10,10 @@ resumes once it went through. Nothing is dropped and nothing is committed ahead 
 store. Writes are idempotent upserts keyed by `SinkRecord.event_id`, so a batch delivered
 twice (a crash between write and commit, a replay) changes nothing.
 
+A sink may take some topics' records undecoded (`Sink.wire`: e.g. ClickHouse decodes the
+Avro itself); if the store refuses such a batch, the runner prepares it again the usual way
+(decode, `prepare`), which finds and dead-letters the poison, and writes that.
+
 Records that can never be stored (undecodable, or refused by `prepare`) go to
 `chimera.sinks.dlq` with the reason and the source in headers (topics/dlq.py's format) and
 count as handled: their offsets are committed with the batch they sit in.
@@ -104,6 +108,7 @@ class SinkBatch:
     records: list[SinkRecord] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
+    wired: int = 0    # how many items came from `Sink.wire` (their records are not decoded: value None)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -131,6 +136,13 @@ class Sink(ABC):
     def prepare(self, record: SinkRecord) -> Any:
         """Turn a record into what `write` needs; raise PoisonRecord for one that can never be stored."""
         return record
+
+    def wire(self, topic: str):
+        """None, or a function that turns a record of `topic` *undecoded* (`record.raw`) into
+        what `write` needs, or returns None to have that record decoded and prepared as usual.
+        For stores that decode the wire format themselves; a write of such items that the
+        store refuses makes the runner prepare them again as usual (see SinkRunner._unwire)."""
+        return None
 
     @abstractmethod
     def write(self, batch: SinkBatch) -> None:
@@ -176,6 +188,7 @@ class SinkRunner:
         self.ready = threading.Event()   # set once the store is set up and the consumer subscribed
         self._raw = frozenset(sink.raw_topics)
         self._serdes: dict = {}
+        self._wires: dict = {}
         self.overlap = sink.overlap_writes if overlap_writes is None else overlap_writes
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: tuple[tuple[str, int], SinkBatch, Future] | None = None   # the batch being written
@@ -187,6 +200,7 @@ class SinkRunner:
         names = list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics, self.dlq_topic]))
         self._raw = frozenset(self.sink.raw_topics)
         self._serdes = {}
+        self._wires = {}
         asyncio.run(create_topics(self.bootstrap, names))
         delay = self.backoff_min
         while not stop.is_set():
@@ -292,13 +306,28 @@ class SinkRunner:
         if batch is None:
             batch = self.batches[tp] = SinkBatch(topic, partition, offset)
         batch.end_offset = offset
+        wire = self._wires.get(topic, _MISSING)
+        if wire is _MISSING:
+            wire = self._wires[topic] = None if topic in self._raw else self.sink.wire(topic)
+        if wire is not None:
+            item = wire(rec)
+            if item is not None:
+                batch.records.append(rec)
+                batch.items.append(item)
+                batch.wired += 1
+                return
+        self._prepare(rec, batch)
+
+    def _prepare(self, rec: SinkRecord, batch: SinkBatch) -> None:
+        """Decode and prepare a record into `batch`, or dead-letter it."""
+        topic = rec.topic
         try:
             decode = self._serdes.get(topic, _MISSING)
             if decode is _MISSING:
                 decode = self._serdes[topic] = None if topic in self._raw else serde(topic).decode
             if decode is not None:
                 try:
-                    rec.value = decode(value)
+                    rec.value = decode(rec.raw)
                 except SerdeError as exc:
                     raise PoisonRecord(exc.reason, exc.detail) from exc
             item = self.sink.prepare(rec)
@@ -411,10 +440,38 @@ class SinkRunner:
         if self.paused and not self.batches and self._failed is None and self._inflight is None:
             self._resume()
 
+    def _unwire(self, batch: SinkBatch) -> None:
+        """Prepare the batch's undecoded (`Sink.wire`) records again the usual way, in place:
+        decoded, `prepare`d, the poison dead-lettered with its reason."""
+        records, items = batch.records, batch.items
+        batch.records, batch.items, batch.wired = [], [], 0
+        for rec, item in zip(records, items):
+            if rec.value is None:
+                self._prepare(rec, batch)
+            else:
+                batch.records.append(rec)
+                batch.items.append(item)
+
     def _reject(self, batch: SinkBatch, exc: BaseException) -> None:
-        """The store refused the batch for its content: write it in halves until the records it
-        refuses are alone, and dead-letter those ('store_rejected'). Should it refuse every
-        record one by one, the store is treated as unavailable instead (raised: back off)."""
+        """The store refused the batch for its content. A batch with undecoded records is first
+        prepared again the usual way (`_unwire`) and written once more. Then: write it in halves
+        until the records it refuses are alone, and dead-letter those ('store_rejected'). Should
+        it refuse every record one by one, the store is treated as unavailable instead (raised:
+        back off)."""
+        if batch.wired:
+            log.info("sink %s: %s/%d@%d-%d refused undecoded (%s); preparing it again in Python",
+                     self.sink.name, batch.topic, batch.partition, batch.start_offset, batch.end_offset,
+                     str(exc)[:200])
+            self._unwire(batch)
+            if not batch.items:
+                return
+            try:
+                self.sink.write(batch)
+                return
+            except Exception as e:  # noqa: BLE001
+                if self.sink.is_transient(e):
+                    raise
+                exc = e
         refused: list[tuple[SinkRecord, BaseException]] = []
 
         def attempt(lo: int, hi: int, known: BaseException | None) -> None:

@@ -11,12 +11,20 @@ writes its address to `<data dir>/reader.json`. `reader(data_dir)` gives any cal
 (queries, reports, training, the API, tests) the right way in: the server when
 CLICKHOUSE_URL is set, the owner's endpoint when one is alive, else chdb opened directly
 (nobody owns the folder). Inside the owner process, `ClickHouseStore.query` shares the engine.
+
+Two ways in for records. The Python path decodes each record (fastavro) and turns it into
+rows by table (`rows_for`), inserted through clickhouse-connect. The fast path, for the
+high-volume execution.feedback on chdb, hands ClickHouse the Avro bodies undecoded and maps
+them in SQL (`FAST_TABLES`, sinks/clickhouse_avro.py); a batch ClickHouse refuses is
+prepared again through the Python path, which dead-letters the poison. A test keeps the two
+paths' rows identical.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import tempfile
 import threading
 from pathlib import Path
 from urllib import request as urlrequest
@@ -24,9 +32,11 @@ from urllib.error import URLError
 
 import orjson
 
+from sinks import clickhouse_avro as avro
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
 from topics import registry as T, tracing
+from topics.serde import serde
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,17 @@ DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.has_dlq) + (T.SINKS_DLQ.name,)
 
 
 _FEEDBACK = T.EXECUTION_FEEDBACK.name
+
+# The fast path's SQL mapping (sinks/clickhouse_avro.py): per topic, the typed tables its
+# records go to, as expressions over the Avro fields, in COLUMNS order (the `events` row is
+# the same for every topic: FastTopic.events_select). Must give what rows_for gives: tested.
+FAST_TABLES = {
+    _FEEDBACK: {"feedback": ["event_id", "plan_id", "task_id", "toString(status)", "progress_pct", "actual_hours",
+                             "message", "fromUnixTimestamp64Milli(reported_at_ms)"]},
+}
+
+
+_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _dt(ms: int | None) -> int:
@@ -195,6 +216,7 @@ class ClickHouseStore:
         self.client = client
         self.lock = threading.Lock()
         self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
+        self.engine = None   # chdb's own connection to the engine the client is on (the fast path's)
 
     def setup(self) -> None:
         if self.client is None:
@@ -202,6 +224,26 @@ class ClickHouseStore:
         for stmt in schema_statements():
             self.client.command(stmt)
         self.types = {}
+        if self.engine is None and type(self.client).__name__ == "ChdbClient":
+            # another handle on the same engine (chdb allows many): its query() runs an
+            # INSERT ... SELECT FROM file() as it is, which clickhouse-connect has no call for
+            import chdb
+            from clickhouse_connect.driver._chdbclient import build_connection_string
+
+            self.engine = chdb.connect(build_connection_string(self.client.path, None))
+
+    def insert_avro(self, fast: "avro.FastTopic", items: list[bytes], partition: int, span: str) -> None:
+        """Insert envelope records (sinks/clickhouse_avro.py) as one Avro container that
+        ClickHouse decodes and maps into `events` and the topic's tables (chdb only)."""
+        fd, path = tempfile.mkstemp(suffix=".avro", prefix="chimera-sink-", dir=_TMP)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(fast.container(items))
+            with self.lock:
+                for sql in fast.statements(path, partition, span):
+                    self.engine.query(sql, "TSV")
+        finally:
+            os.unlink(path)
 
     def _types(self, table: str) -> list:
         """The column types of COLUMNS[table], read once: clickhouse-connect otherwise runs a
@@ -233,6 +275,9 @@ class ClickHouseStore:
         return self.query(f"SELECT count() FROM chimera.{table}{' FINAL' if final else ''}")[1][0][0]
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -245,10 +290,38 @@ class ClickHouseSink(Sink):
     overlap_writes = True   # chdb (and the HTTP client) write without the GIL: decode the next batch meanwhile
 
     def __init__(self, data_dir: Path | str | None = None, store: ClickHouseStore | None = None,
-                 serve: bool = False) -> None:
+                 serve: bool = False, fast: bool = True) -> None:
         self.store = store or ClickHouseStore(data_dir)
         self.serve = serve
+        self.fast = fast   # False: every record through the Python path (rows_for)
         self._server = None
+        self._fast: dict[str, avro.FastTopic | None] = {}
+
+    def wire(self, topic: str):
+        """The fast path's preparer for `topic` (None: the Python path): a record written with
+        the topic's current schema becomes its envelope record; any other (older schema ids,
+        bad headers: the Python path decodes or dead-letters them) returns None."""
+        if not self.fast or self.store.engine is None or topic not in FAST_TABLES:
+            return None
+        fast = self._fast.get(topic)
+        if fast is None:
+            s = serde(topic)
+            fast = self._fast[topic] = avro.fast_topic(topic, s.schema_name, s.ids, FAST_TABLES[topic], COLUMNS)
+            if fast is None:
+                return None
+        header, head, tail, lengths, zigzag = fast.header, avro.HEAD.pack, avro.TAIL.pack, avro.LENGTHS, avro.zigzag
+
+        def envelope(rec: SinkRecord) -> bytes | None:
+            raw = rec.raw
+            if raw is None or raw[:5] != header:
+                return None
+            k = rec.key.encode() if rec.key else b""
+            t = _trace_id(rec.headers).encode() if rec.headers else b""
+            return b"".join((head(rec.offset, rec.timestamp_ms or 0),
+                             lengths[len(k)] if len(k) < 4096 else zigzag(len(k)), k,
+                             lengths[len(t)] if len(t) < 4096 else zigzag(len(t)), t,
+                             memoryview(raw)[5:], tail(rec.offset)))
+        return envelope
 
     def setup(self) -> None:
         self.store.setup()
@@ -259,8 +332,18 @@ class ClickHouseSink(Sink):
         return rows_for(record)
 
     def write(self, batch: SinkBatch) -> None:
+        span = f"{batch.topic}:{batch.partition}:{batch.start_offset}-{batch.end_offset}"
+        items = batch.items
+        if batch.wired:
+            if batch.wired == len(items):
+                wired, items = items, ()
+            else:
+                wired = [i for i in items if type(i) is bytes]
+                items = [i for i in items if type(i) is not bytes]
+            # its own tokens: a batch may also have records that took the Python path
+            self.store.insert_avro(self._fast[batch.topic], wired, batch.partition, f"{span}:avro")
         tables: dict[str, list[tuple]] = {}
-        for rows in batch.items:
+        for rows in items:
             for t, r in rows.items():
                 if r:
                     got = tables.get(t)
@@ -268,7 +351,6 @@ class ClickHouseSink(Sink):
                         tables[t] = list(r)
                     else:
                         got.extend(r)
-        span = f"{batch.topic}:{batch.partition}:{batch.start_offset}-{batch.end_offset}"
         for t, r in tables.items():
             if r:
                 self.store.insert(t, r, token=f"{t}:{span}")
