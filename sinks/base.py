@@ -52,6 +52,8 @@ BATCH_SIZE = Histogram("chimera_sink_batch_size", "Records per flushed batch", [
                        buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000))
 WRITE_SECONDS = Histogram("chimera_sink_write_seconds", "Time of one successful write(batch)", ["sink"],
                           buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+REPREPARED = Counter("chimera_sink_reprepared_batches_total",
+                     "Batches of undecoded records the store refused, prepared again in Python", ["sink"])
 RETRIES = Counter("chimera_sink_retries_total", "Failed writes retried with backoff", ["sink"])
 LAG = Gauge("chimera_sink_lag", "High watermark minus committed position", ["sink", "topic", "partition"])
 PAUSED = Gauge("chimera_sink_paused", "1 while the sink waits for its store", ["sink"])
@@ -108,7 +110,7 @@ class SinkBatch:
     records: list[SinkRecord] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
-    wired: int = 0    # how many items came from `Sink.wire` (their records are not decoded: value None)
+    wired: int = 0    # how many items came from `Sink.wire` (their records are the consumer's messages)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -138,10 +140,12 @@ class Sink(ABC):
         return record
 
     def wire(self, topic: str):
-        """None, or a function that turns a record of `topic` *undecoded* (`record.raw`) into
-        what `write` needs, or returns None to have that record decoded and prepared as usual.
-        For stores that decode the wire format themselves; a write of such items that the
-        store refuses makes the runner prepare them again as usual (see SinkRunner._unwire)."""
+        """None, or a function `(value, key, offset, partition, timestamp_ms, headers)` of a
+        record of `topic` as the consumer gives it (bytes, bytes or None, ..., a list of
+        (name, bytes) or None), *undecoded*, to what `write` needs, or None to have that record
+        decoded and prepared as usual. For stores that decode the wire format themselves: no
+        SinkRecord is made for such a record unless the store refuses its batch, which is then
+        prepared again as usual (see SinkRunner._unwire)."""
         return None
 
     @abstractmethod
@@ -181,6 +185,7 @@ class SinkRunner:
         self.written = 0
         self.dead_letters = 0
         self.retries = 0
+        self.reprepared = 0   # batches of undecoded records the store refused (see _unwire)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dlq_pending = 0
@@ -296,11 +301,7 @@ class SinkRunner:
     def _add(self, m) -> None:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
-        topic, partition, offset, value, raw_key = m.topic(), m.partition(), m.offset(), m.value(), m.key()
-        h = m.headers()
-        headers = {k: (v or b"") for k, v in h} if h else {}
-        key = raw_key.decode("utf-8", "replace") if raw_key else None
-        rec = SinkRecord(topic, partition, offset, key, None, value, headers, m.timestamp()[1])
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
         tp = (topic, partition)
         batch = self.batches.get(tp)
         if batch is None:
@@ -310,13 +311,13 @@ class SinkRunner:
         if wire is _MISSING:
             wire = self._wires[topic] = None if topic in self._raw else self.sink.wire(topic)
         if wire is not None:
-            item = wire(rec)
+            item = wire(m.value(), m.key(), offset, partition, m.timestamp()[1], m.headers())
             if item is not None:
-                batch.records.append(rec)
+                batch.records.append(m)   # a SinkRecord only if it has to be prepared again
                 batch.items.append(item)
                 batch.wired += 1
                 return
-        self._prepare(rec, batch)
+        self._prepare(_record(m), batch)
 
     def _prepare(self, rec: SinkRecord, batch: SinkBatch) -> None:
         """Decode and prepare a record into `batch`, or dead-letter it."""
@@ -443,11 +444,13 @@ class SinkRunner:
     def _unwire(self, batch: SinkBatch) -> None:
         """Prepare the batch's undecoded (`Sink.wire`) records again the usual way, in place:
         decoded, `prepare`d, the poison dead-lettered with its reason."""
+        self.reprepared += 1
+        REPREPARED.labels(self.sink.name).inc()
         records, items = batch.records, batch.items
         batch.records, batch.items, batch.wired = [], [], 0
         for rec, item in zip(records, items):
-            if rec.value is None:
-                self._prepare(rec, batch)
+            if not isinstance(rec, SinkRecord):
+                self._prepare(_record(rec), batch)
             else:
                 batch.records.append(rec)
                 batch.items.append(item)
@@ -562,6 +565,14 @@ class SinkRunner:
             self._failed = None
         for p in partitions:
             self.batches.pop((p.topic, p.partition), None)
+
+
+def _record(m) -> SinkRecord:
+    """The SinkRecord of a consumed message (value not decoded yet)."""
+    h = m.headers()
+    raw_key = m.key()
+    return SinkRecord(m.topic(), m.partition(), m.offset(), raw_key.decode("utf-8", "replace") if raw_key else None,
+                      None, m.value(), {k: (v or b"") for k, v in h} if h else {}, m.timestamp()[1])
 
 
 def run_in_thread(runner: SinkRunner, name: str | None = None) -> tuple[threading.Thread, threading.Event]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from urllib import request as urlrequest
@@ -83,9 +82,6 @@ FAST_TABLES = {
     _FEEDBACK: {"feedback": ["event_id", "plan_id", "task_id", "toString(status)", "progress_pct", "actual_hours",
                              "message", "fromUnixTimestamp64Milli(reported_at_ms)"]},
 }
-
-
-_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def _dt(ms: int | None) -> int:
@@ -232,18 +228,11 @@ class ClickHouseStore:
 
             self.engine = chdb.connect(build_connection_string(self.client.path, None))
 
-    def insert_avro(self, fast: "avro.FastTopic", items: list[bytes], partition: int, span: str) -> None:
-        """Insert envelope records (sinks/clickhouse_avro.py) as one Avro container that
-        ClickHouse decodes and maps into `events` and the topic's tables (chdb only)."""
-        fd, path = tempfile.mkstemp(suffix=".avro", prefix="chimera-sink-", dir=_TMP)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(fast.container(items))
-            with self.lock:
-                for sql in fast.statements(path, partition, span):
-                    self.engine.query(sql, "TSV")
-        finally:
-            os.unlink(path)
+    def insert_avro(self, fast: "avro.FastTopic", items: list[bytes], token: str) -> None:
+        """Insert envelope records (sinks/clickhouse_avro.py): ClickHouse decodes them and maps
+        them into `events` and the topic's tables (chdb only)."""
+        with self.lock:
+            fast.insert(self.engine, items, token)
 
     def _types(self, table: str) -> list:
         """The column types of COLUMNS[table], read once: clickhouse-connect otherwise runs a
@@ -301,30 +290,45 @@ class ClickHouseSink(Sink):
         """The fast path's preparer for `topic` (None: the Python path): a record written with
         the topic's current schema becomes its envelope record; any other (older schema ids,
         bad headers: the Python path decodes or dead-letters them) returns None."""
-        if not self.fast or self.store.engine is None or topic not in FAST_TABLES:
-            return None
-        fast = self._fast.get(topic)
+        fast = self._fast.get(topic) if self.fast else None
         if fast is None:
-            s = serde(topic)
-            fast = self._fast[topic] = avro.fast_topic(topic, s.schema_name, s.ids, FAST_TABLES[topic], COLUMNS)
-            if fast is None:
-                return None
+            return None
         header, head, tail, lengths, zigzag = fast.header, avro.HEAD.pack, avro.TAIL.pack, avro.LENGTHS, avro.zigzag
+        no_trace = lengths[0]
 
-        def envelope(rec: SinkRecord) -> bytes | None:
-            raw = rec.raw
-            if raw is None or raw[:5] != header:
+        def envelope(raw, key, offset, partition, timestamp_ms, headers) -> bytes | None:
+            if raw is None or not raw.startswith(header):
                 return None
-            k = rec.key.encode() if rec.key else b""
-            t = _trace_id(rec.headers).encode() if rec.headers else b""
-            return b"".join((head(rec.offset, rec.timestamp_ms or 0),
-                             lengths[len(k)] if len(k) < 4096 else zigzag(len(k)), k,
-                             lengths[len(t)] if len(t) < 4096 else zigzag(len(t)), t,
-                             memoryview(raw)[5:], tail(rec.offset)))
+            if key is None:
+                key = b""
+            elif not key.isascii():   # as the Python path has it: decoded with replacement, encoded
+                key = key.decode("utf-8", "replace").encode()
+            if headers:
+                t = _trace_id({k: (v or b"") for k, v in headers}).encode()
+                trace = (lengths[len(t)] if len(t) < 4096 else zigzag(len(t))) + t
+            else:
+                trace = no_trace
+            return b"".join((head(offset, timestamp_ms or 0, partition),
+                             lengths[len(key)] if len(key) < 4096 else zigzag(len(key)), key, trace,
+                             memoryview(raw)[5:], tail(offset)))
         return envelope
 
     def setup(self) -> None:
         self.store.setup()
+        self._fast = {}
+        if self.fast and self.store.engine is not None:
+            for topic, tables in FAST_TABLES.items():
+                s = serde(topic)
+                fast = avro.fast_topic(topic, s.schema_name, s.ids, tables, COLUMNS)
+                if fast is None:
+                    continue
+                try:
+                    with self.store.lock:
+                        fast.create(self.store.engine)
+                except Exception as exc:  # noqa: BLE001 - the Python path stores it all the same
+                    log.warning("clickhouse: no fast path for %s (%s); records take the Python path", topic, exc)
+                    continue
+                self._fast[topic] = fast
         if self.serve and self._server is None and not os.environ.get("CLICKHOUSE_URL"):
             self._server = serve_reads(self.store)
 
@@ -341,7 +345,7 @@ class ClickHouseSink(Sink):
                 wired = [i for i in items if type(i) is bytes]
                 items = [i for i in items if type(i) is not bytes]
             # its own tokens: a batch may also have records that took the Python path
-            self.store.insert_avro(self._fast[batch.topic], wired, batch.partition, f"{span}:avro")
+            self.store.insert_avro(self._fast[batch.topic], wired, f"{span}:avro")
         tables: dict[str, list[tuple]] = {}
         for rows in items:
             for t, r in rows.items():

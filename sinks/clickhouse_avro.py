@@ -35,18 +35,21 @@ tests/integration/test_sinks_clickhouse.py compares both paths on the same recor
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import re
 import struct
+import tempfile
 
 import fastavro
 
 from topics import schemas
 
-HEAD = struct.Struct("<Qq")
+HEAD = struct.Struct("<QqI")
 TAIL = struct.Struct("<Q")
-META = [{"name": "_chimera_head", "type": {"type": "fixed", "name": "ChimeraHead", "size": 16}},
+META = [{"name": "_chimera_head", "type": {"type": "fixed", "name": "ChimeraHead", "size": 20}},
         {"name": "_chimera_key", "type": "string"},
         {"name": "_chimera_trace", "type": "string"}]
 END = [{"name": "_chimera_tail", "type": {"type": "fixed", "name": "ChimeraTail", "size": 8}}]
@@ -202,8 +205,28 @@ def payload_sql(schema: dict) -> tuple[str, str]:
     return p, " AND ".join(f"({c})" for c in checks)
 
 
+def strings_ok(schema: dict) -> str:
+    """Every string of the record is valid UTF-8 (fastavro refuses the rest: poison), for
+    the tables other than `events` (whose payload check covers it)."""
+    named: dict = {}
+    _register(schema, named)
+    out = []
+    for f in schema["fields"]:
+        node = _resolve(f["type"], named)
+        if node == "string" or (isinstance(node, dict) and node.get("type") == "string"):
+            out.append(f"isValidUTF8({f['name']})")
+        elif "string" in json.dumps(node):   # strings inside: through their JSON (bytes as they are)
+            out.append(f"ifNull(isValidUTF8(toJSONString({f['name']})), 1)")
+    return " AND ".join(out) or "1"
+
+
 class FastTopic:
-    """One topic's fast path: the envelope's container header and the INSERT ... SELECTs."""
+    """One topic's fast path: the envelope's container header, and in ClickHouse a Null-engine
+    table of envelope rows with one materialized view per target table (`events` and the
+    topic's `tables`), so that a container is parsed once and mapped into all of them in one
+    insert. Its deduplication token carries over to every view's insert (ClickHouse derives
+    one per view). The names carry a digest of the SQL: a changed mapping or schema gets new
+    objects rather than altering the old ones."""
 
     def __init__(self, topic: str, schema_id: int, schema_json: str, tables: dict[str, list[str]],
                  table_columns: dict[str, list[str]]) -> None:
@@ -222,15 +245,20 @@ class FastTopic:
         fastavro.writer(buf, fastavro.parse_schema(envelope), [])
         self.ocf_header = buf.getvalue()           # magic, schema, codec null, sync marker
         self.sync = self.ocf_header[-16:]
-        # every record's bytes were its own (see the module docstring); event_id set
-        self.check = f"_chimera_tail = substring(_chimera_head, 1, 8) AND event_id != '' AND {payload_ok}"
-        self.tables = tables
+        # every record's bytes were its own (see the module docstring); event_id set (else
+        # the Python path derives one)
+        aligned = "_chimera_tail = substring(_chimera_head, 1, 8) AND event_id != ''"
+        self.checks = {"events": f"{aligned} AND {payload_ok}",
+                       **{t: f"{aligned} AND {strings_ok(schema)}" for t in tables}}
+        self.selects = {"events": self.events_select(), **tables}
         self.table_columns = table_columns
+        digest = hashlib.sha1(json.dumps([self.ocf_header[:-16].hex(), self.selects, self.checks]).encode())
+        self.source = f"chimera.fast_{re.sub(r'[^A-Za-z0-9]', '_', topic)}_{digest.hexdigest()[:10]}"
 
-    def events_select(self, partition: int) -> list[str]:
+    def events_select(self) -> list[str]:
         """The `events` row of every record (the columns of COLUMNS['events'])."""
-        return [_q(self.topic), str(int(partition)), "reinterpretAsUInt64(substring(_chimera_head, 1, 8))",
-                "event_id", "_chimera_key",
+        return [_q(self.topic), "reinterpretAsUInt32(substring(_chimera_head, 17, 4))",
+                "reinterpretAsUInt64(substring(_chimera_head, 1, 8))", "event_id", "_chimera_key",
                 "fromUnixTimestamp64Milli(reinterpretAsInt64(substring(_chimera_head, 9, 8)))",
                 self.payload, "_chimera_trace"]
 
@@ -239,19 +267,41 @@ class FastTopic:
         data = b"".join(items)
         return b"".join((self.ocf_header, zigzag(len(items)), zigzag(len(data)), data, self.sync))
 
-    def statements(self, path: str, partition: int, span: str) -> list[str]:
-        """The inserts of a container at `path`: `events` first, which also checks every record
-        (the payload reads every field): the others run only once it went through."""
-        out = []
-        for table, exprs in [("events", self.events_select(partition)), *self.tables.items()]:
-            where = (f"WHERE throwIf(NOT ({self.check}), 'fast path: a record does not match its schema') = 0 "
-                     if table == "events" else "")
-            source = (f"FROM file({_q(path)}, 'Avro') {where}"
-                      f"SETTINGS schema_inference_use_cache_for_file = 0, {JSON_SETTINGS}")
-            cols = ", ".join(self.table_columns[table])
-            out.append(f"INSERT INTO chimera.{table} ({cols}) SETTINGS insert_deduplication_token = "
-                       f"{_q(f'{table}:{span}')} SELECT {', '.join(exprs)} {source}")
+    def statements(self, columns: str) -> list[str]:
+        """The DDL of the source table (`columns`: its ClickHouse columns, as ClickHouse reads
+        the envelope schema) and of the views."""
+        out = [f"CREATE TABLE IF NOT EXISTS {self.source} ({columns}) ENGINE = Null"]
+        for table, exprs in self.selects.items():
+            # columns renamed in an outer SELECT: `toString(status) AS status` would be cyclic
+            inner = ", ".join(f"{x} AS _c{i}" for i, x in enumerate(exprs))
+            outer = ", ".join(f"_c{i} AS `{c}`" for i, c in enumerate(self.table_columns[table]))
+            out.append(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {self.source}_{table} TO chimera.{table} AS "
+                       f"SELECT {outer} FROM (SELECT {inner} FROM {self.source} WHERE "
+                       f"throwIf(NOT ({self.checks[table]}), 'fast path: a record this path cannot store') = 0)")
         return out
+
+    def create(self, engine) -> None:
+        """Create the source table and the views (idempotent) on a chdb connection."""
+        fd, path = tempfile.mkstemp(suffix=".avro", prefix="chimera-envelope-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.ocf_header)
+            desc = engine.query(f"DESCRIBE file({_q(path)}, 'Avro') SETTINGS schema_inference_use_cache_for_file = 0",
+                                "JSONEachRow").bytes()
+        finally:
+            os.unlink(path)
+        columns = ", ".join(f"`{c['name']}` {c['type']}" for c in map(json.loads, desc.splitlines()))
+        for sql in self.statements(columns):
+            engine.query(sql, "TSV")
+
+    def insert(self, engine, items: list[bytes], token: str) -> None:
+        """One container of `items` into the source table: ClickHouse parses it once and the
+        views fill the target tables; any refused record fails the whole insert."""
+        ins = engine.send_insert(f"INSERT INTO {self.source} SETTINGS insert_deduplication_token = {_q(token)}, "
+                                 f"{JSON_SETTINGS}", "Avro")
+        with ins:
+            ins.append(self.container(items))
+            ins.finish()
 
 
 def fast_topic(topic: str, schema_name: str, ids, tables: dict[str, list[str]],
