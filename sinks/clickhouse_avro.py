@@ -47,6 +47,7 @@ import fastavro
 
 from topics import schemas
 
+_TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 HEAD = struct.Struct("<QqI")
 TAIL = struct.Struct("<Q")
 META = [{"name": "_chimera_head", "type": {"type": "fixed", "name": "ChimeraHead", "size": 20}},
@@ -296,12 +297,18 @@ class FastTopic:
 
     def insert(self, engine, items: list[bytes], token: str) -> None:
         """One container of `items` into the source table: ClickHouse parses it once and the
-        views fill the target tables; any refused record fails the whole insert."""
-        ins = engine.send_insert(f"INSERT INTO {self.source} SETTINGS insert_deduplication_token = {_q(token)}, "
-                                 f"{JSON_SETTINGS}", "Avro")
-        with ins:
-            ins.append(self.container(items))
-            ins.finish()
+        views fill the target tables; any refused record fails the whole insert. Through a
+        file in memory (/dev/shm where there is one) and `query`: chdb's streaming insert
+        (`send_insert`) reports success when a view refuses the rows, and stores nothing."""
+        fd, path = tempfile.mkstemp(suffix=".avro", prefix="chimera-sink-", dir=_TMP)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.container(items))
+            engine.query(f"INSERT INTO {self.source} SETTINGS insert_deduplication_token = {_q(token)}, "
+                         f"{JSON_SETTINGS} SELECT * FROM file({_q(path)}, 'Avro') "
+                         f"SETTINGS schema_inference_use_cache_for_file = 0", "TSV")
+        finally:
+            os.unlink(path)
 
 
 def fast_topic(topic: str, schema_name: str, ids, tables: dict[str, list[str]],
