@@ -366,14 +366,22 @@ class SinkRunner:
     def _flush(self, tp: tuple[str, int], sync: bool = False) -> bool:
         """Write one batch, then commit past it. False (and paused, retry scheduled) on failure.
         With overlapped writes the batch goes to the writer thread and True means 'handed over':
-        it is committed by `_settle` once written."""
-        if self._inflight is not None and not self._settle():   # one batch in flight, in order
-            return False
+        it is committed by `_settle` once written, or by the next `_flush`, which hands its own
+        batch to the writer first: the commit's round trip to the broker overlaps the next write."""
+        done = None
+        if self._inflight is not None:   # one batch in flight, in order
+            done = self._await()
+            if done is None:
+                return False
         batch = self.batches[tp]
         if self.overlap and batch.items and not sync and not self.paused and self._failed is None:
             del self.batches[tp]
             self._inflight = (tp, batch, self._writer.submit(self._timed_write, batch))
+            if done is not None:
+                self._written(done)
             return True
+        if done is not None:
+            self._written(done)
         if not self._write(batch):
             return False
         del self.batches[tp]
@@ -387,6 +395,15 @@ class SinkRunner:
 
     def _settle(self) -> bool:
         """Wait for the batch in flight; commit past it once written, else keep it for the retry."""
+        batch = self._await()
+        if batch is None:
+            return False
+        self._written(batch)
+        return True
+
+    def _await(self) -> SinkBatch | None:
+        """Wait for the batch in flight: the batch once written (not committed yet), or None
+        (kept for the retry, backing off)."""
         tp, batch, fut = self._inflight
         self._inflight = None
         exc = fut.exception()
@@ -401,9 +418,8 @@ class SinkRunner:
         except Exception as exc2:  # noqa: BLE001 - the store (or broker) is unavailable: back off
             self._failed = batch
             self._backpressure(exc2)
-            return False
-        self._written(batch)
-        return True
+            return None
+        return batch
 
     def _write(self, batch: SinkBatch) -> bool:
         """Write one batch here and now; False (paused, retry scheduled) when the store is unavailable."""

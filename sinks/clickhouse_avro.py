@@ -6,32 +6,35 @@ raw inserts of the same rows. On this path Python only checks the 5-byte wire he
 frames the record: the Avro body goes to ClickHouse untouched, wrapped in an *envelope*
 record whose fields are
 
-    _chimera_head  fixed(16)  the record's offset (u64 LE) and Kafka timestamp in ms (i64 LE)
+    _chimera_head  fixed(20)  offset (u64 LE), Kafka timestamp in ms (i64 LE), partition (u32 LE)
     _chimera_key   string     the record's key
     _chimera_trace string     the trace id of its traceparent header ("" without one)
     ...                       the writer schema's fields, as they are: the body's bytes
     _chimera_tail  fixed(8)   the offset again
 
 (an Avro record is its fields' encodings one after the other, so head + key + trace + body +
-tail *is* one envelope record). A batch becomes one Avro object-container file (header
-once per schema, one block) that `INSERT ... SELECT ... FROM file(..., 'Avro')` maps into
-`events` and the topic's typed table, each insert with the batch's deduplication token.
+tail *is* one envelope record). A batch becomes one Avro object-container file (the header
+once per schema, one block), inserted into a Null-engine table whose materialized views
+write `events` and the topic's typed tables: parsed once, one insert, the batch's
+deduplication token carried by ClickHouse to each view's insert.
 
 Only records written with the topic's current schema take this path (same bytes layout as
 the reader schema: nothing to resolve); other schema ids, bad headers and everything else
 take the Python path (decode, rows_for), which also dead-letters poison. A body that does
 not match its schema cannot slip through: the tail must equal the head's offset (a body
 longer or shorter than its schema shifts it), every string must be valid UTF-8 (fastavro
-refuses the rest), an empty event_id (the Python path derives one) is left to the Python
-path; any of these, or ClickHouse refusing the block, fails the write and the runner
-re-prepares that batch through the Python path (SinkRunner: `prepare_wire`), where the bad
-record is found and dead-lettered with its reason.
+refuses the rest), and ClickHouse refuses what it cannot parse (an enum or union index out
+of range, a block that ends early). An empty event_id (the Python path derives one) is left
+to the Python path too. Any of these fails the insert, and the runner prepares that batch
+again through the Python path (SinkRunner._unwire), where the bad record is found and
+dead-lettered with its reason.
 
-The payload column is the JSON that orjson writes for the decoded value (rows_for), built
-in SQL from the schema: the same keys in schema order, strings escaped as orjson does, and
-doubles formatted as orjson does (shortest round-trip digits; positional from 1e-5 up to
-1e16 with ".0" on whole numbers, else `1.5e+16` / `1e-7`; NaN and infinities as null).
-tests/integration/test_sinks_clickhouse.py compares both paths on the same records.
+The payload column must be the JSON orjson writes for the decoded value (rows_for):
+ClickHouse's own JSON writer, set to orjson's layout (JSON_SETTINGS), writes strings,
+enums, integers, nulls and nested records alike; doubles are laid out from toString (same
+shortest round-trip digits, ".0" added to whole numbers). What it would write differently
+(doubles outside 1e-5..1e16 or not finite, \\u escapes) fails the insert: Python path.
+tests/integration/test_sinks_clickhouse_fast.py compares both paths' rows byte for byte.
 """
 from __future__ import annotations
 
@@ -70,11 +73,6 @@ def zigzag(n: int) -> bytes:
 LENGTHS = [zigzag(n) for n in range(4096)]
 
 
-def avro_string(data: bytes) -> bytes:
-    n = len(data)
-    return (LENGTHS[n] if n < 4096 else zigzag(n)) + data
-
-
 class Unsupported(ValueError):
     """A schema this path cannot map exactly (the topic stays on the Python path)."""
 
@@ -85,13 +83,6 @@ def _q(text: str) -> str:
     """A SQL string literal (control characters as \\xHH escapes)."""
     body = text.replace("\\", "\\\\").replace("'", "\\'")
     return "'" + re.sub(r"[\x00-\x1f]", lambda m: f"\\x{ord(m.group()):02x}", body) + "'"
-
-
-def refuse(why: str) -> str:
-    """A String expression that fails the insert, for a branch no ordinary row reaches
-    (short-circuit evaluation runs it only for the rows that do; its condition is not a
-    constant, so the analyser cannot fold it either)."""
-    return f"toString(throwIf(notEmpty(_chimera_key) OR empty(_chimera_key), {_q('fast path: ' + why)}))"
 
 
 # ClickHouse's JSON writer, set to write what orjson writes: 64-bit integers unquoted, "/"

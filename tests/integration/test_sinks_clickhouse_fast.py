@@ -2,11 +2,10 @@
 against its Python path (fastavro + rows_for), on chdb and on the real broker."""
 from __future__ import annotations
 
-import math
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
 
 from tests import sinks_fixtures as F
 from tests.avro_strategies import records
