@@ -10,6 +10,10 @@ resumes once it went through. Nothing is dropped and nothing is committed ahead 
 store. Writes are idempotent upserts keyed by `SinkRecord.event_id`, so a batch delivered
 twice (a crash between write and commit, a replay) changes nothing.
 
+A sink may take some topics' records undecoded (`Sink.wire`: e.g. ClickHouse decodes the
+Avro itself); if the store refuses such a batch, the runner prepares it again the usual way
+(decode, `prepare`), which finds and dead-letters the poison, and writes that.
+
 Records that can never be stored (undecodable, or refused by `prepare`) go to
 `chimera.sinks.dlq` with the reason and the source in headers (topics/dlq.py's format) and
 count as handled: their offsets are committed with the batch they sit in.
@@ -48,6 +52,8 @@ BATCH_SIZE = Histogram("chimera_sink_batch_size", "Records per flushed batch", [
                        buckets=(1, 10, 50, 100, 500, 1000, 5000, 10000, 50000))
 WRITE_SECONDS = Histogram("chimera_sink_write_seconds", "Time of one successful write(batch)", ["sink"],
                           buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
+REPREPARED = Counter("chimera_sink_reprepared_batches_total",
+                     "Batches of undecoded records the store refused, prepared again in Python", ["sink"])
 RETRIES = Counter("chimera_sink_retries_total", "Failed writes retried with backoff", ["sink"])
 LAG = Gauge("chimera_sink_lag", "High watermark minus committed position", ["sink", "topic", "partition"])
 PAUSED = Gauge("chimera_sink_paused", "1 while the sink waits for its store", ["sink"])
@@ -104,6 +110,7 @@ class SinkBatch:
     records: list[SinkRecord] = field(default_factory=list)
     items: list[Any] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
+    wired: int = 0    # how many items came from `Sink.wire` (their records are the consumer's messages)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -131,6 +138,15 @@ class Sink(ABC):
     def prepare(self, record: SinkRecord) -> Any:
         """Turn a record into what `write` needs; raise PoisonRecord for one that can never be stored."""
         return record
+
+    def wire(self, topic: str):
+        """None, or a function `(value, key, offset, partition, timestamp_ms, headers)` of a
+        record of `topic` as the consumer gives it (bytes, bytes or None, ..., a list of
+        (name, bytes) or None), *undecoded*, to what `write` needs, or None to have that record
+        decoded and prepared as usual. For stores that decode the wire format themselves: no
+        SinkRecord is made for such a record unless the store refuses its batch, which is then
+        prepared again as usual (see SinkRunner._unwire)."""
+        return None
 
     @abstractmethod
     def write(self, batch: SinkBatch) -> None:
@@ -169,6 +185,7 @@ class SinkRunner:
         self.written = 0
         self.dead_letters = 0
         self.retries = 0
+        self.reprepared = 0   # batches of undecoded records the store refused (see _unwire)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._dlq_pending = 0
@@ -176,6 +193,7 @@ class SinkRunner:
         self.ready = threading.Event()   # set once the store is set up and the consumer subscribed
         self._raw = frozenset(sink.raw_topics)
         self._serdes: dict = {}
+        self._wires: dict = {}
         self.overlap = sink.overlap_writes if overlap_writes is None else overlap_writes
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: tuple[tuple[str, int], SinkBatch, Future] | None = None   # the batch being written
@@ -187,6 +205,7 @@ class SinkRunner:
         names = list(dict.fromkeys([*self.sink.topics, *self.sink.raw_topics, self.dlq_topic]))
         self._raw = frozenset(self.sink.raw_topics)
         self._serdes = {}
+        self._wires = {}
         asyncio.run(create_topics(self.bootstrap, names))
         delay = self.backoff_min
         while not stop.is_set():
@@ -282,23 +301,34 @@ class SinkRunner:
     def _add(self, m) -> None:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
-        topic, partition, offset, value, raw_key = m.topic(), m.partition(), m.offset(), m.value(), m.key()
-        h = m.headers()
-        headers = {k: (v or b"") for k, v in h} if h else {}
-        key = raw_key.decode("utf-8", "replace") if raw_key else None
-        rec = SinkRecord(topic, partition, offset, key, None, value, headers, m.timestamp()[1])
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
         tp = (topic, partition)
         batch = self.batches.get(tp)
         if batch is None:
             batch = self.batches[tp] = SinkBatch(topic, partition, offset)
         batch.end_offset = offset
+        wire = self._wires.get(topic, _MISSING)
+        if wire is _MISSING:
+            wire = self._wires[topic] = None if topic in self._raw else self.sink.wire(topic)
+        if wire is not None:
+            item = wire(m.value(), m.key(), offset, partition, m.timestamp()[1], m.headers())
+            if item is not None:
+                batch.records.append(m)   # a SinkRecord only if it has to be prepared again
+                batch.items.append(item)
+                batch.wired += 1
+                return
+        self._prepare(_record(m), batch)
+
+    def _prepare(self, rec: SinkRecord, batch: SinkBatch) -> None:
+        """Decode and prepare a record into `batch`, or dead-letter it."""
+        topic = rec.topic
         try:
             decode = self._serdes.get(topic, _MISSING)
             if decode is _MISSING:
                 decode = self._serdes[topic] = None if topic in self._raw else serde(topic).decode
             if decode is not None:
                 try:
-                    rec.value = decode(value)
+                    rec.value = decode(rec.raw)
                 except SerdeError as exc:
                     raise PoisonRecord(exc.reason, exc.detail) from exc
             item = self.sink.prepare(rec)
@@ -336,14 +366,22 @@ class SinkRunner:
     def _flush(self, tp: tuple[str, int], sync: bool = False) -> bool:
         """Write one batch, then commit past it. False (and paused, retry scheduled) on failure.
         With overlapped writes the batch goes to the writer thread and True means 'handed over':
-        it is committed by `_settle` once written."""
-        if self._inflight is not None and not self._settle():   # one batch in flight, in order
-            return False
+        it is committed by `_settle` once written, or by the next `_flush`, which hands its own
+        batch to the writer first: the commit's round trip to the broker overlaps the next write."""
+        done = None
+        if self._inflight is not None:   # one batch in flight, in order
+            done = self._await()
+            if done is None:
+                return False
         batch = self.batches[tp]
         if self.overlap and batch.items and not sync and not self.paused and self._failed is None:
             del self.batches[tp]
             self._inflight = (tp, batch, self._writer.submit(self._timed_write, batch))
+            if done is not None:
+                self._written(done)
             return True
+        if done is not None:
+            self._written(done)
         if not self._write(batch):
             return False
         del self.batches[tp]
@@ -357,6 +395,15 @@ class SinkRunner:
 
     def _settle(self) -> bool:
         """Wait for the batch in flight; commit past it once written, else keep it for the retry."""
+        batch = self._await()
+        if batch is None:
+            return False
+        self._written(batch)
+        return True
+
+    def _await(self) -> SinkBatch | None:
+        """Wait for the batch in flight: the batch once written (not committed yet), or None
+        (kept for the retry, backing off)."""
         tp, batch, fut = self._inflight
         self._inflight = None
         exc = fut.exception()
@@ -371,9 +418,8 @@ class SinkRunner:
         except Exception as exc2:  # noqa: BLE001 - the store (or broker) is unavailable: back off
             self._failed = batch
             self._backpressure(exc2)
-            return False
-        self._written(batch)
-        return True
+            return None
+        return batch
 
     def _write(self, batch: SinkBatch) -> bool:
         """Write one batch here and now; False (paused, retry scheduled) when the store is unavailable."""
@@ -411,10 +457,40 @@ class SinkRunner:
         if self.paused and not self.batches and self._failed is None and self._inflight is None:
             self._resume()
 
+    def _unwire(self, batch: SinkBatch) -> None:
+        """Prepare the batch's undecoded (`Sink.wire`) records again the usual way, in place:
+        decoded, `prepare`d, the poison dead-lettered with its reason."""
+        self.reprepared += 1
+        REPREPARED.labels(self.sink.name).inc()
+        records, items = batch.records, batch.items
+        batch.records, batch.items, batch.wired = [], [], 0
+        for rec, item in zip(records, items):
+            if not isinstance(rec, SinkRecord):
+                self._prepare(_record(rec), batch)
+            else:
+                batch.records.append(rec)
+                batch.items.append(item)
+
     def _reject(self, batch: SinkBatch, exc: BaseException) -> None:
-        """The store refused the batch for its content: write it in halves until the records it
-        refuses are alone, and dead-letter those ('store_rejected'). Should it refuse every
-        record one by one, the store is treated as unavailable instead (raised: back off)."""
+        """The store refused the batch for its content. A batch with undecoded records is first
+        prepared again the usual way (`_unwire`) and written once more. Then: write it in halves
+        until the records it refuses are alone, and dead-letter those ('store_rejected'). Should
+        it refuse every record one by one, the store is treated as unavailable instead (raised:
+        back off)."""
+        if batch.wired:
+            log.info("sink %s: %s/%d@%d-%d refused undecoded (%s); preparing it again in Python",
+                     self.sink.name, batch.topic, batch.partition, batch.start_offset, batch.end_offset,
+                     str(exc)[:200])
+            self._unwire(batch)
+            if not batch.items:
+                return
+            try:
+                self.sink.write(batch)
+                return
+            except Exception as e:  # noqa: BLE001
+                if self.sink.is_transient(e):
+                    raise
+                exc = e
         refused: list[tuple[SinkRecord, BaseException]] = []
 
         def attempt(lo: int, hi: int, known: BaseException | None) -> None:
@@ -505,6 +581,14 @@ class SinkRunner:
             self._failed = None
         for p in partitions:
             self.batches.pop((p.topic, p.partition), None)
+
+
+def _record(m) -> SinkRecord:
+    """The SinkRecord of a consumed message (value not decoded yet)."""
+    h = m.headers()
+    raw_key = m.key()
+    return SinkRecord(m.topic(), m.partition(), m.offset(), raw_key.decode("utf-8", "replace") if raw_key else None,
+                      None, m.value(), {k: (v or b"") for k, v in h} if h else {}, m.timestamp()[1])
 
 
 def run_in_thread(runner: SinkRunner, name: str | None = None) -> tuple[threading.Thread, threading.Event]:

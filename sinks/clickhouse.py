@@ -11,6 +11,13 @@ writes its address to `<data dir>/reader.json`. `reader(data_dir)` gives any cal
 (queries, reports, training, the API, tests) the right way in: the server when
 CLICKHOUSE_URL is set, the owner's endpoint when one is alive, else chdb opened directly
 (nobody owns the folder). Inside the owner process, `ClickHouseStore.query` shares the engine.
+
+Two ways in for records. The Python path decodes each record (fastavro) and turns it into
+rows by table (`rows_for`), inserted through clickhouse-connect. The fast path, for the
+high-volume execution.feedback on chdb, hands ClickHouse the Avro bodies undecoded and maps
+them in SQL (`FAST_TABLES`, sinks/clickhouse_avro.py); a batch ClickHouse refuses is
+prepared again through the Python path, which dead-letters the poison. A test keeps the two
+paths' rows identical.
 """
 from __future__ import annotations
 
@@ -24,9 +31,11 @@ from urllib.error import URLError
 
 import orjson
 
+from sinks import clickhouse_avro as avro
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
 from topics import registry as T, tracing
+from topics.serde import serde
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +74,14 @@ DLQ_TOPICS = tuple(t.dlq for t in T.TOPICS if t.has_dlq) + (T.SINKS_DLQ.name,)
 
 
 _FEEDBACK = T.EXECUTION_FEEDBACK.name
+
+# The fast path's SQL mapping (sinks/clickhouse_avro.py): per topic, the typed tables its
+# records go to, as expressions over the Avro fields, in COLUMNS order (the `events` row is
+# the same for every topic: FastTopic.events_select). Must give what rows_for gives: tested.
+FAST_TABLES = {
+    _FEEDBACK: {"feedback": ["event_id", "plan_id", "task_id", "toString(status)", "progress_pct", "actual_hours",
+                             "message", "fromUnixTimestamp64Milli(reported_at_ms)"]},
+}
 
 
 def _dt(ms: int | None) -> int:
@@ -195,6 +212,7 @@ class ClickHouseStore:
         self.client = client
         self.lock = threading.Lock()
         self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
+        self.engine = None   # chdb's own connection to the engine the client is on (the fast path's)
 
     def setup(self) -> None:
         if self.client is None:
@@ -202,6 +220,19 @@ class ClickHouseStore:
         for stmt in schema_statements():
             self.client.command(stmt)
         self.types = {}
+        if self.engine is None and type(self.client).__name__ == "ChdbClient":
+            # another handle on the same engine (chdb allows many): its query() runs an
+            # INSERT ... SELECT FROM file() as it is, which clickhouse-connect has no call for
+            import chdb
+            from clickhouse_connect.driver._chdbclient import build_connection_string
+
+            self.engine = chdb.connect(build_connection_string(self.client.path, None))
+
+    def insert_avro(self, fast: "avro.FastTopic", items: list[bytes], token: str) -> None:
+        """Insert envelope records (sinks/clickhouse_avro.py): ClickHouse decodes them and maps
+        them into `events` and the topic's tables (chdb only)."""
+        with self.lock:
+            fast.insert(self.engine, items, token)
 
     def _types(self, table: str) -> list:
         """The column types of COLUMNS[table], read once: clickhouse-connect otherwise runs a
@@ -233,6 +264,9 @@ class ClickHouseStore:
         return self.query(f"SELECT count() FROM chimera.{table}{' FINAL' if final else ''}")[1][0][0]
 
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+            self.engine = None
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -245,13 +279,56 @@ class ClickHouseSink(Sink):
     overlap_writes = True   # chdb (and the HTTP client) write without the GIL: decode the next batch meanwhile
 
     def __init__(self, data_dir: Path | str | None = None, store: ClickHouseStore | None = None,
-                 serve: bool = False) -> None:
+                 serve: bool = False, fast: bool = True) -> None:
         self.store = store or ClickHouseStore(data_dir)
         self.serve = serve
+        self.fast = fast   # False: every record through the Python path (rows_for)
         self._server = None
+        self._fast: dict[str, avro.FastTopic | None] = {}
+
+    def wire(self, topic: str):
+        """The fast path's preparer for `topic` (None: the Python path): a record written with
+        the topic's current schema becomes its envelope record; any other (older schema ids,
+        bad headers: the Python path decodes or dead-letters them) returns None."""
+        fast = self._fast.get(topic) if self.fast else None
+        if fast is None:
+            return None
+        header, head, tail, lengths, zigzag = fast.header, avro.HEAD.pack, avro.TAIL.pack, avro.LENGTHS, avro.zigzag
+        no_trace = lengths[0]
+
+        def envelope(raw, key, offset, partition, timestamp_ms, headers) -> bytes | None:
+            if raw is None or not raw.startswith(header):
+                return None
+            if key is None:
+                key = b""
+            elif not key.isascii():   # as the Python path has it: decoded with replacement, encoded
+                key = key.decode("utf-8", "replace").encode()
+            if headers:
+                t = _trace_id({k: (v or b"") for k, v in headers}).encode()
+                trace = (lengths[len(t)] if len(t) < 4096 else zigzag(len(t))) + t
+            else:
+                trace = no_trace
+            return b"".join((head(offset, timestamp_ms or 0, partition),
+                             lengths[len(key)] if len(key) < 4096 else zigzag(len(key)), key, trace,
+                             memoryview(raw)[5:], tail(offset)))
+        return envelope
 
     def setup(self) -> None:
         self.store.setup()
+        self._fast = {}
+        if self.fast and self.store.engine is not None:
+            for topic, tables in FAST_TABLES.items():
+                s = serde(topic)
+                fast = avro.fast_topic(topic, s.schema_name, s.ids, tables, COLUMNS)
+                if fast is None:
+                    continue
+                try:
+                    with self.store.lock:
+                        fast.create(self.store.engine)
+                except Exception as exc:  # noqa: BLE001 - the Python path stores it all the same
+                    log.warning("clickhouse: no fast path for %s (%s); records take the Python path", topic, exc)
+                    continue
+                self._fast[topic] = fast
         if self.serve and self._server is None and not os.environ.get("CLICKHOUSE_URL"):
             self._server = serve_reads(self.store)
 
@@ -259,8 +336,18 @@ class ClickHouseSink(Sink):
         return rows_for(record)
 
     def write(self, batch: SinkBatch) -> None:
+        span = f"{batch.topic}:{batch.partition}:{batch.start_offset}-{batch.end_offset}"
+        items = batch.items
+        if batch.wired:
+            if batch.wired == len(items):
+                wired, items = items, ()
+            else:
+                wired = [i for i in items if type(i) is bytes]
+                items = [i for i in items if type(i) is not bytes]
+            # its own tokens: a batch may also have records that took the Python path
+            self.store.insert_avro(self._fast[batch.topic], wired, f"{span}:avro")
         tables: dict[str, list[tuple]] = {}
-        for rows in batch.items:
+        for rows in items:
             for t, r in rows.items():
                 if r:
                     got = tables.get(t)
@@ -268,7 +355,6 @@ class ClickHouseSink(Sink):
                         tables[t] = list(r)
                     else:
                         got.extend(r)
-        span = f"{batch.topic}:{batch.partition}:{batch.start_offset}-{batch.end_offset}"
         for t, r in tables.items():
             if r:
                 self.store.insert(t, r, token=f"{t}:{span}")
