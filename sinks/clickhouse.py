@@ -325,6 +325,10 @@ class ClickHouseSink(Sink):
                 try:
                     with self.store.lock:
                         fast.create(self.store.engine)
+                        dropped = fast.drop_stale(self.store.engine)
+                    if dropped:
+                        log.info("clickhouse: dropped the fast path tables of an older schema or mapping: %s",
+                                 ", ".join(dropped))
                 except Exception as exc:  # noqa: BLE001 - the Python path stores it all the same
                     log.warning("clickhouse: no fast path for %s (%s); records take the Python path", topic, exc)
                     continue

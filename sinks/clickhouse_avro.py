@@ -274,6 +274,22 @@ class FastTopic:
                        f"throwIf(NOT ({self.checks[table]}), 'fast path: a record this path cannot store') = 0)")
         return out
 
+    def drop_stale(self, engine) -> list[str]:
+        """Drop this topic's source tables and views of other schemas or mappings (named by
+        another digest): left alone, each would go on receiving nothing and its views would
+        outlive the mapping they were made for. Returns what was dropped."""
+        prefix = self.source.split(".", 1)[1].rsplit("_", 1)[0] + "_"
+        rows = engine.query(f"SELECT name, engine FROM system.tables WHERE database = 'chimera' AND "
+                            f"startsWith(name, {_q(prefix)}) AND NOT startsWith(name, "
+                            f"{_q(self.source.split('.', 1)[1])})", "JSONEachRow").bytes()
+        found = [json.loads(line) for line in rows.splitlines() if line.strip()]
+        # views first: a source table is dropped once nothing reads from it
+        found.sort(key=lambda r: r["engine"] != "MaterializedView")
+        for r in found:
+            kind = "VIEW" if r["engine"] == "MaterializedView" else "TABLE"
+            engine.query(f"DROP {kind} IF EXISTS chimera.`{r['name']}`", "TSV")
+        return [r["name"] for r in found]
+
     def create(self, engine) -> None:
         """Create the source table and the views (idempotent) on a chdb connection."""
         fd, path = tempfile.mkstemp(suffix=".avro", prefix="chimera-envelope-")

@@ -226,3 +226,20 @@ def test_a_poison_record_inside_a_fast_batch_is_dead_lettered_and_the_rest_store
     assert {k.rsplit("-", 1)[1]: h["chimera.dlq.reason"] for k, h in dead.items()} == \
         {name: reason for name, (_, reason) in poison.items()}
     assert all(h["chimera.dlq.sink"] == "clickhouse" for h in dead.values())
+
+
+def test_fast_path_tables_of_an_older_mapping_are_dropped_at_set_up(sink):
+    """A changed schema or mapping names its source table by a new digest; set-up drops the
+    older source and its views (they would receive nothing, forever) and keeps the current ones."""
+    fast = sink._fast[FB]
+    e = sink.store.engine
+    name = fast.source.split(".", 1)[1]
+    stale = name.rsplit("_", 1)[0] + "_0000000000"
+    e.query(f"CREATE TABLE chimera.{stale} (x UInt8) ENGINE = Null", "TSV")
+    e.query(f"CREATE MATERIALIZED VIEW chimera.{stale}_events TO chimera.events AS SELECT * FROM chimera.events "
+            f"WHERE 0", "TSV")
+    assert sorted(fast.drop_stale(e)) == sorted([stale, f"{stale}_events"])
+    left = e.query("SELECT name FROM system.tables WHERE database = 'chimera' AND name LIKE 'fast_%' "
+                   "ORDER BY name", "TSV").bytes().decode().split()
+    assert left and all(n.startswith(name) for n in left), left
+    assert fast.drop_stale(e) == []
