@@ -27,6 +27,8 @@ class Writer:
     def send(self, topic: str, key: str, value: dict, headers: dict[str, str] | None = None) -> None:
         """Encode (a bad record raises SerdeError before anything is sent), send, wait for the ack."""
         data = serde(topic).encode(value, strict=True)
+        if self.producer is None:
+            raise WriteFailed(f"{topic}: the API is shutting down")
         done = threading.Event()
         result: list = []
 
@@ -43,4 +45,8 @@ class Writer:
             raise WriteFailed(f"{topic}: {result[0] if result else 'no acknowledgement in time'}")
 
     def close(self) -> None:
-        self.producer.flush(5)
+        """Flush, then let the producer go: librdkafka's threads live as long as the object and
+        would go on reconnecting to a broker that is gone (a test's, a stopped stack's)."""
+        if self.producer is not None:
+            self.producer.flush(5)
+            self.producer = None
