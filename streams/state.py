@@ -38,6 +38,7 @@ def forget() -> None:
     """Drop every cached decode (a test of the codec itself must decode the bytes)."""
     _states.clear()
     _ledgers.clear()
+    _booking_json.clear()
     _plans.__init__()
 
 
@@ -202,13 +203,34 @@ def _request_back(resource_id: str, x: list):
                              Priority(x[5]), x[6], x[7], x[8])
 
 
+# resource id -> {booking key: (Booking, its JSON)} of the ledger encoded last: a decision
+# changes one or two bookings of hundreds, so the others' bytes are reused, not rebuilt
+_booking_json: dict[str, dict] = {}
+
+
+def _bookings_json(rid: str, bookings) -> bytes:
+    """`[[request, booked_at_ms], ...]` as orjson writes it, each booking encoded once."""
+    old = _booking_json.pop(rid, None) or {}
+    cur = {}
+    for k, b in bookings.items():
+        hit = old.get(k)
+        if hit is None or hit[0] is not b:
+            hit = (b, orjson.dumps([_request(b.request), b.booked_at_ms]))
+        cur[k] = hit
+    _booking_json[rid] = cur
+    while len(_booking_json) > _LEDGER_CACHE_SIZE:
+        _booking_json.pop(next(iter(_booking_json)))
+    return b"[" + b",".join([j for _, j in cur.values()]) + b"]"
+
+
 def encode_ledger(s) -> bytes:
+    """The same bytes as orjson.dumps({"b": bookings, "w": waiting, "br": breaker})."""
     b = s.breaker
-    data = orjson.dumps({
-        "b": [[_request(k.request), k.booked_at_ms] for k in s.ledger.bookings.values()],
+    rest = orjson.dumps({
         "w": [_request(q) for q in s.ledger.waiting],
         "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight],
     })
+    data = b'{"b":' + _bookings_json(s.ledger.resource.resource_id, s.ledger.bookings) + b"," + rest[1:]
     _remember(_ledgers, data, s, _LEDGER_CACHE_SIZE)
     return data
 
