@@ -41,7 +41,7 @@ from processors import allocation, lifecycle, limits, llm_plan
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
-from streams import codec, memory, state as state_codec, tail, timers, watchdog
+from streams import codec, memory, staging, state as state_codec, tail, timers, watchdog
 from topics import tracing
 from streams.metrics import INTEGRATION_ERRORS, PLANNING_ERRORS, instrument_domain
 from streams.app import Publisher, create_app, ignored
@@ -74,6 +74,8 @@ SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AV
 ALLOCATION_SECONDS = Histogram("chimera_allocation_decision_seconds", "Ledger decision time per allocation message",
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1))
 TICK_INTERVAL_S = 0.25
+BATCH_MAX = 256   # records the planner agent handles before it waits for their outputs (streams/staging.py)
+BATCH_IDLE_S = 0.05   # a batch left by an agent waiting for records is flushed by the timer this late
 LIVE_CACHE_S = 0.25   # resources announced by other workers' partitions reach a plan this late at most
 
 
@@ -126,6 +128,11 @@ class PlannerWorker:
         self._next_round_ms = 0
         self._live: tuple[float, tuple, dict] | None = None  # (until, resources, capacities): see live()
         self._stored: bytes | None = None  # see _state
+        self._batch = staging.Batch()      # handled, not yet stored (see planner and _flush)
+        self._flushing: list[staging.Batch] = []   # batches whose outputs are awaited, oldest first
+        self._flush_lock = asyncio.Lock()          # flushes store and acknowledge in batch order
+        self._manual = None                        # the planner agent's stream (manual acks)
+        self._handling = False                     # the planner agent is inside a record
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self.memory = memory.MemoryLookup.from_settings(settings.memory)
         self.estimator = None    # learned durations from Triton (inference/estimator.py), [triton] enabled
@@ -160,6 +167,7 @@ class PlannerWorker:
         app.agent(self.out.topic(T.ALLOCATION_REQUESTS.name), name="ledger")(self.ledger)
         app.agent(self.out.topic(T.CONTROL_GLOBAL.name), name="halt")(self.halt)
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
+        app.timer(interval=BATCH_IDLE_S, on_leader=False)(self.flush_idle)
         app.task(self.on_started)
         app.task(self.follow_resources)
         app.task(self.follow_halt)
@@ -209,31 +217,86 @@ class PlannerWorker:
 
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
-        for it arrive here, each handled by the lifecycle handler of its topic."""
-        async for event in stream.events():
-            if not (self.resources_known.is_set() and self.halt_known.is_set()):
-                # the first record waits (the agent itself is already iterating) until this
-                # worker's views have caught up: else a restart would hand tasks out
-                # unallocated, or during a stop of everything
-                log.info("planner waits for the resource and stop views")
-                await self.resources_known.wait()
-                await self.halt_known.wait()
-                log.info("planner's views are ready")
-            msg = event.message
-            tracing.CURRENT.set(tracing.parent_of(msg.headers))
+        for it arrive here, each handled by the lifecycle handler of its topic. Records are
+        handled one by one and stored in batches (streams/staging.py): the batch is flushed
+        when no record is waiting in the agent's buffer or after BATCH_MAX records."""
+        self._manual = manual = stream.noack()
+        queue = getattr(manual.channel, "queue", None)
+        async for event in manual.events():
+            self._handling = True
             try:
-                limits.record_size(len(event.value or b""), self.limits)
-                record = serde(msg.topic).decode(event.value)
-                self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
-                                else record["plan_id"] or T.ALL_PLANS)
-                await self._handlers[msg.topic](record, event)
-            except (SerdeError, PlanningError) as exc:
-                PLANNING_ERRORS.labels(exc.reason).inc()
-                await self.out.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:  # a bug must not stop the partition: keep the record, say why
-                PLANNING_ERRORS.labels("internal_error").inc()
-                log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+                await self._handle(event)
+            finally:
+                self._handling = False
+            if not self._batch.events:
+                self._batch.since = time.monotonic()
+            self._batch.events.append(event)
+            if len(self._batch) >= BATCH_MAX or queue is None or queue.empty():
+                await self._flush()
+
+    async def flush_idle(self) -> None:
+        """A batch must not wait for the next record: a rebalance clears the agent's buffer and
+        then waits until every record taken is acknowledged (the agent's own check can miss it)."""
+        if not self._handling and self._batch.events and time.monotonic() - self._batch.since >= BATCH_IDLE_S:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Outputs acknowledged, then states stored, then records acknowledged: a state in the
+        changelog always has its records downstream, and a committed record its state. Outputs
+        the broker did not take (after the producer's timeout) leave the batch unacknowledged
+        and the worker exits, so that it reads the batch again after its restart (outputs carry
+        deterministic event ids: sinks upsert the ones that did arrive). While a batch is being
+        flushed the agent goes on with the next one (`_state` reads staged states of both)."""
+        batch = self._batch
+        if not batch.events and not batch.states and not batch.sent:
+            return
+        self._batch = staging.Batch()
+        self._flushing.append(batch)
+        async with self._flush_lock:
+            try:
+                await batch.delivered()
+            except Exception as exc:
+                INTEGRATION_ERRORS.labels("kafka").inc()
+                watchdog.die(f"outputs of {len(batch)} planner records not delivered: {type(exc).__name__}: {exc}")
+                return
+            now = int(time.time() * 1000)
+            for pid, (data, state, event) in batch.states.items():
+                with staging.as_of(event):
+                    if data is None:
+                        self.plans.pop(pid, None)
+                        self.watch.set(pid, None, 0)
+                    else:
+                        self.plans[pid] = data
+                        self.watch.set(pid, timers.watch_of(state, self.config), now)
+            self._flushing.remove(batch)
+            for event in batch.events:
+                await self._manual.ack(event)
+
+    async def _handle(self, event) -> None:
+        """One record through its lifecycle handler, or to its dead-letter topic."""
+        if not (self.resources_known.is_set() and self.halt_known.is_set()):
+            # the first record waits (the agent itself is already iterating) until this
+            # worker's views have caught up: else a restart would hand tasks out
+            # unallocated, or during a stop of everything
+            log.info("planner waits for the resource and stop views")
+            await self.resources_known.wait()
+            await self.halt_known.wait()
+            log.info("planner's views are ready")
+        msg = event.message
+        tracing.CURRENT.set(tracing.parent_of(msg.headers))
+        try:
+            limits.record_size(len(event.value or b""), self.limits)
+            record = serde(msg.topic).decode(event.value)
+            self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
+                            else record["plan_id"] or T.ALL_PLANS)
+            await self._handlers[msg.topic](record, event)
+        except (SerdeError, PlanningError) as exc:
+            PLANNING_ERRORS.labels(exc.reason).inc()
+            await self.out.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:  # a bug must not stop the partition: keep the record, say why
+            PLANNING_ERRORS.labels("internal_error").inc()
+            log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def refiner(self, stream) -> None:
         """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
@@ -433,19 +496,37 @@ class PlannerWorker:
                                                    f"arrived on {msg.partition}")
 
     def _state(self, plan_id: str) -> lifecycle.PlanState | None:
-        """The plan's state (None when there is none: nothing to decode); its stored bytes are
-        kept in self._stored for `_apply`, which then need not read the table a second time."""
+        """The plan's state (None when there is none: nothing to decode), staged by this batch
+        or else stored; its bytes are kept in self._stored for `_apply`, which then need not
+        read them a second time."""
+        staged = self._staged(plan_id)
+        if staged is not None:
+            self._stored, state = staged
+            return state
         self._stored = data = self.plans.get(plan_id)
         return None if data is None else state_codec.decode(data)
 
+    def _staged(self, plan_id: str) -> tuple | None:
+        """(bytes, state) of the plan's latest staged state, not stored yet; None: see the table."""
+        for batch in (self._batch, *reversed(self._flushing)):
+            staged = batch.staged(plan_id)
+            if staged is not None:
+                return staged
+        return None
+
+    def _known(self, plan_id: str) -> bool:
+        """Whether the plan has a state (staged or stored)."""
+        staged = self._staged(plan_id)
+        return self.plans.get(plan_id) is not None if staged is None else staged[0] is not None
+
     async def _apply(self, plan_id: str, result: lifecycle.Result) -> None:
-        """Encode the records and the state (all or nothing), then send and store. Called
-        right after `_state(plan_id)` (no await in between), whose bytes are self._stored."""
+        """Encode the records and the state (all or nothing), then send the records and stage
+        the state (stored when the batch is flushed: see planner). Called right after
+        `_state(plan_id)` (no await in between), whose bytes are self._stored."""
         new, events = result
         stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
-            self.plans.pop(plan_id, None)
-            self.watch.set(plan_id, None, 0)
+            self._batch.stage(plan_id, None, None)
             STATES_EXPIRED.inc()
             return
         for e in events:
@@ -460,22 +541,21 @@ class PlannerWorker:
                 state_codec.remember_encoded(new.plan, encoded[0][2])
             data = state_codec.encode(new, self.config)
             limits.state_size(len(data), plan_id, self.limits)
-        await self.out.send(encoded)
+        self._batch.outputs(self.out.send_nowait(encoded))
         for topic, _, _ in encoded:
             if topic in _COUNTED:
                 _COUNTED[topic].inc()
         if data is not None and data != stored:
-            self.plans[plan_id] = data
-            self.watch.set(plan_id, timers.watch_of(new, self.config), int(time.time() * 1000))
+            self._batch.stage(plan_id, data, new)
 
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)
         pid = derive_plan_id(goal.goal_id)
         # episodic memory (streams/memory.py): off the event loop, bounded by [memory] timeout_s
-        reuse = await self.memory.reuse(goal, record) if self.memory and self.plans.get(pid) is None else None
+        reuse = await self.memory.reuse(goal, record) if self.memory and not self._known(pid) else None
         # learned estimates (inference/estimator.py): one bounded request; a dead server answers None at once
         est = None
-        if self.estimator is not None and reuse is None and self.plans.get(pid) is None:
+        if self.estimator is not None and reuse is None and not self._known(pid):
             est = await self.estimator.for_goal(goal, self.config)
         started = time.perf_counter()
         live = self.live()
@@ -484,7 +564,7 @@ class PlannerWorker:
                                    estimates=est.estimates if est else (),
                                    estimates_source=est.source if est else None,
                                    decompose=self._ask_decomposer(goal, pid))
-        if self.estimator is not None and self.plans.get(pid) is None:
+        if self.estimator is not None and not self._known(pid):
             from inference.estimator import count_plan
             count_plan(est.source if est else None)
         PLANNING_SECONDS.observe(time.perf_counter() - started)
@@ -506,7 +586,7 @@ class PlannerWorker:
         """Whether a new goal's plan asks the LLM too: decompose on, no explicit tasks, a new
         plan, and the decomposer not known dead (else counted as a fallback at once: the
         template plan is the plan, nothing waits)."""
-        if self.decomposer is None or goal.tasks or self.plans.get(pid) is not None:
+        if self.decomposer is None or goal.tasks or self._known(pid):
             return False
         if self.decomposer.open or not self.decomposer.url:
             from inference.decomposer import count
