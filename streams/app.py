@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from streams import faust_fixes
 from streams import logs, metrics
-from streams.codec import Out
+from streams.codec import Out, encode_value
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
@@ -99,7 +99,7 @@ class Publisher:
         """Every record's bytes, or an exception before anything was sent (counted for the
         layer2_* metrics once all encoded)."""
         outs = list(outs)
-        encoded = [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        encoded = [(o.topic, o.key.encode(), encode_value(o)) for o in outs]
         metrics.observe_outputs(outs)
         return encoded
 

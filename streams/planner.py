@@ -237,7 +237,8 @@ class PlannerWorker:
     async def flush_idle(self) -> None:
         """A batch must not wait for the next record: a rebalance clears the agent's buffer and
         then waits until every record taken is acknowledged (the agent's own check can miss it)."""
-        if not self._handling and self._batch.events and time.monotonic() - self._batch.since >= BATCH_IDLE_S:
+        if (not self._handling and not self._flush_lock.locked() and self._batch.events
+                and time.monotonic() - self._batch.since >= BATCH_IDLE_S):
             await self._flush()
 
     async def _flush(self) -> None:

@@ -18,7 +18,7 @@ from processors import lifecycle as L
 from processors.config import PlanningConfig
 from processors.lifecycle import PlanState, PlanStatus, RunStatus, TaskRun
 from processors.model import Constraints, Goal, LearnedEstimate, Priority, TaskSpec
-from streams import codec
+from streams import codec, plan_bytes
 from topics import registry as T
 from topics.serde import serde
 
@@ -30,8 +30,10 @@ _LEN = struct.Struct(">I")
 # with a new version): 256 plans are the working set of a busy worker, not its whole table.
 _CACHE_SIZE = 256
 _LEDGER_CACHE_SIZE = 64
-_ledgers: dict[bytes, object] = {}   # stored ledger bytes -> decoded LedgerState (insertion order = age)
-_states: dict[bytes, PlanState] = {}  # stored state bytes -> PlanState, for the plans handled last
+# OrderedDicts: popping a plain dict's oldest key walks the slots already emptied at its
+# front (O(pops so far)): it had become a measurable part of every state encode
+_ledgers: OrderedDict[bytes, object] = OrderedDict()   # stored ledger bytes -> decoded LedgerState (by age)
+_states: OrderedDict[bytes, PlanState] = OrderedDict()  # stored state bytes -> PlanState, plans handled last
 
 
 def forget() -> None:
@@ -39,14 +41,15 @@ def forget() -> None:
     _states.clear()
     _ledgers.clear()
     _booking_json.clear()
+    plan_bytes.forget()
     _plans.__init__()
 
 
-def _remember(cache: dict, data: bytes, value, size: int) -> None:
-    cache.pop(data, None)
+def _remember(cache: OrderedDict, data: bytes, value, size: int) -> None:
     cache[data] = value
+    cache.move_to_end(data)
     while len(cache) > size:
-        cache.pop(next(iter(cache)))
+        cache.popitem(last=False)
 
 
 class _PlanBytes:
@@ -70,7 +73,7 @@ class _PlanBytes:
         if hit is not None and hit[0] is plan:
             self._items.move_to_end(key)
             return hit[1]
-        data = zlib.compress(serde(T.PLANS_CREATED.name).encode(codec.plan_record(plan)), 1)
+        data = zlib.compress(plan_bytes.created(plan), 1)   # the body plans.updated carries too
         self.remember(plan, data)
         return data
 
