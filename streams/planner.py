@@ -120,6 +120,10 @@ class PlannerWorker:
         self.halt_known = asyncio.Event()        # the same for the stop-everything flag
         self.ledgers = app.Table("ledgers", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                  value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
+        # handled, not yet stored: each agent's table is written in batches (streams/staging.py)
+        self.plan_writes = staging.Writer("planner", self.plans, self._plan_stored, max_records=BATCH_MAX,
+                                          idle_s=BATCH_IDLE_S)
+        self.ledger_writes = staging.Writer("ledger", self.ledgers, max_records=BATCH_MAX, idle_s=BATCH_IDLE_S)
         self._halted = False   # a STOP of every plan is in force (follow_halt)
         self._ticked: dict[str, float] = {}
         self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
@@ -128,11 +132,6 @@ class PlannerWorker:
         self._next_round_ms = 0
         self._live: tuple[float, tuple, dict] | None = None  # (until, resources, capacities): see live()
         self._stored: bytes | None = None  # see _state
-        self._batch = staging.Batch()      # handled, not yet stored (see planner and _flush)
-        self._flushing: list[staging.Batch] = []   # batches whose outputs are awaited, oldest first
-        self._flush_lock = asyncio.Lock()          # flushes store and acknowledge in batch order
-        self._manual = None                        # the planner agent's stream (manual acks)
-        self._handling = False                     # the planner agent is inside a record
         self._refiner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refine")
         self.memory = memory.MemoryLookup.from_settings(settings.memory)
         self.estimator = None    # learned durations from Triton (inference/estimator.py), [triton] enabled
@@ -167,7 +166,7 @@ class PlannerWorker:
         app.agent(self.out.topic(T.ALLOCATION_REQUESTS.name), name="ledger")(self.ledger)
         app.agent(self.out.topic(T.CONTROL_GLOBAL.name), name="halt")(self.halt)
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
-        app.timer(interval=BATCH_IDLE_S, on_leader=False)(self.flush_idle)
+        app.timer(interval=BATCH_IDLE_S, on_leader=False)(self.flush_idle)   # both agents' batches
         app.task(self.on_started)
         app.task(self.follow_resources)
         app.task(self.follow_halt)
@@ -220,58 +219,17 @@ class PlannerWorker:
         for it arrive here, each handled by the lifecycle handler of its topic. Records are
         handled one by one and stored in batches (streams/staging.py): the batch is flushed
         when no record is waiting in the agent's buffer or after BATCH_MAX records."""
-        self._manual = manual = stream.noack()
-        queue = getattr(manual.channel, "queue", None)
-        async for event in manual.events():
-            self._handling = True
-            try:
-                await self._handle(event)
-            finally:
-                self._handling = False
-            if not self._batch.events:
-                self._batch.since = time.monotonic()
-            self._batch.events.append(event)
-            if len(self._batch) >= BATCH_MAX or queue is None or queue.empty():
-                await self._flush()
+        await self.plan_writes.run(stream, self._handle)
 
     async def flush_idle(self) -> None:
-        """A batch must not wait for the next record: a rebalance clears the agent's buffer and
-        then waits until every record taken is acknowledged (the agent's own check can miss it)."""
-        if (not self._handling and not self._flush_lock.locked() and self._batch.events
-                and time.monotonic() - self._batch.since >= BATCH_IDLE_S):
-            await self._flush()
+        await self.plan_writes.flush_idle()
+        await self.ledger_writes.flush_idle()
 
-    async def _flush(self) -> None:
-        """Outputs acknowledged, then states stored, then records acknowledged: a state in the
-        changelog always has its records downstream, and a committed record its state. Outputs
-        the broker did not take (after the producer's timeout) leave the batch unacknowledged
-        and the worker exits, so that it reads the batch again after its restart (outputs carry
-        deterministic event ids: sinks upsert the ones that did arrive). While a batch is being
-        flushed the agent goes on with the next one (`_state` reads staged states of both)."""
-        batch = self._batch
-        if not batch.events and not batch.states and not batch.sent:
-            return
-        self._batch = staging.Batch()
-        self._flushing.append(batch)
-        async with self._flush_lock:
-            try:
-                await batch.delivered()
-            except Exception as exc:
-                INTEGRATION_ERRORS.labels("kafka").inc()
-                watchdog.die(f"outputs of {len(batch)} planner records not delivered: {type(exc).__name__}: {exc}")
-                return
-            now = int(time.time() * 1000)
-            for pid, (data, state, event) in batch.states.items():
-                with staging.as_of(event):
-                    if data is None:
-                        self.plans.pop(pid, None)
-                        self.watch.set(pid, None, 0)
-                    else:
-                        self.plans[pid] = data
-                        self.watch.set(pid, timers.watch_of(state, self.config), now)
-            self._flushing.remove(batch)
-            for event in batch.events:
-                await self._manual.ack(event)
+    def _plan_stored(self, pid: str, data: bytes | None, state) -> None:
+        if data is None:
+            self.watch.set(pid, None, 0)
+        else:
+            self.watch.set(pid, timers.watch_of(state, self.config), int(time.time() * 1000))
 
     async def _handle(self, event) -> None:
         """One record through its lifecycle handler, or to its dead-letter topic."""
@@ -402,32 +360,41 @@ class PlannerWorker:
 
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
-        reach the one partition whose ledger decides (never two deciders for one resource)."""
-        async for event in stream.events():
-            if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
-                await self.resources_known.wait()
-            msg = event.message
-            tracing.CURRENT.set(tracing.parent_of(msg.headers))
-            try:
-                limits.record_size(len(event.value or b""), self.limits)
-                record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)
-                rid = record["resource_id"]
-                if (msg.key or b"") != rid.encode():
-                    raise PlanningError("wrong_key", f"key {(msg.key or b'')[:100]!r} is not the resource_id {rid!r}")
-                started = time.perf_counter()
-                await self._decide(rid, record)
-                ALLOCATION_SECONDS.observe(time.perf_counter() - started)
-            except (SerdeError, PlanningError) as exc:
-                await self.out.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:
-                log.exception("ledger failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+        reach the one partition whose ledger decides (never two deciders for one resource).
+        Stored in batches like the plans (streams/staging.py)."""
+        await self.ledger_writes.run(stream, self._ledger_record)
 
-    async def _decide(self, rid: str, record: dict) -> None:
+    async def _ledger_record(self, event) -> None:
+        if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
+            await self.resources_known.wait()
+        msg = event.message
+        tracing.CURRENT.set(tracing.parent_of(msg.headers))
+        try:
+            limits.record_size(len(event.value or b""), self.limits)
+            record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)
+            rid = record["resource_id"]
+            if (msg.key or b"") != rid.encode():
+                raise PlanningError("wrong_key", f"key {(msg.key or b'')[:100]!r} is not the resource_id {rid!r}")
+            started = time.perf_counter()
+            self._decide(rid, record)
+            ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+        except (SerdeError, PlanningError) as exc:
+            await self.out.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:
+            log.exception("ledger failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _decide(self, rid: str, record: dict) -> None:
+        """Decide, send the decisions and stage the ledger (stored with its batch)."""
         resource = self.resource(rid)
-        stored = self.ledgers.get(rid)
-        held = None if stored is None else state_codec.decode_ledger(
-            stored, resource or allocation.Resource(rid, "", healthy=False))
+        announced = resource or allocation.Resource(rid, "", healthy=False)
+        staged = self.ledger_writes.staged(rid)
+        if staged is not None:
+            stored, held = staged
+            held = dataclasses.replace(held, ledger=held.ledger.with_resource(announced))
+        else:
+            stored = self.ledgers.get(rid)
+            held = None if stored is None else state_codec.decode_ledger(stored, announced)
         now = int(time.time() * 1000)
         if record["kind"] == "REQUEST":
             new, decisions = allocation.on_request(held, resource, codec.request_from_record(record), now, self.config)
@@ -439,9 +406,9 @@ class PlannerWorker:
         ledger = new.ledger if new is not None else None
         encoded = self.out.encode(codec.decision_records(decisions, ledger, resource, now))
         data = None if new is None else state_codec.encode_ledger(new)
-        await self.out.send(encoded)
+        self.ledger_writes.batch.outputs(self.out.send_nowait(encoded))
         if data is not None and data != stored:
-            self.ledgers[rid] = data
+            self.ledger_writes.batch.stage(rid, data, new)
 
     async def halt(self, stream) -> None:
         """Dead letters for STOP / RESUME records of every plan that cannot apply (one worker
@@ -509,11 +476,7 @@ class PlannerWorker:
 
     def _staged(self, plan_id: str) -> tuple | None:
         """(bytes, state) of the plan's latest staged state, not stored yet; None: see the table."""
-        for batch in (self._batch, *reversed(self._flushing)):
-            staged = batch.staged(plan_id)
-            if staged is not None:
-                return staged
-        return None
+        return self.plan_writes.staged(plan_id)
 
     def _known(self, plan_id: str) -> bool:
         """Whether the plan has a state (staged or stored)."""
@@ -527,7 +490,7 @@ class PlannerWorker:
         new, events = result
         stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
-            self._batch.stage(plan_id, None, None)
+            self.plan_writes.batch.stage(plan_id, None, None)
             STATES_EXPIRED.inc()
             return
         for e in events:
@@ -542,12 +505,12 @@ class PlannerWorker:
                 state_codec.remember_encoded(new.plan, encoded[0][2])
             data = state_codec.encode(new, self.config)
             limits.state_size(len(data), plan_id, self.limits)
-        self._batch.outputs(self.out.send_nowait(encoded))
+        self.plan_writes.batch.outputs(self.out.send_nowait(encoded))
         for topic, _, _ in encoded:
             if topic in _COUNTED:
                 _COUNTED[topic].inc()
         if data is not None and data != stored:
-            self._batch.stage(plan_id, data, new)
+            self.plan_writes.batch.stage(plan_id, data, new)
 
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)

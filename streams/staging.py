@@ -65,3 +65,85 @@ def as_of(event):
         yield
     finally:
         faust_streams._current_event.reset(token)
+
+
+class Writer:
+    """One agent's table, written in batches (see the module docstring): `run` handles each
+    record with `handle(event)`, which reads with `staged` before the table and stages with
+    `batch.stage`/`batch.outputs`; a batch is flushed when the agent's buffer is empty, after
+    `max_records`, or by `flush_idle` (a timer) once the agent waits. `stored(key, data,
+    state)` runs for every state stored (data None: deleted)."""
+
+    def __init__(self, name: str, table, stored=None, *, max_records: int = 256, idle_s: float = 0.05) -> None:
+        self.name = name
+        self.table = table
+        self.stored = stored
+        self.max_records = max_records
+        self.idle_s = idle_s
+        self.batch = Batch()
+        self._flushing: list[Batch] = []   # batches whose outputs are awaited, oldest first
+        self._lock = asyncio.Lock()        # flushes store and acknowledge in batch order
+        self._stream = None
+        self._handling = False
+
+    def staged(self, key: str) -> tuple | None:
+        """(bytes, state) of the key's latest staged state, not stored yet; None: see the table."""
+        for batch in (self.batch, *reversed(self._flushing)):
+            got = batch.staged(key)
+            if got is not None:
+                return got
+        return None
+
+    async def run(self, stream, handle) -> None:
+        self._stream = manual = stream.noack()
+        queue = getattr(manual.channel, "queue", None)
+        async for event in manual.events():
+            self._handling = True
+            try:
+                await handle(event)
+            finally:
+                self._handling = False
+            if not self.batch.events:
+                self.batch.since = time.monotonic()
+            self.batch.events.append(event)
+            if len(self.batch) >= self.max_records or queue is None or queue.empty():
+                await self.flush()
+
+    async def flush_idle(self) -> None:
+        """A batch must not wait for the next record: a rebalance clears the agent's buffer and
+        then waits until every record taken is acknowledged (the agent's own check can miss it)."""
+        if (not self._handling and not self._lock.locked() and self.batch.events
+                and time.monotonic() - self.batch.since >= self.idle_s):
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Outputs acknowledged, then states stored, then records acknowledged: a state in the
+        changelog always has its records downstream, and a committed record its state. Outputs
+        the broker did not take (after the producer's timeout) leave the batch unacknowledged
+        and the worker exits, so that it reads the batch again after its restart (outputs carry
+        deterministic event ids: sinks upsert the ones that did arrive). While a batch is being
+        flushed the agent goes on with the next one (`staged` reads both)."""
+        batch = self.batch
+        if not batch.events and not batch.states and not batch.sent:
+            return
+        self.batch = Batch()
+        self._flushing.append(batch)
+        async with self._lock:
+            try:
+                await batch.delivered()
+            except Exception as exc:
+                from streams import metrics, watchdog
+                metrics.INTEGRATION_ERRORS.labels("kafka").inc()
+                watchdog.die(f"outputs of {len(batch)} {self.name} records not delivered: {type(exc).__name__}: {exc}")
+                return
+            for key, (data, state, event) in batch.states.items():
+                with as_of(event):
+                    if data is None:
+                        self.table.pop(key, None)
+                    else:
+                        self.table[key] = data
+                    if self.stored is not None:
+                        self.stored(key, data, state)
+            self._flushing.remove(batch)
+            for event in batch.events:
+                await self._stream.ack(event)
