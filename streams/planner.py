@@ -16,7 +16,9 @@ timers:    plans due (retries, timeouts, placements), on lost resources, or held
            everything that was resumed -> chimera.plans.tick, to the partition owning the plan
 
 Each record is handled whole or not at all: its outputs and the new state are encoded
-first; a record that cannot apply goes to <topic>.dlq with the reason.
+first; a record that cannot apply goes to <topic>.dlq with the reason. The planner and ledger
+agents store their states in batches (streams/staging.py): outputs acknowledged, then states
+stored, then records acknowledged.
 """
 from __future__ import annotations
 
@@ -390,7 +392,7 @@ class PlannerWorker:
         announced = resource or allocation.Resource(rid, "", healthy=False)
         staged = self.ledger_writes.staged(rid)
         if staged is not None:
-            stored, held = staged
+            held = staged[1]
             held = dataclasses.replace(held, ledger=held.ledger.with_resource(announced))
         else:
             stored = self.ledgers.get(rid)
@@ -405,10 +407,9 @@ class PlannerWorker:
             raise PlanningError("unknown_kind", f"allocation message kind {record['kind']!r}")
         ledger = new.ledger if new is not None else None
         encoded = self.out.encode(codec.decision_records(decisions, ledger, resource, now))
-        data = None if new is None else state_codec.encode_ledger(new)
         self.ledger_writes.batch.outputs(self.out.send_nowait(encoded))
-        if data is not None and data != stored:
-            self.ledger_writes.batch.stage(rid, data, new)
+        if new is not None and new is not held:   # encoded when its batch is stored: once per batch
+            self.ledger_writes.batch.stage(rid, functools.partial(state_codec.encode_ledger, new), new)
 
     async def halt(self, stream) -> None:
         """Dead letters for STOP / RESUME records of every plan that cannot apply (one worker

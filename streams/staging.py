@@ -30,8 +30,9 @@ class Batch:
     events: list = field(default_factory=list)
     since: float = field(default_factory=time.monotonic)   # when its first record was added
 
-    def stage(self, plan_id: str, data: bytes | None, state) -> None:
-        """The plan's new state, made by the record being handled (Faust's current event)."""
+    def stage(self, plan_id: str, data, state) -> None:
+        """The new state of a plan (or ledger), made by the record being handled (Faust's
+        current event): its bytes, None (delete), or a function that encodes it at the flush."""
         self.states[plan_id] = (data, state, faust_streams.current_event())
 
     def staged(self, plan_id: str) -> tuple | None:
@@ -85,6 +86,7 @@ class Writer:
         self._lock = asyncio.Lock()        # flushes store and acknowledge in batch order
         self._stream = None
         self._handling = False
+        self._idle_flush: asyncio.Future | None = None
 
     def staged(self, key: str) -> tuple | None:
         """(bytes, state) of the key's latest staged state, not stored yet; None: see the table."""
@@ -114,7 +116,7 @@ class Writer:
         then waits until every record taken is acknowledged (the agent's own check can miss it)."""
         if (not self._handling and not self._lock.locked() and self.batch.events
                 and time.monotonic() - self.batch.since >= self.idle_s):
-            await self.flush()
+            self._idle_flush = asyncio.ensure_future(self.flush())   # the timer does not wait for the broker
 
     async def flush(self) -> None:
         """Outputs acknowledged, then states stored, then records acknowledged: a state in the
@@ -137,6 +139,8 @@ class Writer:
                 watchdog.die(f"outputs of {len(batch)} {self.name} records not delivered: {type(exc).__name__}: {exc}")
                 return
             for key, (data, state, event) in batch.states.items():
+                if callable(data):   # encoded only now: the last state of the batch is the one stored
+                    data = data()
                 with as_of(event):
                     if data is None:
                         self.table.pop(key, None)
