@@ -23,7 +23,9 @@ task inside the worker, all measured in the same run.
    worker has committed the feedback and the allocation releases it caused (the seconds that took
    after the last COMPLETED version are printed: the ledgers' backlog). Also the p99 of
    the ledger's own decision time from the worker's Prometheus histogram
-   (chimera_allocation_decision_seconds, bucket upper bound).
+   (chimera_allocation_decision_seconds, bucket upper bound): the decision and the encoding of its
+   records; since the ledger stores in batches (streams/staging.py) it no longer includes the wait
+   for the broker's acknowledgement, which the request -> GRANTED timestamps above still show.
 """
 from __future__ import annotations
 
