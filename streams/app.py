@@ -14,7 +14,7 @@ from prometheus_client import Counter
 
 from streams import faust_fixes
 from streams import logs, metrics
-from streams.codec import Out
+from streams.codec import Out, encode_value
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of
 from streams.settings import Settings
@@ -99,7 +99,7 @@ class Publisher:
         """Every record's bytes, or an exception before anything was sent (counted for the
         layer2_* metrics once all encoded)."""
         outs = list(outs)
-        encoded = [(o.topic, o.key.encode(), serde(o.topic).encode(o.value)) for o in outs]
+        encoded = [(o.topic, o.key.encode(), encode_value(o)) for o in outs]
         metrics.observe_outputs(outs)
         return encoded
 
@@ -109,10 +109,14 @@ class Publisher:
         downstream, so a crash can never leave a plan stored but unpublished (its goal
         would be replayed as a duplicate). One round trip per input record, in parallel
         for its outputs."""
-        headers = tracing.kafka_headers("planner.publish") or None   # continue the handled record's trace
-        futures = [self.producer.send(topic, key, value, headers) for topic, key, value in encoded]
+        futures = self.send_nowait(encoded)
         if futures:
             await asyncio.gather(*futures)
+
+    def send_nowait(self, encoded: Iterable[tuple[str, bytes, bytes]]) -> list[asyncio.Future]:
+        """Hand the records to the producer now; a future per record says when the broker has it."""
+        headers = tracing.kafka_headers("planner.publish") or None   # continue the handled record's trace
+        return [self.producer.send(topic, key, value, headers) for topic, key, value in encoded]
 
     async def forward(self, topic: str, key: bytes, value: bytes, headers) -> None:
         """One record, sent and acknowledged before the caller moves on."""

@@ -11,6 +11,7 @@ from processors.model import (ApprovalState, Constraints, Cost, Estimate, Goal, 
 from processors.ids import event_id
 from processors import lifecycle as L
 from topics import registry as T
+from topics.serde import serde
 
 HOUR_MS = 3_600_000
 
@@ -249,12 +250,24 @@ class Out:
     topic: str
     key: str
     value: dict[str, Any]
+    plan: Plan | None = dataclasses.field(default=None, compare=False)   # its plan, encoded once (plan_bytes)
+
+
+def encode_value(o: Out) -> bytes:
+    """An output's Avro value; a plan in it is the body encoded once per version (plan_bytes)."""
+    from streams import plan_bytes
+    if o.plan is not None:
+        if o.topic == T.PLANS_CREATED.name:
+            return serde(o.topic).header + plan_bytes.body(o.plan, o.value)
+        if o.topic == T.PLANS_UPDATED.name:
+            return plan_bytes.updated(o.value, o.plan)
+    return serde(o.topic).encode(o.value)
 
 
 _RECORDS: dict[type, Callable[[Any], Out]] = {
-    L.PlanCreated: lambda e: Out(T.PLANS_CREATED.name, e.plan.plan_id, plan_record(e.plan)),
+    L.PlanCreated: lambda e: Out(T.PLANS_CREATED.name, e.plan.plan_id, plan_record(e.plan), e.plan),
     L.PlanUpdated: lambda e: Out(T.PLANS_UPDATED.name, e.plan.plan_id,
-                                 update_record(e.plan, e.previous, e.figures, e.status, e.trigger)),
+                                 update_record(e.plan, e.previous, e.figures, e.status, e.trigger), e.plan),
     L.TaskAssigned: lambda e: Out(T.TASKS_ASSIGNED.name, e.plan.plan_id, assignment_record(
         e.plan, e.task, e.attempt, e.resource_id, e.assigned_at_ms, e.deadline_ms)),
     L.AllocationRequested: lambda e: request_record(e.request),

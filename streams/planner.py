@@ -16,7 +16,9 @@ timers:    plans due (retries, timeouts, placements), on lost resources, or held
            everything that was resumed -> chimera.plans.tick, to the partition owning the plan
 
 Each record is handled whole or not at all: its outputs and the new state are encoded
-first; a record that cannot apply goes to <topic>.dlq with the reason.
+first; a record that cannot apply goes to <topic>.dlq with the reason. The planner and ledger
+agents store their states in batches (streams/staging.py): outputs acknowledged, then states
+stored, then records acknowledged.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ from processors import allocation, lifecycle, limits, llm_plan
 from processors.dependencies import check_specs
 from processors.ids import plan_id as derive_plan_id
 from processors.model import Goal, PlanningError
-from streams import codec, memory, state as state_codec, tail, timers, watchdog
+from streams import codec, memory, staging, state as state_codec, tail, timers, watchdog
 from topics import tracing
 from streams.metrics import INTEGRATION_ERRORS, PLANNING_ERRORS, instrument_domain
 from streams.app import Publisher, create_app, ignored
@@ -74,6 +76,8 @@ SOURCES = tuple(s.name for s in (T.GOALS_CREATED, T.PLANS_REFINE, T.RESOURCES_AV
 ALLOCATION_SECONDS = Histogram("chimera_allocation_decision_seconds", "Ledger decision time per allocation message",
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1))
 TICK_INTERVAL_S = 0.25
+BATCH_MAX = 256   # records the planner agent handles before it waits for their outputs (streams/staging.py)
+BATCH_IDLE_S = 0.05   # a batch left by an agent waiting for records is flushed by the timer this late
 LIVE_CACHE_S = 0.25   # resources announced by other workers' partitions reach a plan this late at most
 
 
@@ -118,6 +122,10 @@ class PlannerWorker:
         self.halt_known = asyncio.Event()        # the same for the stop-everything flag
         self.ledgers = app.Table("ledgers", default=None, partitions=T.PLAN_PARTITIONS, key_type=str,
                                  value_type=bytes, options=ROCKSDB_OPTIONS)   # value: state.encode_ledger bytes
+        # handled, not yet stored: each agent's table is written in batches (streams/staging.py)
+        self.plan_writes = staging.Writer("planner", self.plans, self._plan_stored, max_records=BATCH_MAX,
+                                          idle_s=BATCH_IDLE_S)
+        self.ledger_writes = staging.Writer("ledger", self.ledgers, max_records=BATCH_MAX, idle_s=BATCH_IDLE_S)
         self._halted = False   # a STOP of every plan is in force (follow_halt)
         self._ticked: dict[str, float] = {}
         self.watch = timers.Watchlist()            # what the timers look at (streams/timers.py)
@@ -160,6 +168,7 @@ class PlannerWorker:
         app.agent(self.out.topic(T.ALLOCATION_REQUESTS.name), name="ledger")(self.ledger)
         app.agent(self.out.topic(T.CONTROL_GLOBAL.name), name="halt")(self.halt)
         app.timer(interval=TICK_INTERVAL_S, on_leader=False)(self.tick)
+        app.timer(interval=BATCH_IDLE_S, on_leader=False)(self.flush_idle)   # both agents' batches
         app.task(self.on_started)
         app.task(self.follow_resources)
         app.task(self.follow_halt)
@@ -209,31 +218,46 @@ class PlannerWorker:
 
     async def planner(self, stream) -> None:
         """One plan's state lives in one partition: goals, feedback, approvals and refinements
-        for it arrive here, each handled by the lifecycle handler of its topic."""
-        async for event in stream.events():
-            if not (self.resources_known.is_set() and self.halt_known.is_set()):
-                # the first record waits (the agent itself is already iterating) until this
-                # worker's views have caught up: else a restart would hand tasks out
-                # unallocated, or during a stop of everything
-                log.info("planner waits for the resource and stop views")
-                await self.resources_known.wait()
-                await self.halt_known.wait()
-                log.info("planner's views are ready")
-            msg = event.message
-            tracing.CURRENT.set(tracing.parent_of(msg.headers))
-            try:
-                limits.record_size(len(event.value or b""), self.limits)
-                record = serde(msg.topic).decode(event.value)
-                self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
-                                else record["plan_id"] or T.ALL_PLANS)
-                await self._handlers[msg.topic](record, event)
-            except (SerdeError, PlanningError) as exc:
-                PLANNING_ERRORS.labels(exc.reason).inc()
-                await self.out.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:  # a bug must not stop the partition: keep the record, say why
-                PLANNING_ERRORS.labels("internal_error").inc()
-                log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+        for it arrive here, each handled by the lifecycle handler of its topic. Records are
+        handled one by one and stored in batches (streams/staging.py): the batch is flushed
+        when no record is waiting in the agent's buffer or after BATCH_MAX records."""
+        await self.plan_writes.run(stream, self._handle)
+
+    async def flush_idle(self) -> None:
+        await self.plan_writes.flush_idle()
+        await self.ledger_writes.flush_idle()
+
+    def _plan_stored(self, pid: str, data: bytes | None, state) -> None:
+        if data is None:
+            self.watch.set(pid, None, 0)
+        else:
+            self.watch.set(pid, timers.watch_of(state, self.config), int(time.time() * 1000))
+
+    async def _handle(self, event) -> None:
+        """One record through its lifecycle handler, or to its dead-letter topic."""
+        if not (self.resources_known.is_set() and self.halt_known.is_set()):
+            # the first record waits (the agent itself is already iterating) until this
+            # worker's views have caught up: else a restart would hand tasks out
+            # unallocated, or during a stop of everything
+            log.info("planner waits for the resource and stop views")
+            await self.resources_known.wait()
+            await self.halt_known.wait()
+            log.info("planner's views are ready")
+        msg = event.message
+        tracing.CURRENT.set(tracing.parent_of(msg.headers))
+        try:
+            limits.record_size(len(event.value or b""), self.limits)
+            record = serde(msg.topic).decode(event.value)
+            self._check_key(msg, derive_plan_id(record["goal_id"]) if msg.topic == T.GOALS_BY_PLAN.name
+                            else record["plan_id"] or T.ALL_PLANS)
+            await self._handlers[msg.topic](record, event)
+        except (SerdeError, PlanningError) as exc:
+            PLANNING_ERRORS.labels(exc.reason).inc()
+            await self.out.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:  # a bug must not stop the partition: keep the record, say why
+            PLANNING_ERRORS.labels("internal_error").inc()
+            log.exception("planner failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
 
     async def refiner(self, stream) -> None:
         """Anytime CP-SAT refinement; its results go back to the planner, which owns the plan state."""
@@ -338,32 +362,41 @@ class PlannerWorker:
 
     async def ledger(self, stream) -> None:
         """The owner of each resource's capacity: requests and releases keyed by resource id
-        reach the one partition whose ledger decides (never two deciders for one resource)."""
-        async for event in stream.events():
-            if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
-                await self.resources_known.wait()
-            msg = event.message
-            tracing.CURRENT.set(tracing.parent_of(msg.headers))
-            try:
-                limits.record_size(len(event.value or b""), self.limits)
-                record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)
-                rid = record["resource_id"]
-                if (msg.key or b"") != rid.encode():
-                    raise PlanningError("wrong_key", f"key {(msg.key or b'')[:100]!r} is not the resource_id {rid!r}")
-                started = time.perf_counter()
-                await self._decide(rid, record)
-                ALLOCATION_SECONDS.observe(time.perf_counter() - started)
-            except (SerdeError, PlanningError) as exc:
-                await self.out.dead_letter(event, exc.reason, exc.detail)
-            except Exception as exc:
-                log.exception("ledger failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
-                await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+        reach the one partition whose ledger decides (never two deciders for one resource).
+        Stored in batches like the plans (streams/staging.py)."""
+        await self.ledger_writes.run(stream, self._ledger_record)
 
-    async def _decide(self, rid: str, record: dict) -> None:
+    async def _ledger_record(self, event) -> None:
+        if not self.resources_known.is_set():   # decide with every resource known (agent already iterating)
+            await self.resources_known.wait()
+        msg = event.message
+        tracing.CURRENT.set(tracing.parent_of(msg.headers))
+        try:
+            limits.record_size(len(event.value or b""), self.limits)
+            record = serde(T.ALLOCATION_REQUESTS.name).decode(event.value)
+            rid = record["resource_id"]
+            if (msg.key or b"") != rid.encode():
+                raise PlanningError("wrong_key", f"key {(msg.key or b'')[:100]!r} is not the resource_id {rid!r}")
+            started = time.perf_counter()
+            self._decide(rid, record)
+            ALLOCATION_SECONDS.observe(time.perf_counter() - started)
+        except (SerdeError, PlanningError) as exc:
+            await self.out.dead_letter(event, exc.reason, exc.detail)
+        except Exception as exc:
+            log.exception("ledger failed on %s[%s]@%s", msg.topic, msg.partition, msg.offset)
+            await self.out.dead_letter(event, "internal_error", f"{type(exc).__name__}: {exc}")
+
+    def _decide(self, rid: str, record: dict) -> None:
+        """Decide, send the decisions and stage the ledger (stored with its batch)."""
         resource = self.resource(rid)
-        stored = self.ledgers.get(rid)
-        held = None if stored is None else state_codec.decode_ledger(
-            stored, resource or allocation.Resource(rid, "", healthy=False))
+        announced = resource or allocation.Resource(rid, "", healthy=False)
+        staged = self.ledger_writes.staged(rid)
+        if staged is not None:
+            held = staged[1]
+            held = dataclasses.replace(held, ledger=held.ledger.with_resource(announced))
+        else:
+            stored = self.ledgers.get(rid)
+            held = None if stored is None else state_codec.decode_ledger(stored, announced)
         now = int(time.time() * 1000)
         if record["kind"] == "REQUEST":
             new, decisions = allocation.on_request(held, resource, codec.request_from_record(record), now, self.config)
@@ -374,10 +407,9 @@ class PlannerWorker:
             raise PlanningError("unknown_kind", f"allocation message kind {record['kind']!r}")
         ledger = new.ledger if new is not None else None
         encoded = self.out.encode(codec.decision_records(decisions, ledger, resource, now))
-        data = None if new is None else state_codec.encode_ledger(new)
-        await self.out.send(encoded)
-        if data is not None and data != stored:
-            self.ledgers[rid] = data
+        self.ledger_writes.batch.outputs(self.out.send_nowait(encoded))
+        if new is not None and new is not held:   # encoded when its batch is stored: once per batch
+            self.ledger_writes.batch.stage(rid, functools.partial(state_codec.encode_ledger, new), new)
 
     async def halt(self, stream) -> None:
         """Dead letters for STOP / RESUME records of every plan that cannot apply (one worker
@@ -433,19 +465,33 @@ class PlannerWorker:
                                                    f"arrived on {msg.partition}")
 
     def _state(self, plan_id: str) -> lifecycle.PlanState | None:
-        """The plan's state (None when there is none: nothing to decode); its stored bytes are
-        kept in self._stored for `_apply`, which then need not read the table a second time."""
+        """The plan's state (None when there is none: nothing to decode), staged by this batch
+        or else stored; its bytes are kept in self._stored for `_apply`, which then need not
+        read them a second time."""
+        staged = self._staged(plan_id)
+        if staged is not None:
+            self._stored, state = staged
+            return state
         self._stored = data = self.plans.get(plan_id)
         return None if data is None else state_codec.decode(data)
 
+    def _staged(self, plan_id: str) -> tuple | None:
+        """(bytes, state) of the plan's latest staged state, not stored yet; None: see the table."""
+        return self.plan_writes.staged(plan_id)
+
+    def _known(self, plan_id: str) -> bool:
+        """Whether the plan has a state (staged or stored)."""
+        staged = self._staged(plan_id)
+        return self.plans.get(plan_id) is not None if staged is None else staged[0] is not None
+
     async def _apply(self, plan_id: str, result: lifecycle.Result) -> None:
-        """Encode the records and the state (all or nothing), then send and store. Called
-        right after `_state(plan_id)` (no await in between), whose bytes are self._stored."""
+        """Encode the records and the state (all or nothing), then send the records and stage
+        the state (stored when the batch is flushed: see planner). Called right after
+        `_state(plan_id)` (no await in between), whose bytes are self._stored."""
         new, events = result
         stored, self._stored = self._stored, None
         if new is None and not events:  # the plan's state is dropped
-            self.plans.pop(plan_id, None)
-            self.watch.set(plan_id, None, 0)
+            self.plan_writes.batch.stage(plan_id, None, None)
             STATES_EXPIRED.inc()
             return
         for e in events:
@@ -460,22 +506,21 @@ class PlannerWorker:
                 state_codec.remember_encoded(new.plan, encoded[0][2])
             data = state_codec.encode(new, self.config)
             limits.state_size(len(data), plan_id, self.limits)
-        await self.out.send(encoded)
+        self.plan_writes.batch.outputs(self.out.send_nowait(encoded))
         for topic, _, _ in encoded:
             if topic in _COUNTED:
                 _COUNTED[topic].inc()
         if data is not None and data != stored:
-            self.plans[plan_id] = data
-            self.watch.set(plan_id, timers.watch_of(new, self.config), int(time.time() * 1000))
+            self.plan_writes.batch.stage(plan_id, data, new)
 
     async def on_goal(self, record: dict, event) -> None:
         goal = codec.goal_from_record(record)
         pid = derive_plan_id(goal.goal_id)
         # episodic memory (streams/memory.py): off the event loop, bounded by [memory] timeout_s
-        reuse = await self.memory.reuse(goal, record) if self.memory and self.plans.get(pid) is None else None
+        reuse = await self.memory.reuse(goal, record) if self.memory and not self._known(pid) else None
         # learned estimates (inference/estimator.py): one bounded request; a dead server answers None at once
         est = None
-        if self.estimator is not None and reuse is None and self.plans.get(pid) is None:
+        if self.estimator is not None and reuse is None and not self._known(pid):
             est = await self.estimator.for_goal(goal, self.config)
         started = time.perf_counter()
         live = self.live()
@@ -484,7 +529,7 @@ class PlannerWorker:
                                    estimates=est.estimates if est else (),
                                    estimates_source=est.source if est else None,
                                    decompose=self._ask_decomposer(goal, pid))
-        if self.estimator is not None and self.plans.get(pid) is None:
+        if self.estimator is not None and not self._known(pid):
             from inference.estimator import count_plan
             count_plan(est.source if est else None)
         PLANNING_SECONDS.observe(time.perf_counter() - started)
@@ -506,7 +551,7 @@ class PlannerWorker:
         """Whether a new goal's plan asks the LLM too: decompose on, no explicit tasks, a new
         plan, and the decomposer not known dead (else counted as a fallback at once: the
         template plan is the plan, nothing waits)."""
-        if self.decomposer is None or goal.tasks or self.plans.get(pid) is not None:
+        if self.decomposer is None or goal.tasks or self._known(pid):
             return False
         if self.decomposer.open or not self.decomposer.url:
             from inference.decomposer import count

@@ -18,7 +18,7 @@ from processors import lifecycle as L
 from processors.config import PlanningConfig
 from processors.lifecycle import PlanState, PlanStatus, RunStatus, TaskRun
 from processors.model import Constraints, Goal, LearnedEstimate, Priority, TaskSpec
-from streams import codec
+from streams import codec, plan_bytes
 from topics import registry as T
 from topics.serde import serde
 
@@ -30,22 +30,26 @@ _LEN = struct.Struct(">I")
 # with a new version): 256 plans are the working set of a busy worker, not its whole table.
 _CACHE_SIZE = 256
 _LEDGER_CACHE_SIZE = 64
-_ledgers: dict[bytes, object] = {}   # stored ledger bytes -> decoded LedgerState (insertion order = age)
-_states: dict[bytes, PlanState] = {}  # stored state bytes -> PlanState, for the plans handled last
+# OrderedDicts: popping a plain dict's oldest key walks the slots already emptied at its
+# front (O(pops so far)): it had become a measurable part of every state encode
+_ledgers: OrderedDict[bytes, object] = OrderedDict()   # stored ledger bytes -> decoded LedgerState (by age)
+_states: OrderedDict[bytes, PlanState] = OrderedDict()  # stored state bytes -> PlanState, plans handled last
 
 
 def forget() -> None:
     """Drop every cached decode (a test of the codec itself must decode the bytes)."""
     _states.clear()
     _ledgers.clear()
+    _booking_json.clear()
+    plan_bytes.forget()
     _plans.__init__()
 
 
-def _remember(cache: dict, data: bytes, value, size: int) -> None:
-    cache.pop(data, None)
+def _remember(cache: OrderedDict, data: bytes, value, size: int) -> None:
     cache[data] = value
+    cache.move_to_end(data)
     while len(cache) > size:
-        cache.pop(next(iter(cache)))
+        cache.popitem(last=False)
 
 
 class _PlanBytes:
@@ -69,7 +73,7 @@ class _PlanBytes:
         if hit is not None and hit[0] is plan:
             self._items.move_to_end(key)
             return hit[1]
-        data = zlib.compress(serde(T.PLANS_CREATED.name).encode(codec.plan_record(plan)), 1)
+        data = zlib.compress(plan_bytes.created(plan), 1)   # the body plans.updated carries too
         self.remember(plan, data)
         return data
 
@@ -202,13 +206,34 @@ def _request_back(resource_id: str, x: list):
                              Priority(x[5]), x[6], x[7], x[8])
 
 
+# resource id -> {booking key: (Booking, its JSON)} of the ledger encoded last: a decision
+# changes one or two bookings of hundreds, so the others' bytes are reused, not rebuilt
+_booking_json: dict[str, dict] = {}
+
+
+def _bookings_json(rid: str, bookings) -> bytes:
+    """`[[request, booked_at_ms], ...]` as orjson writes it, each booking encoded once."""
+    old = _booking_json.pop(rid, None) or {}
+    cur = {}
+    for k, b in bookings.items():
+        hit = old.get(k)
+        if hit is None or hit[0] is not b:
+            hit = (b, orjson.dumps([_request(b.request), b.booked_at_ms]))
+        cur[k] = hit
+    _booking_json[rid] = cur
+    while len(_booking_json) > _LEDGER_CACHE_SIZE:
+        _booking_json.pop(next(iter(_booking_json)))
+    return b"[" + b",".join([j for _, j in cur.values()]) + b"]"
+
+
 def encode_ledger(s) -> bytes:
+    """The same bytes as orjson.dumps({"b": bookings, "w": waiting, "br": breaker})."""
     b = s.breaker
-    data = orjson.dumps({
-        "b": [[_request(k.request), k.booked_at_ms] for k in s.ledger.bookings.values()],
+    rest = orjson.dumps({
         "w": [_request(q) for q in s.ledger.waiting],
         "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight],
     })
+    data = b'{"b":' + _bookings_json(s.ledger.resource.resource_id, s.ledger.bookings) + b"," + rest[1:]
     _remember(_ledgers, data, s, _LEDGER_CACHE_SIZE)
     return data
 

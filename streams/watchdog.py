@@ -65,6 +65,12 @@ def _die(reason: str) -> None:
     os._exit(EXIT_STALLED)
 
 
+def die(reason: str) -> None:
+    """Exit unhealthy now (the supervisor restarts the worker, which reads again from its
+    committed offsets): for a worker that cannot go on without losing or reordering records."""
+    _die(reason)
+
+
 def _positions(app, sources: frozenset[str]) -> dict:
     """tp -> (committed offset, high watermark) for the agents' source partitions. Committed,
     not fetched: Faust fetches ahead into a buffer while a stuck agent processes nothing, and

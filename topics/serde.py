@@ -105,6 +105,11 @@ class Serde:
         self._current = schemas.fingerprint(schemas.expanded(self.schema_name))
         self._readers: dict[int, tuple] = {}   # schema id -> (writer schema, reader schema or None)
 
+    @property
+    def header(self) -> bytes:
+        """The wire-format header of the values this serde writes (magic byte, schema id)."""
+        return self._header
+
     def _reader(self, schema_id: int) -> tuple | None:
         """The writer's parsed schema, and the reader schema to resolve to: None when the writer
         wrote the current schema (same parsing canonical form: the same bytes layout, nothing to

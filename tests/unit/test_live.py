@@ -272,6 +272,45 @@ def test_ledger_owner_books_releases_and_its_breaker_opens_after_failures():
     assert state_codec.decode_ledger(data, later) == s
 
 
+def _full_release(ledger, key, now_ms):
+    """What release decided before its fast path: drop the key, re-decide everything."""
+    rest = A.ResourceLedger(ledger.resource, dict((k, b) for k, b in ledger.bookings.items() if k != key),
+                            tuple(q for q in ledger.waiting if q.key != key))
+    return rest.allocate((), now_ms)
+
+
+def test_release_without_waiters_decides_what_the_full_allocation_would():
+    big = _res("r1", 50.0)
+    s = None
+    for i in range(20):
+        s, _ = A.on_request(s, big, _req("p", f"t{i}", 1 + i % 2), T0 + i, CFG)
+    for key in [("p", "t3", 2), ("p", "t4", 1), ("p", "nope", 1)]:
+        fast, d = s.ledger.release(*key, T0 + 50)
+        full, d_full = _full_release(s.ledger, key, T0 + 50)
+        assert (dict(fast.bookings), fast.waiting, d) == (dict(full.bookings), full.waiting, d_full)
+        s = dataclasses.replace(s, ledger=fast)
+
+
+def test_ledger_bytes_are_what_orjson_writes_and_bookings_are_encoded_once():
+    import orjson
+    big = _res("r1", 50.0)
+    s, seen = None, []
+    for i in range(6):
+        s, _ = A.on_request(s, big, _req("p", f"t{i}"), T0 + i, CFG)
+        seen.append(s)
+    s, _ = A.on_release(s, big, ("p", "t2", 1), "SUCCESS", T0 + 9, CFG)
+    seen.append(s)
+    for st in seen:   # in order: each encode reuses the previous ledger's booking bytes
+        b = st.breaker
+        want = orjson.dumps({"b": [[state_codec._request(k.request), k.booked_at_ms] for k in st.ledger.bookings.values()],
+                             "w": [state_codec._request(q) for q in st.ledger.waiting],
+                             "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight]})
+        assert state_codec.encode_ledger(st) == want
+    data = state_codec.encode_ledger(s)
+    state_codec.forget()
+    assert state_codec.decode_ledger(data, big) == s
+
+
 def test_decision_records_carry_what_was_booked_and_go_back_to_the_plan():
     s, d = A.on_request(None, R1, _req("p", "x"), T0, CFG)
     s, d2 = A.on_request(s, R1, _req("p", "x", 2), T0, CFG)   # a later attempt replaces the earlier booking
