@@ -747,17 +747,20 @@ def _api_story(bootstrap: str, stores: Path, wait_s: float = 60.0) -> list[str]:
     try:
         with services.api_process(bootstrap, stores / "api.log", env=env), httpx.Client(timeout=10) as http:
             deadline = time.monotonic() + wait_s
+            why = "it did not answer"
             while True:
                 try:
-                    if http.get(f"{base}/health/api").status_code == 200:
+                    ready = http.get(f"{base}/health/api")
+                    if ready.status_code == 200:
                         break
-                except httpx.TransportError:
+                    why = "; ".join(ready.json().get("reasons") or []) or ready.text[:200]
+                except (httpx.TransportError, ValueError):
                     pass
                 if time.monotonic() > deadline:
                     kept = Path(".data") / "demo-api.log"   # the demo's folder is removed at the end
                     kept.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy(stores / "api.log", kept)
-                    return [f"API: not ready within {wait_s:g} s (its log: {kept})"]
+                    return [f"API: not ready within {wait_s:g} s: {why} (its log: {kept})"]
                 time.sleep(0.3)
             unauthorised = http.get(f"{base}/api/v1/plans").status_code
             posted = http.post(f"{base}/api/v1/plans", json=goal, headers=auth)
