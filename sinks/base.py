@@ -56,6 +56,8 @@ REPREPARED = Counter("chimera_sink_reprepared_batches_total",
                      "Batches of undecoded records the store refused, prepared again in Python", ["sink"])
 RETRIES = Counter("chimera_sink_retries_total", "Failed writes retried with backoff", ["sink"])
 LAG = Gauge("chimera_sink_lag", "High watermark minus committed position", ["sink", "topic", "partition"])
+TOMBSTONES = Counter("chimera_sink_tombstones_total", "Null values with nothing to store (skipped)",
+                     ["sink", "topic"])
 PAUSED = Gauge("chimera_sink_paused", "1 while the sink waits for its store", ["sink"])
 
 
@@ -125,6 +127,10 @@ class Sink(ABC):
     name: str = "sink"
     topics: tuple[str, ...] = ()
     raw_topics: tuple[str, ...] = ()    # consumed undecoded (dead-letter topics)
+    # Topics whose null values (tombstones: "this key is gone", e.g. a resource deleted) reach
+    # `prepare` with `value` None; on other topics a tombstone has nothing to store and is
+    # counted (chimera_sink_tombstones_total), never dead-lettered as if it were garbage.
+    tombstone_topics: tuple[str, ...] = ()
     # Write each batch in a writer thread while the next one is consumed and prepared (the
     # store's client must release the GIL while it writes for this to pay; chdb does).
     # Order and commits are unchanged: one batch in flight at a time, its offsets committed
@@ -326,7 +332,11 @@ class SinkRunner:
             decode = self._serdes.get(topic, _MISSING)
             if decode is _MISSING:
                 decode = self._serdes[topic] = None if topic in self._raw else serde(topic).decode
-            if decode is not None:
+            if decode is not None and rec.raw is None:
+                if topic not in self.sink.tombstone_topics:
+                    TOMBSTONES.labels(self.sink.name, topic).inc()
+                    return
+            elif decode is not None:
                 try:
                     rec.value = decode(rec.raw)
                 except SerdeError as exc:

@@ -148,6 +148,8 @@ def rows_for(rec: SinkRecord) -> dict[str, list[dict]]:
             out["feedback"].append({"id": v["event_id"], "task": _task_id(v["plan_id"], v["task_id"]),
                                     "status": v["status"], "at": v["reported_at_ms"], "message": v["message"],
                                     "actual_hours": v["actual_hours"]})
+        elif rec.topic == T.RESOURCES_AVAILABILITY.name and v is None:   # a tombstone: the resource is gone
+            out["resource"].append({"id": rec.key, "props": {"available": False, "removed": True}})
         elif rec.topic == T.RESOURCES_AVAILABILITY.name:
             out["resource"].append({"id": v["resource_id"], "props": {
                 "kind": v["kind"], "available": v["available"], "hourly_rate": v["hourly_rate"],
@@ -161,6 +163,7 @@ class Neo4jSink(Sink):
     name = "neo4j"
     topics = (T.GOALS_CREATED.name, T.RESOURCES_AVAILABILITY.name, T.PLANS_CREATED.name, T.PLANS_UPDATED.name,
               T.TASKS_ASSIGNED.name, T.RISKS_ALERTS.name, T.EXECUTION_FEEDBACK.name)
+    tombstone_topics = (T.RESOURCES_AVAILABILITY.name,)   # a deleted resource stays in the graph, marked removed
 
     def __init__(self, uri: str | None = None, auth: tuple[str, str] | None = None) -> None:
         self.uri = uri or os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")

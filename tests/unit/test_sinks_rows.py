@@ -57,3 +57,25 @@ def test_unknown_sink_names_are_refused():
     assert expand(["neo4j", "all"]) == ["neo4j", "clickhouse", "chroma"]
     with pytest.raises(ValueError):
         expand(["mongo"])
+
+
+def test_a_tombstone_is_stored_where_the_sink_takes_it_and_counted_elsewhere_never_dead_lettered():
+    """A null value on resources.availability deletes a resource: the graph keeps the node,
+    marked removed; on a topic the sink keeps no deletions for, it is skipped and counted."""
+    from prometheus_client import REGISTRY
+    from sinks.base import SinkBatch, SinkRunner
+    from sinks.neo4j import Neo4jSink, rows_for
+
+    runner = SinkRunner(Neo4jSink("bolt://127.0.0.1:1"), "127.0.0.1:1", group="unit-tombstones")
+    runner._dead_letter = lambda rec, reason, detail: pytest.fail(f"dead-lettered: {reason} {detail}")
+    gone = _rec(T.RESOURCES_AVAILABILITY.name, None)
+    batch = SinkBatch(T.RESOURCES_AVAILABILITY.name, 0, 0)
+    runner._prepare(gone, batch)
+    assert [dict(i)["resource"] for i in batch.items] == [[{"id": "k", "props": {"available": False,
+                                                                                  "removed": True}}]]
+    assert rows_for(gone)["resource"] == batch.items[0]["resource"]
+    label = {"sink": "neo4j", "topic": T.PLANS_CREATED.name}
+    before = REGISTRY.get_sample_value("chimera_sink_tombstones_total", label) or 0
+    other = SinkBatch(T.PLANS_CREATED.name, 0, 1)
+    runner._prepare(_rec(T.PLANS_CREATED.name, None, 1), other)
+    assert other.items == [] and REGISTRY.get_sample_value("chimera_sink_tombstones_total", label) == before + 1
