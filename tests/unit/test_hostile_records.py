@@ -86,7 +86,12 @@ def test_any_feedback_on_a_live_plan_applies_or_is_refused(record):
         return
     run = new.runs["a"]
     assert fb.task_id == "a"
-    if fb.status == "FAILED":        # a failed attempt is retried while attempts are left (issue 7)
+    from processors import consistency
+    task_a = next(st.task for st in state.plan.tasks if st.task.task_id == "a")
+    broken = fb.status == "COMPLETED" and fb.produced is not None and consistency.violations(
+        consistency.expectation(consistency.task_fields(task_a)), consistency.Produced(fb.produced, fb.exit_status))
+    if fb.status == "FAILED" or broken:   # a failed attempt (or a COMPLETED that is not what was expected:
+        # the consistency check, issue 8) is retried while attempts are left (issue 7)
         assert run.failures == 1 and run.status.value in ("RETRY", "FAILED")
     elif fb.status == "CANCELLED":   # interrupted by a stop: a new attempt, not a failure (issue 8)
         assert run.failures == 0 and run.attempt == 2
