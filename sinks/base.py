@@ -481,6 +481,17 @@ class SinkRunner:
                 batch.records.append(rec)
                 batch.items.append(item)
 
+    def _refusal(self, batch: SinkBatch) -> BaseException | None:
+        """Write `batch`: None when the store took it, its refusal when it refused the content; a
+        transient error (the store is away) is raised, to back off."""
+        try:
+            self.sink.write(batch)
+            return None
+        except Exception as e:  # noqa: BLE001
+            if self.sink.is_transient(e):
+                raise
+            return e
+
     def _reject(self, batch: SinkBatch, exc: BaseException) -> None:
         """The store refused the batch for its content. A batch with undecoded records is first
         prepared again the usual way (`_unwire`) and written once more. Then: write it in halves
@@ -494,26 +505,18 @@ class SinkRunner:
             self._unwire(batch)
             if not batch.items:
                 return
-            try:
-                self.sink.write(batch)
+            exc = self._refusal(batch)
+            if exc is None:
                 return
-            except Exception as e:  # noqa: BLE001
-                if self.sink.is_transient(e):
-                    raise
-                exc = e
         refused: list[tuple[SinkRecord, BaseException]] = []
 
         def attempt(lo: int, hi: int, known: BaseException | None) -> None:
             if known is None:
                 part = SinkBatch(batch.topic, batch.partition, batch.records[lo].offset, batch.records[hi - 1].offset,
                                  batch.records[lo:hi], batch.items[lo:hi])
-                try:
-                    self.sink.write(part)
+                known = self._refusal(part)
+                if known is None:
                     return
-                except Exception as e:  # noqa: BLE001
-                    if self.sink.is_transient(e):
-                        raise
-                    known = e
             if hi - lo == 1:
                 refused.append((batch.records[lo], known))
                 return

@@ -293,7 +293,7 @@ class ClickHouseSink(Sink):
         fast = self._fast.get(topic) if self.fast else None
         if fast is None:
             return None
-        header, head, tail, lengths, zigzag = fast.header, avro.HEAD.pack, avro.TAIL.pack, avro.LENGTHS, avro.zigzag
+        header, head, tail, lengths, zigzag = fast.header, avro.HEAD.pack, avro.tail, avro.LENGTHS, avro.zigzag
         no_trace = lengths[0]
 
         def envelope(raw, key, offset, partition, timestamp_ms, headers) -> bytes | None:

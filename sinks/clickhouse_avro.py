@@ -10,7 +10,7 @@ record whose fields are
     _chimera_key   string     the record's key
     _chimera_trace string     the trace id of its traceparent header ("" without one)
     ...                       the writer schema's fields, as they are: the body's bytes
-    _chimera_tail  fixed(8)   the offset again
+    _chimera_tail  fixed(8)   a mix of the offset (u64 LE of offset * MIX_MUL + MIX_ADD, mod 2**64)
 
 (an Avro record is its fields' encodings one after the other, so head + key + trace + body +
 tail *is* one envelope record). A batch becomes one Avro object-container file (the header
@@ -21,8 +21,9 @@ deduplication token carried by ClickHouse to each view's insert.
 Only records written with the topic's current schema take this path (same bytes layout as
 the reader schema: nothing to resolve); other schema ids, bad headers and everything else
 take the Python path (decode, rows_for), which also dead-letters poison. A body that does
-not match its schema cannot slip through: the tail must equal the head's offset (a body
-longer or shorter than its schema shifts it), every string must be valid UTF-8 (fastavro
+not match its schema cannot slip through: the tail must be the mix of the head's offset (a
+body longer or shorter than its schema shifts it; the offset itself was no check, as zero
+bytes after a body at offset 0 read as that offset again), every string must be valid UTF-8 (fastavro
 refuses the rest), and ClickHouse refuses what it cannot parse (an enum or union index out
 of range, a block that ends early). An empty event_id (the Python path derives one) is left
 to the Python path too. Any of these fails the insert, and the runner prepares that batch
@@ -53,6 +54,12 @@ from topics import schemas
 _TMP = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 HEAD = struct.Struct("<QqI")
 TAIL = struct.Struct("<Q")
+MIX_MUL, MIX_ADD = 0x9E3779B97F4A7C15, 0x632BE59BD9B4E019   # no byte pattern that a shift reproduces
+
+
+def tail(offset: int) -> bytes:
+    """The envelope's last field: ClickHouse recomputes it from the head (see `aligned`)."""
+    return TAIL.pack((offset * MIX_MUL + MIX_ADD) & 0xFFFFFFFFFFFFFFFF)
 META = [{"name": "_chimera_head", "type": {"type": "fixed", "name": "ChimeraHead", "size": 20}},
         {"name": "_chimera_key", "type": "string"},
         {"name": "_chimera_trace", "type": "string"}]
@@ -241,7 +248,8 @@ class FastTopic:
         self.sync = self.ocf_header[-16:]
         # every record's bytes were its own (see the module docstring); event_id set (else
         # the Python path derives one)
-        aligned = "_chimera_tail = substring(_chimera_head, 1, 8) AND event_id != ''"
+        aligned = (f"reinterpretAsUInt64(_chimera_tail) = reinterpretAsUInt64(substring(_chimera_head, 1, 8)) "
+                   f"* {MIX_MUL} + {MIX_ADD} AND event_id != ''")
         self.checks = {"events": f"{aligned} AND {payload_ok}",
                        **{t: f"{aligned} AND {strings_ok(schema)}" for t in tables}}
         self.selects = {"events": self.events_select(), **tables}

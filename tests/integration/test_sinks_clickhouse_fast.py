@@ -243,3 +243,22 @@ def test_fast_path_tables_of_an_older_mapping_are_dropped_at_set_up(sink):
                    "ORDER BY name", "TSV").bytes().decode().split()
     assert left and all(n.startswith(name) for n in left), left
     assert fast.drop_stale(e) == []
+
+
+@pytest.mark.parametrize("offset", [0, 1, 256, 2 ** 40])
+def test_a_body_with_trailing_bytes_is_refused_whatever_its_offset(sink, offset):
+    """Zero bytes after a body shift the envelope's tail; at offset 0 a tail holding the plain
+    offset (all zeros) read the same shifted, and such a record was stored. The tail is a mix
+    of the offset, so the shift is seen: the write fails and the Python path takes the batch."""
+    from sinks.base import SinkBatch
+    s = serde(FB)
+    raw = s.encode(_fb(1, event_id=f"trailing-{offset}")) + b"\x00\x00"
+    msg = _messages([_fb(0)], start=offset)[0]
+    wire = sink.wire(FB)
+    item = wire(raw, msg.key(), offset, msg.partition(), msg.timestamp()[1], None)
+    assert type(item) is bytes
+    batch = SinkBatch(FB, msg.partition(), offset, offset, [msg])
+    batch.items, batch.wired = [item], 1
+    with pytest.raises(Exception):
+        sink.write(batch)
+    _truncate(sink)
