@@ -76,12 +76,22 @@ def triton_repository(tmp_path_factory):
 @pytest.fixture(scope="session")
 def triton_server(triton_repository, tmp_path_factory):
     """A real tritonserver (CPU, Python backend) with the embedder and estimator loaded, on free
-    loopback ports, stopped at the end of the session. TRITON_URL skips the start (external
+    loopback ports (a container where a Docker engine answers), stopped at the end of the session. TRITON_URL skips the start (external
     server; its repository must hold the same models)."""
-    from infra.tritonserver import TritonServer
+    from infra import containers
     if os.environ.get("TRITON_URL"):
         yield type("External", (), {"url": os.environ["TRITON_URL"], "repository": triton_repository})()
         return
-    with TritonServer(triton_repository, models=("embedder", "estimator"),
-                      log_dir=tmp_path_factory.mktemp("triton-log")) as server:
+    with containers.triton(triton_repository, models=("embedder", "estimator"),
+                           log_dir=tmp_path_factory.mktemp("triton-log")) as server:
         yield server
+
+
+@pytest.fixture
+def stores():
+    """ClickHouse and Chroma servers in containers where a Docker engine answers, their URLs in
+    CLICKHOUSE_URL / CHROMA_URL for the test (and the sinks and workers it starts); locally
+    nothing: the sinks run chdb and Chroma in process on the test's own folders."""
+    from infra import containers
+    with containers.stores() as urls:
+        yield urls

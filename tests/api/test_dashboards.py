@@ -48,7 +48,7 @@ def _goal(i: int, now_ms: int) -> dict:
                        "resources": {"cpu": 4}}]}
 
 
-def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, planner_stack, tmp_path):
+def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, planner_stack, stores, tmp_path):
     from sinks.base import SinkRunner
     from sinks.clickhouse import ClickHouseSink, reader
 

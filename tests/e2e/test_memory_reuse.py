@@ -16,7 +16,7 @@ from topics import registry as T
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 
-def test_worker_reuses_a_similar_completed_goal_and_says_so(kafka_bootstrap, planner_stack, tmp_path):
+def test_worker_reuses_a_similar_completed_goal_and_says_so(kafka_bootstrap, planner_stack, stores, tmp_path):
     from sinks.chroma import ChromaSink
 
     folder = tmp_path / "chroma"

@@ -52,8 +52,8 @@ def _neo_counts(graph, plans: set[str], goals: set[str]) -> dict:
 
 
 def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(kafka_bootstrap, planner_stack,
-                                                                               tmp_path):
-    from infra.neo4j import Neo4jServer
+                                                                               stores, tmp_path):
+    from infra import containers
     from sinks import service
     from sinks.clickhouse import reader
     from sinks.neo4j import Graph
@@ -72,7 +72,7 @@ def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(
                 count=len(want), timeout=120)
         return want
 
-    with Neo4jServer(data_dir=tmp_path / "neo4j") as neo:
+    with containers.neo4j(data_dir=tmp_path / "neo4j") as neo:
         graph = Graph(neo.uri)
         try:
             plans = plan_goals(first)

@@ -63,8 +63,8 @@ def _send_goals(bootstrap: str, prefix: str, timeout: float, worker) -> tuple[se
 @pytest.mark.timeout(900)
 def test_llm_breakdown_is_judged_off_the_fast_path_and_a_dead_server_costs_nothing(
         kafka_bootstrap, planner_stack, triton_repository, tmp_path):
-    from infra.tritonserver import TritonServer
-    server = TritonServer(triton_repository, models=("decomposer",), log_dir=tmp_path / "triton").start()
+    from infra import containers
+    server = containers.triton(triton_repository, models=("decomposer",), log_dir=tmp_path / "triton").start()
     try:
         port = free_port()
         # approval by a person: nothing is dispatched, so the LLM breakdown is judged on its merits

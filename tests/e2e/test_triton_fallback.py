@@ -31,8 +31,8 @@ def _plans(bootstrap: str, goals: list[dict]) -> dict[str, dict]:
 
 def test_plans_keep_flowing_when_triton_is_killed_mid_stream(kafka_bootstrap, planner_stack, triton_repository,
                                                              tmp_path):
-    from infra.tritonserver import TritonServer
-    server = TritonServer(triton_repository, models=("estimator",), log_dir=tmp_path / "triton").start()
+    from infra import containers
+    server = containers.triton(triton_repository, models=("estimator",), log_dir=tmp_path / "triton").start()
     try:
         port = free_port()
         # ratio 1.0: the untrained estimator's interval (0.9 x median) counts as confident, so

@@ -27,7 +27,7 @@ def _history(memory, prefix: str) -> None:
     memory.apply([g], [p], fb)
 
 
-def test_planner_reuses_a_completed_episode_through_the_sinks_endpoint(tmp_path):
+def test_planner_reuses_a_completed_episode_through_the_sinks_endpoint(stores, tmp_path):
     from sinks.chroma import ChromaSink
 
     folder = tmp_path / "chroma"

@@ -27,7 +27,7 @@ def _episodes(memory, prefix):
     return {i: (m, d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
 
 
-def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap, tmp_path):
+def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap, stores, tmp_path):
     from sinks.base import SinkRunner
     from sinks.chroma import ChromaSink, Memory
 

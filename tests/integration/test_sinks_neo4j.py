@@ -11,10 +11,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def neo4j_server(tmp_path_factory):
-    """A real Neo4j on a free loopback port, its data folder kept across stop/start in the module."""
-    from infra.neo4j import Neo4jServer
+    """A real Neo4j on a free loopback port (a container where a Docker engine answers), its data
+    kept across stop/start in the module."""
+    from infra import containers
 
-    server = Neo4jServer(data_dir=tmp_path_factory.mktemp("neo4j"))
+    server = containers.neo4j(data_dir=tmp_path_factory.mktemp("neo4j"))
     server.start()
     yield server
     server.close()

@@ -23,9 +23,9 @@ GOALS = [{"goal_id": "d1", "title": "Launch billing API", "domain": "software",
 def test_decomposer_answers_are_served_batched_and_validated(triton_repository, tmp_path):
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as aio
-    from infra.tritonserver import TritonServer
+    from infra import containers
 
-    with TritonServer(triton_repository, models=("decomposer",), log_dir=tmp_path) as server:
+    with containers.triton(triton_repository, models=("decomposer",), log_dir=tmp_path) as server:
         c = grpcclient.InferenceServerClient(server.url)
         meta = c.get_model_metadata("decomposer")
         assert [i.name for i in meta.inputs] == ["GOAL"] and [o.name for o in meta.outputs] == ["TASKS"]

@@ -18,7 +18,7 @@ def _inputs(tasks):
 
 def test_train_writes_a_better_version_and_triton_hot_loads_it_under_load(tmp_path):
     import tritonclient.grpc as grpcclient
-    from infra.tritonserver import TritonServer
+    from infra import containers
     from triton_models import history, repository, training
 
     repo = repository.prepare(tmp_path / "repo")
@@ -28,7 +28,7 @@ def test_train_writes_a_better_version_and_triton_hot_loads_it_under_load(tmp_pa
     errors: list[str] = []
     stop = threading.Event()
 
-    with TritonServer(repo, models=("estimator",), log_dir=tmp_path / "log") as server:
+    with containers.triton(repo, models=("estimator",), log_dir=tmp_path / "log") as server:
         def traffic():
             c = grpcclient.InferenceServerClient(server.url)
             while not stop.is_set():

@@ -3,6 +3,7 @@ Docker engine, so the engine that answers is a FAKE: a socket server that speaks
 `GET /_ping` (the one thing the choice asks), on a Unix socket and on TCP."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 
@@ -68,3 +69,67 @@ def test_an_engine_over_tcp_and_one_that_is_not_ok():
 def test_a_bad_mode_is_refused():
     with pytest.raises(ValueError):
         choose({"CHIMERA_SERVICES": "docker"})
+
+
+# ----------------------------------------------------------------------------- per service
+
+@pytest.fixture
+def engine(tmp_path, monkeypatch):
+    """DOCKER_HOST on the FAKE engine: the choice says containers (nothing is started here)."""
+    path = str(tmp_path / "docker.sock")
+    fake = FakeEngine(socket.AF_UNIX, path)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    monkeypatch.delenv("CHIMERA_SERVICES", raising=False)
+    yield
+    fake.close()
+
+
+def test_without_an_engine_the_fixtures_get_the_local_launchers(tmp_path, monkeypatch):
+    from infra import containers
+    from infra.neo4j import Neo4jServer
+    from infra.tritonserver import TritonServer
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+    monkeypatch.delenv("CLICKHOUSE_URL", raising=False)
+    assert isinstance(containers.neo4j(data_dir=tmp_path), Neo4jServer)
+    server = containers.triton(tmp_path, ("estimator",), log_dir=tmp_path / "log")
+    assert isinstance(server, TritonServer) and server.models == ["estimator"]
+    with containers.stores() as urls:   # chdb and Chroma in process: no URL is set
+        assert urls == {} and "CLICKHOUSE_URL" not in os.environ
+
+
+def test_with_an_engine_the_fixtures_get_containers_of_the_compose_images(engine, tmp_path):
+    from infra import containers
+
+    neo = containers.neo4j(data_dir=tmp_path)
+    assert isinstance(neo, containers.Neo4jContainer) and not neo.running
+    assert neo.image() == containers.compose_service("neo4j")["image"]
+    assert neo.environment()["NEO4J_AUTH"] == "none"       # as the local Neo4j: no authentication
+    assert containers.ClickHouseContainer().image() == containers.compose_service("clickhouse")["image"]
+    assert containers.ChromaContainer().image() == containers.compose_service("chroma")["image"]
+    ch = containers.ClickHouseContainer()
+    assert ch.environment()["CLICKHOUSE_PASSWORD"] and ch.ports == (8123,)
+
+    triton = containers.triton(tmp_path / "repo", ("embedder", "estimator"), log_dir=tmp_path / "log")
+    assert isinstance(triton, containers.TritonContainer)
+    assert triton.volumes() == {str((tmp_path / "repo").resolve()): ("/models", "rw")}  # training writes versions
+    cmd = triton.command()
+    assert cmd[0] == "tritonserver" and "--model-control-mode=explicit" in cmd
+    assert [c for c in cmd if c.startswith("--load-model=")] == ["--load-model=embedder", "--load-model=estimator"]
+    assert (containers.COMPOSE.parent / containers.compose_service("triton")["build"]["dockerfile"]).is_file()
+
+
+def test_an_external_store_is_kept_even_with_an_engine(engine, monkeypatch):
+    from infra import containers
+
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://elsewhere:8123")
+    monkeypatch.setenv("CHROMA_URL", "http://elsewhere:8000")
+    with containers.stores() as urls:   # nothing to start: both are set
+        assert urls == {} and os.environ["CLICKHOUSE_URL"] == "http://elsewhere:8123"
+
+
+def test_an_unknown_compose_service_is_a_clear_error():
+    from infra import containers
+
+    with pytest.raises(KeyError, match="no service 'nosuch'"):
+        containers.compose_service("nosuch")
