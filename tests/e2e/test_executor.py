@@ -163,38 +163,42 @@ def test_runs_only_what_is_assigned_to_it_and_refuses_a_missing_capability(kafka
     assert not [r for r in fb.records if r["task_id"] in ("theirs", "nobody")]
 
 
-def test_an_unreadable_assignment_is_dead_lettered_once_per_executor_and_the_next_one_runs(kafka_bootstrap, tmp_path):
+def test_an_unreadable_assignment_is_dead_lettered_once_per_executor_and_the_next_one_runs(tmp_path):
     """Garbage on tasks.assigned goes to tasks.assigned.dlq with its reason, its source and the
     executor that read it (each executor reads every assignment in its own group), in the
-    transaction that moves the offset past it; the assignment after it runs as usual."""
+    transaction that moves the offset past it; the assignment after it runs as usual. On its own
+    broker: the garbage would otherwise sit on the session's tasks.assigned for every later test."""
+    from infra.kafka import KafkaBroker
     from streams import client
     from tests.kafka_helpers import collect, produce
     from topics.admin import create_topics
-    asyncio.run(create_topics(kafka_bootstrap))
-    me = f"ex-dlq-{os.getpid()}-{next(_n)}"
-    asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{me}", [T.TASKS_ASSIGNED.name]))
-    plan = ids.plan_id(f"exec-dlq-{os.getpid()}-{next(_n)}")
-    garbage = {f"{plan}-json": b'{"plan_id": "x"}', f"{plan}-id": b"\x00\x00\x00\x00\x07 not avro at all"}
-    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
-    factory = Executors(kafka_bootstrap, tmp_path)
-    try:
-        factory(me, 1, capabilities=["wasm", "qa"])
-        produce(kafka_bootstrap, T.TASKS_ASSIGNED.name, list(garbage.items()))
-        _produce(kafka_bootstrap, [dict(_assignment(plan, _task("after", "Run the tests", phase="test")),
-                                        assigned_to=me)])
-        fb.poll_until(lambda rs: len(fb.terminal()) >= 1, timeout=60, settle=1.0)
-        letters = collect(kafka_bootstrap, T.TASKS_ASSIGNED.dlq, lambda r: r.key in garbage, count=2, timeout=30,
-                          settle=1.0)
-    finally:
-        fb.close()
-        factory.close()
-    assert fb.terminal() == Counter({(plan, "after", "COMPLETED"): 1}), fb.terminal()
-    assert sorted(r.key for r in letters) == sorted(garbage), "each garbage record dead-lettered once"
-    for r in letters:
-        assert r.raw == garbage[r.key], "the raw bytes are kept"
-        assert r.headers["chimera.dlq.reason"] in ("not_avro", "unknown_schema_id", "schema_mismatch")
-        assert r.headers["chimera.source.topic"] == T.TASKS_ASSIGNED.name
-        assert r.headers["chimera.dlq.consumer"] == me
+    with KafkaBroker() as broker:
+        kafka_bootstrap = broker.bootstrap
+        asyncio.run(create_topics(kafka_bootstrap))
+        me = f"ex-dlq-{os.getpid()}-{next(_n)}"
+        asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{me}", [T.TASKS_ASSIGNED.name]))
+        plan = ids.plan_id(f"exec-dlq-{os.getpid()}-{next(_n)}")
+        garbage = {f"{plan}-json": b'{"plan_id": "x"}', f"{plan}-id": b"\x00\x00\x00\x00\x07 not avro at all"}
+        fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
+        factory = Executors(kafka_bootstrap, tmp_path)
+        try:
+            factory(me, 1, capabilities=["wasm", "qa"])
+            produce(kafka_bootstrap, T.TASKS_ASSIGNED.name, list(garbage.items()))
+            _produce(kafka_bootstrap, [dict(_assignment(plan, _task("after", "Run the tests", phase="test")),
+                                            assigned_to=me)])
+            fb.poll_until(lambda rs: len(fb.terminal()) >= 1, timeout=60, settle=1.0)
+            letters = collect(kafka_bootstrap, T.TASKS_ASSIGNED.dlq, lambda r: r.key in garbage, count=2,
+                              timeout=30, settle=1.0)
+        finally:
+            fb.close()
+            factory.close()
+        assert fb.terminal() == Counter({(plan, "after", "COMPLETED"): 1}), fb.terminal()
+        assert sorted(r.key for r in letters) == sorted(garbage), "each garbage record dead-lettered once"
+        for r in letters:
+            assert r.raw == garbage[r.key], "the raw bytes are kept"
+            assert r.headers["chimera.dlq.reason"] in ("not_avro", "unknown_schema_id", "schema_mismatch")
+            assert r.headers["chimera.source.topic"] == T.TASKS_ASSIGNED.name
+            assert r.headers["chimera.dlq.consumer"] == me
 
 
 def test_every_slot_busy_pauses_the_partitions_and_a_free_slot_resumes_them(kafka_bootstrap, tmp_path):
