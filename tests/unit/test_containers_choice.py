@@ -1,8 +1,10 @@
 """The automatic choice between testcontainers and the local launchers. This machine has no
-Docker engine, so the engine that answers is a FAKE: a socket server that speaks only Docker's
-`GET /_ping` (the one thing the choice asks), on a Unix socket and on TCP."""
+Docker engine, so the engine that answers is a FAKE: a socket server that speaks only the two
+requests the choice makes through the docker SDK (`GET /version`, `GET /_ping`), on a Unix socket
+and on TCP."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -12,14 +14,19 @@ import pytest
 from infra.containers import choose, docker_engine
 
 
-class FakeEngine:
-    """FAKE Docker engine: answers /_ping with 200 OK (or `reply`), nothing else."""
+def _reply(status: str, body: bytes, kind: str = "text/plain") -> bytes:
+    return (f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
 
-    def __init__(self, family, address, reply: bytes = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nOK") -> None:
+
+class FakeEngine:
+    """FAKE Docker engine: answers /version and /_ping (or `status` to everything), nothing else."""
+
+    def __init__(self, family, address, status: str = "200 OK") -> None:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.bind(address)
-        self.sock.listen(4)
-        self.reply = reply
+        self.sock.listen(8)
+        self.status = status
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -29,8 +36,15 @@ class FakeEngine:
             except OSError:
                 return
             with conn:
-                conn.recv(4096)
-                conn.sendall(self.reply)
+                request = conn.recv(4096).decode(errors="replace")
+                path = request.split(" ")[1] if " " in request else ""
+                if not self.status.startswith("200"):
+                    conn.sendall(_reply(self.status, b"no"))
+                elif path.endswith("/version"):
+                    conn.sendall(_reply(self.status, json.dumps({"ApiVersion": "1.45", "Version": "fake"}).encode(),
+                                        "application/json"))
+                else:
+                    conn.sendall(_reply(self.status, b"OK"))
 
     def close(self) -> None:
         self.sock.close()
@@ -48,7 +62,7 @@ def test_an_engine_on_a_unix_socket_means_testcontainers(tmp_path):
     engine = FakeEngine(socket.AF_UNIX, path)
     try:
         env = {"DOCKER_HOST": f"unix://{path}"}
-        assert docker_engine(env) == env["DOCKER_HOST"]
+        assert docker_engine(env)
         assert choose(env) == "containers"
         assert choose({**env, "CHIMERA_SERVICES": "local"}) == "local"
     finally:
@@ -57,10 +71,14 @@ def test_an_engine_on_a_unix_socket_means_testcontainers(tmp_path):
 
 def test_an_engine_over_tcp_and_one_that_is_not_ok():
     good = FakeEngine(socket.AF_INET, ("127.0.0.1", 0))
-    bad = FakeEngine(socket.AF_INET, ("127.0.0.1", 0), reply=b"HTTP/1.0 500 Oops\r\n\r\nno")
+    bad = FakeEngine(socket.AF_INET, ("127.0.0.1", 0), status="500 Oops")
     try:
         assert choose({"DOCKER_HOST": f"tcp://127.0.0.1:{good.sock.getsockname()[1]}"}) == "containers"
         assert choose({"DOCKER_HOST": f"tcp://127.0.0.1:{bad.sock.getsockname()[1]}"}) == "local"
+        # TLS asked for (as the docker CLI reads it) but the plain-text engine cannot speak it
+        tls = {"DOCKER_HOST": f"tcp://127.0.0.1:{good.sock.getsockname()[1]}", "DOCKER_TLS_VERIFY": "1",
+               "DOCKER_CERT_PATH": "/nonexistent/certs"}
+        assert docker_engine(tls) is None and choose(tls) == "local"
     finally:
         good.close()
         bad.close()

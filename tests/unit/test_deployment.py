@@ -36,6 +36,21 @@ def test_compose_has_the_full_stack():
     assert "grafana-clickhouse-datasource" in services["grafana"]["environment"]["GF_INSTALL_PLUGINS"]
 
 
+def test_compose_clickhouse_clients_log_in_as_its_user():
+    """The image lets only a user with a password in over the network: the sinks, the API and
+    Grafana must use the user the clickhouse service creates."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    ch = services["clickhouse"]["environment"]
+    assert ch["CLICKHOUSE_USER"] and ch["CLICKHOUSE_PASSWORD"]
+    urls = [s["environment"]["CLICKHOUSE_URL"] for s in services.values()
+            if isinstance(s.get("environment"), dict) and "CLICKHOUSE_URL" in s["environment"]]
+    assert urls and all(u.startswith(f"http://{ch['CLICKHOUSE_USER']}:") for u in urls), urls
+    ds = yaml.safe_load((REPO / "infra/grafana/provisioning/datasources/clickhouse.yml").read_text())
+    source = ds["datasources"][0]
+    assert source["jsonData"]["username"] == ch["CLICKHOUSE_USER"] and source["secureJsonData"]["password"]
+    assert "CLICKHOUSE_PASSWORD" in services["grafana"]["environment"]
+
+
 @pytest.mark.parametrize("name,doc", _docs(), ids=lambda x: x if isinstance(x, str) else x["kind"] + "/" +
                          x["metadata"]["name"])
 def test_manifest_is_valid_kubernetes(name, doc):
