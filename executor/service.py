@@ -94,9 +94,9 @@ class ExecutorConfig:
     # Finished (plan, task, attempt) tokens kept to skip a duplicate of an assignment this process
     # already ran. A duplicate is the planner sending the same attempt again after its own restart
     # (at-least-once: what it produced since its last commit, a few seconds of output, re-sent once
-    # it is back, within a minute or two); an older one cannot come. 4,096 tokens (~1 MB) cover
+    # it is back, within a minute or two); an older one cannot come. 4,096 tokens (~1.4 MB) cover
     # about four minutes at the goal's 1,000 tasks/min even if every task were this executor's;
-    # a duplicate past that runs again and repeats the same event ids. Before: 100,000 (~30 MB,
+    # a duplicate past that runs again and repeats the same event ids. Before: 100,000 (~33 MB,
     # still growing after 10,000 tasks).
     recent_tasks: int = 4096
 
