@@ -15,12 +15,17 @@
    first assignment produced to the last feedback, and the assignment -> feedback latency
    (broker timestamps), against the same trivial module in a bare loop in the same run.
    Goal: >= 1,000 tasks/min. KAFKA_BOOTSTRAP, else a local broker started here.
+   Meanwhile each executor SERVICE process's RSS (/proc/<pid>/statm) is sampled after the
+   warm-up and every N/40 tasks: first, max and last sample and last / first (the goal's
+   "executor's own memory flat after 10,000 tasks": `--only-e2e --e2e 10000`; the in-process
+   figure 3 leaves out Kafka clients, the feedback path and what the service keeps).
 
     python -m bench.executor [--tasks 10000] [--e2e 3000] [--only-e2e]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import tempfile
@@ -40,6 +45,12 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def statm_rss_mb(pid: int) -> float:
+    """Resident memory of another process (statm's second field is resident pages)."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -152,12 +163,12 @@ def _noop_assignment(plan: str, i: int, executor_id: str) -> dict:
             "deadline_ms": now + 600_000}
 
 
-def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
-    """Two executor processes, n noop assignments (half to each): tasks/min and latencies (ms)."""
+def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict, dict]:
+    """Two executor processes, n noop assignments (half to each): tasks/min, latencies (ms), and
+    per executor its RSS samples (tasks done by then in all, MB)."""
     import asyncio
     import itertools
     import json
-    import os
     import subprocess
     import sys
 
@@ -205,9 +216,16 @@ def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
             p.flush(30)
             return t0, want
 
-        def wait(want: set[str], timeout: float) -> tuple[float, list[float], dict]:
+        rss: dict[str, list[tuple[int, float]]] = {eid: [] for eid in ids_}
+
+        def sample(done: int) -> None:
+            for eid, pr in zip(ids_, procs):
+                rss[eid].append((done, statm_rss_mb(pr.pid)))
+
+        def wait(want: set[str], timeout: float, every: int = 0) -> tuple[float, list[float], dict]:
             lat, by, last = [], {}, time.perf_counter()
             deadline = time.monotonic() + timeout
+            total, next_sample = len(want), every
             while want and time.monotonic() < deadline:
                 for m in c.consume(500, 0.5):
                     if m.error():
@@ -220,6 +238,9 @@ def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
                         lat.append(m.timestamp()[1] - assigned_at[k])
                         ex = json.loads(r["message"])["executor"]
                         by[ex] = by.get(ex, 0) + 1
+                        if every and total - len(want) >= next_sample:
+                            sample(total - len(want))
+                            next_sample += every
             if want:
                 raise RuntimeError(f"{len(want)} tasks without COMPLETED feedback")
             return last, lat, by
@@ -227,8 +248,9 @@ def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
         try:
             _, want = batch(40, "warm")                     # the executors joined their groups, modules loaded
             wait(want, 120)
+            sample(0)
             t0, want = batch(n, "run")
-            last, lat, by = wait(want, 600)
+            last, lat, by = wait(want, max(600.0, n * 0.12), every=max(1, n // 40))
         finally:
             for pr in procs:
                 pr.terminate()
@@ -242,7 +264,7 @@ def end_to_end(n: int, root: Path) -> tuple[float, list[float], dict]:
                 tomb.produce(T.RESOURCES_AVAILABILITY.name, key=eid.encode(), value=None)
             tomb.flush(10)
             c.close()
-        return n / (last - t0) * 60, lat, by
+        return n / (last - t0) * 60, lat, by, rss
 
 
 def main() -> None:
@@ -258,12 +280,19 @@ def main() -> None:
     wasm = REGISTRY["noop"].wasm().read_bytes()
     try:
         if a.e2e:
-            rate, lat, by = end_to_end(a.e2e, root)
+            rate, lat, by, rss = end_to_end(a.e2e, root)
             bare_rate = bare_loop(wasm, a.e2e)
             print(f"end to end, two executors (2 slots each) on the real broker: {rate:,.0f} tasks/min from the first "
                   f"assignment to the last COMPLETED (goal >= 1,000: {'met' if rate >= 1000 else 'NOT met'}; "
                   f"per executor {by}); assignment -> feedback p50 {pct(lat, 50):.0f} ms, p99 {pct(lat, 99):.0f} ms; "
                   f"same noop module in a bare loop {bare_rate:,.0f} tasks/min ({rate / bare_rate:.4f}x)")
+            for eid, xs in rss.items():
+                (_, first), (done, last) = xs[0], xs[-1]
+                tenth = next((mb for k, mb in xs if k >= a.e2e // 10), first)
+                print(f"executor service {eid} RSS over {done:,} tasks in all ({a.e2e // 2:,} its own): "
+                      f"{first:.1f} MB after the warm-up, {tenth:.1f} MB after {a.e2e // 10:,}, max "
+                      f"{max(mb for _, mb in xs):.1f}, last {last:.1f} MB (last / first {last / first:.3f}, "
+                      f"last / after {a.e2e // 10:,} {last / tenth:.3f}; {len(xs)} samples)")
         if a.only_e2e:
             return
         bare_start(wasm, 300), sandbox_start(sb, wasm, 300)               # warm up

@@ -91,6 +91,14 @@ class ExecutorConfig:
     control: bool = True                # honour control.commands (emergency stop)
     commit_interval_s: float = 0.1      # finished tasks' feedback and offsets commit at most this often
     pause_after_s: float = 0.5          # every slot busy this long: pause the partitions (backpressure)
+    # Finished (plan, task, attempt) tokens kept to skip a duplicate of an assignment this process
+    # already ran. A duplicate is the planner sending the same attempt again after its own restart
+    # (at-least-once: what it produced since its last commit, a few seconds of output, re-sent once
+    # it is back, within a minute or two); an older one cannot come. 4,096 tokens (~1.4 MB) cover
+    # about four minutes at the goal's 1,000 tasks/min even if every task were this executor's;
+    # a duplicate past that runs again and repeats the same event ids. Before: 100,000 (~33 MB,
+    # still growing after 10,000 tasks).
+    recent_tasks: int = 4096
 
     @property
     def consumer_group(self) -> str:
@@ -251,6 +259,8 @@ class Executor:
             for e in entries.values():
                 if e.cancel is not None:
                     e.cancel.set()      # its new owner runs it again; free the slot now
+                if e.ref is not None and e.records:   # finished, not committed: to run again if it comes back
+                    self._recent.pop((e.ref.plan_id, e.ref.task_id, e.ref.attempt), None)
 
     # -- tasks -----------------------------------------------------------------------------
     def _handle(self, msg) -> None:
@@ -368,7 +378,7 @@ class Executor:
                               list(headers.items())))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
-        while len(self._recent) > 100_000:
+        while len(self._recent) > self.cfg.recent_tasks:
             self._recent.popitem(last=False)
 
     def _drain_done(self, wait: float = 0.0) -> None:

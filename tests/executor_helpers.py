@@ -88,9 +88,11 @@ class Executors:
         self.ids: set[str] = set()
 
     def __call__(self, executor_id: str, slots: int = 2, *, capabilities=(), rate: float = 0.0,
-                 heartbeat_s: float = 1.0, args=(), env=None) -> subprocess.Popen:
+                 heartbeat_s: float = 1.0, args=(), env=None, entry: str = "executor.service") -> subprocess.Popen:
+        """`entry`: the module run with `python -m` (tests.hostile_executor: the service with the
+        hostile test modules registered)."""
         log = open(self.tmp_path / f"{executor_id}-{len(self.procs)}.log", "w")
-        cmd = [sys.executable, "-m", "executor.service", "--bootstrap", self.bootstrap, "--id", executor_id,
+        cmd = [sys.executable, "-m", entry, "--bootstrap", self.bootstrap, "--id", executor_id,
                "--slots", str(slots), "--heartbeat-s", str(heartbeat_s), "--hourly-rate", str(rate),
                "--work-root", str(self.tmp_path / executor_id)]
         for c in capabilities:

@@ -60,7 +60,8 @@ def executors(kafka_bootstrap, tmp_path):
     group = f"executors-test-{os.getpid()}-{next(_n)}"
     asyncio.run(client.commit_at_end(kafka_bootstrap, group, [T.TASKS_ASSIGNED.name]))
     factory = Executors(kafka_bootstrap, tmp_path)
-    yield lambda executor_id, slots=2: factory(executor_id, slots, args=("--group", group, "--unassigned"))
+    yield lambda executor_id, slots=2, args=(): factory(executor_id, slots,
+                                                        args=("--group", group, "--unassigned", *args))
     factory.close()
 
 
@@ -238,3 +239,112 @@ def test_every_slot_busy_pauses_the_partitions_and_a_free_slot_resumes_them(kafk
     assert any(paused for paused, _ in seen), "the partitions were paused while the slot was busy"
     assert max(running for _, running in seen) == 1, "never more tasks running than slots"
     assert not ex.paused, "resumed once the slot was free"
+
+
+def test_hostile_modules_fail_with_their_reasons_and_the_executor_keeps_consuming(kafka_bootstrap, tmp_path):
+    """The sandbox's "Done when" through the running service: assignments whose modules are an
+    infinite loop, a memory bomb, a recursion bomb, a file escape, an unknown host import and
+    10 MB of output each end with one terminal feedback carrying the sandbox's reason, and a good
+    task behind them (same partition, so its offset commits only after theirs) still COMPLETES.
+    Two executors, because fuel is an executor's setting: `ex-fuel` (2e8 instructions, 32 MB)
+    stops the loop by fuel, `ex-clock` (fuel without end, 3 s of wall time) by its deadline."""
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    run = f"{os.getpid()}-{next(_n)}"
+    fuel, clock = f"ex-fuel-{run}", f"ex-clock-{run}"
+    for who in (fuel, clock):
+        asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{who}", [T.TASKS_ASSIGNED.name]))
+    (tmp_path / fuel).mkdir()
+    secret = tmp_path / fuel / "secret.txt"        # beside the executor's task folders, not in one
+    secret.write_text("TOPSECRET\n")
+    plan = ids.plan_id(f"exec-hostile-{run}")
+    hostile = {"loop-fuel": (fuel, "wasm: loop"), "membomb": (fuel, "wasm: membomb"),
+               "recursion": (fuel, "wasm: recursion"), "escape": (fuel, f"wasm: escape {secret}"),
+               "import": (fuel, "wasm: unknown-import"), "spew": (fuel, "wasm: spew"),
+               "loop-time": (clock, "wasm: loop")}
+    records = [dict(_assignment(plan, _task(t, name)), assigned_to=who) for t, (who, name) in hostile.items()]
+    records += [dict(_assignment(plan, _task(f"good-{who}", "Run the tests", phase="test")), assigned_to=who)
+                for who in (fuel, clock)]
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {plan})
+    factory = Executors(kafka_bootstrap, tmp_path)
+    try:
+        procs = [factory(fuel, 4, args=("--fuel", str(2 * 10**8), "--memory-mb", "32"),
+                         entry="tests.hostile_executor"),
+                 factory(clock, 2, args=("--fuel", str(10**15), "--timeout-s", "3"), entry="tests.hostile_executor")]
+        _produce(kafka_bootstrap, records)
+        fb.poll_until(lambda rs: len(fb.terminal()) >= len(records), timeout=120, settle=3.0)
+        alive = [p.poll() is None for p in procs]
+    finally:
+        fb.close()
+        factory.close()
+    term = fb.terminal()
+    assert all(n == 1 for n in term.values()), term
+    end = {r["task_id"]: r for r in fb.records if r["status"] in ("COMPLETED", "FAILED", "CANCELLED")}
+    assert set(end) == set(hostile) | {f"good-{fuel}", f"good-{clock}"}, sorted(end)
+    reasons = {"loop-fuel": "out_of_fuel", "loop-time": "timeout", "membomb": "out_of_memory",
+               "recursion": "trap", "import": "unknown_import", "spew": "output_limit"}
+    for t, reason in reasons.items():
+        assert end[t]["status"] == "FAILED" and end[t]["message"].startswith(reason + ":"), (t, end[t]["message"])
+    assert "launch_missiles" in end["import"]["message"]
+    # the escape is no failure of the sandbox: every open outside `/` is refused inside the module,
+    # which exits 0 only when nothing leaked (9 if it could read anything) and prints DENIED last
+    assert end["escape"]["status"] == "COMPLETED", end["escape"]
+    assert end["escape"]["produced"]["exit_status"] == 0
+    assert json.loads(end["escape"]["message"])["summary"] == f"DENIED {secret}"
+    assert not [r for r in fb.records if "TOPSECRET" in (r["message"] or "")]
+    for who in (fuel, clock):
+        good = end[f"good-{who}"]
+        assert good["status"] == "COMPLETED" and json.loads(good["message"])["executor"] == who, good["message"]
+    assert alive == [True, True], "both executors still ran after their hostile tasks"
+
+
+def test_a_stop_of_every_plan_interrupts_two_plans_within_a_second_and_nothing_starts_until_resume(
+        kafka_bootstrap, executors):
+    """control.commands' STOP for all plans (key `*`, plan_id null) interrupts the running sandboxes
+    of two plans (CANCELLED within a second of the stop); an assignment that arrives while every
+    plan is stopped is answered CANCELLED without starting; after RESUME a new one runs. The
+    RESUME is sent whatever happens: the broker and its control topic are the session's."""
+    from streams import codec
+    from tests.kafka_helpers import produce
+    run = f"{os.getpid()}-{next(_n)}"
+    a, b, held, after = (ids.plan_id(f"exec-stopall-{run}-{x}") for x in ("a", "b", "held", "after"))
+    now = lambda: int(time.time() * 1000)  # noqa: E731
+
+    def control(command: str) -> int:
+        rec = codec.control_record(command, None, reason="stop-all test", by="pytest", at_ms=now())
+        produce(kafka_bootstrap, rec.topic, [(rec.key, rec.value)])
+        return now()
+
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {a, b, held, after})
+    executors(f"exec-stopall-{run}", slots=2)
+    resumed_ms = None
+    try:
+        _produce(kafka_bootstrap, [_assignment(p, _task("forever", "wasm: compute 1000000 100000")) for p in (a, b)])
+        fb.poll_until(lambda rs: {a, b} <= {r["plan_id"] for r in rs if r["status"] == "STARTED"}, timeout=60)
+        assert {a, b} <= {r["plan_id"] for r in fb.records if r["status"] == "STARTED"}, fb.records
+        time.sleep(0.5)
+        stopped_ms = control("STOP")
+        fb.poll_until(lambda rs: {a, b} <= {r["plan_id"] for r in rs if r["status"] == "CANCELLED"}, timeout=10)
+        _produce(kafka_bootstrap, [_assignment(held, _task("check", "Run the tests", phase="test"))])
+        fb.poll_until(lambda rs: any(r["plan_id"] == held and r["status"] == "CANCELLED" for r in rs), timeout=20,
+                      settle=2.0)
+        during = [r for r in fb.records if r["status"] == "STARTED" and r["_ts"] >= stopped_ms]
+    finally:
+        resumed_ms = control("RESUME")
+    _produce(kafka_bootstrap, [_assignment(after, _task("check", "Run the tests", phase="test"))])
+    fb.poll_until(lambda rs: any(r["plan_id"] == after and r["status"] == "COMPLETED" for r in rs), timeout=60)
+    fb.close()
+    end = {r["plan_id"]: r for r in fb.records if r["status"] in ("COMPLETED", "FAILED", "CANCELLED")}
+    for p in (a, b):
+        took = end[p]["_ts"] - stopped_ms
+        assert end[p]["status"] == "CANCELLED" and ", after " in end[p]["message"], end[p]
+        assert took < 1000, f"plan {p}'s running sandbox was interrupted and reported {took} ms after the stop"
+        assert "stop by pytest" in end[p]["message"]
+    assert end[held]["status"] == "CANCELLED" and "not started" in end[held]["message"], end[held]
+    assert during == [], "nothing started while every plan was stopped"
+    assert end[after]["status"] == "COMPLETED"
+    started_after = [r for r in fb.records if r["plan_id"] == after and r["status"] == "STARTED"]
+    assert started_after and started_after[0]["_ts"] >= resumed_ms - 50
+    assert fb.terminal() == Counter({(a, "forever", "CANCELLED"): 1, (b, "forever", "CANCELLED"): 1,
+                                     (held, "check", "CANCELLED"): 1, (after, "check", "COMPLETED"): 1})

@@ -66,3 +66,34 @@ def test_deadline_and_explicit_module_from_a_goal_task_name():
          "task": {"task_id": "t", "name": "wasm: compute 1000 3", "description": "wasm: compute 1000 3 (explicit)"}}
     ref = task_ref(a)
     assert (ref.module, ref.args, ref.deadline_ms, ref.attempt) == ("compute", ("1000", "3"), 123, 2)
+
+
+def test_finished_tasks_kept_are_bounded_and_a_revoked_uncommitted_one_is_forgotten(tmp_path):
+    """The service keeps the last `recent_tasks` finished (plan, task, attempt) tokens, to skip a
+    duplicate assignment, and no more; a task that finished but was not committed when its
+    partition was revoked is forgotten, so that if the partition comes back it runs (and reports)
+    again instead of being skipped with its feedback lost. No broker: nothing here reaches Kafka."""
+    import threading
+    from collections import OrderedDict
+
+    from executor.service import Executor, _Entry
+    ex = Executor(ExecutorConfig("127.0.0.1:9", executor_id="ex-mem", work_root=tmp_path, control=False,
+                                 recent_tasks=3))
+    try:
+        key = (T.TASKS_ASSIGNED.name, 0)
+        refs = [task_ref({"plan_id": "plan-m", "attempt": 1, "task": {"task_id": f"t{i}", "name": "noop"}})
+                for i in range(7)]
+        ex.inflight[key] = OrderedDict()
+        for i in range(5):
+            ex._finish(key, ex.inflight[key].setdefault(i, _Entry(i, ref=refs[i])), refs[i], None, "trap: test")
+        assert list(ex._recent) == [("plan-m", f"t{i}", 1) for i in (2, 3, 4)]
+        running = _Entry(5, ref=refs[5], cancel=threading.Event())
+        ex.inflight[key] = OrderedDict({5: running, 6: _Entry(6, ref=refs[6])})
+        ex._finish(key, ex.inflight[key][6], refs[6], None, "trap: test")   # done behind a running one
+        assert ("plan-m", "t6", 1) in ex._recent
+        ex._on_revoke(ex.consumer, [__import__("confluent_kafka").TopicPartition(*key)])
+        assert ("plan-m", "t6", 1) not in ex._recent and ("plan-m", "t4", 1) in ex._recent
+        assert running.cancel.is_set() and key not in ex.inflight
+    finally:
+        ex.sandbox.close()
+        ex.consumer.close()
