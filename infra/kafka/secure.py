@@ -146,9 +146,14 @@ class SecureKafkaBroker(KafkaBroker):
                 "ca": folder / "ca.pem", "cert": folder / "broker.pem", "key": folder / "broker.key"}
             self.ca_file = f["ca"]
             store = folder / "broker-keystore.pem"   # PEM keystore: the PKCS#8 key, then the chain
+            store.touch(mode=0o600)
             store.write_text(f["key"].read_text() + f["cert"].read_text())
             self.extra_config["ssl.keystore.location"] = str(store)
-        return super()._write_config()
+            for secret in (store, folder / "broker.key", folder / "ca.key"):
+                secret.chmod(0o600)
+        path = super()._write_config()
+        path.chmod(0o600)   # the JAAS line holds every PLAIN password
+        return path
 
     def _format_args(self) -> list[str]:
         """Every user's SCRAM credential, as bootstrap records of the metadata log."""

@@ -40,11 +40,12 @@ def _approval() -> dict:
 
 
 def _send(broker, user: str, topic: str, value: bytes, password: str | None = None,
-          mechanism: str = "PLAIN") -> KafkaError | None:
+          mechanism: str = "PLAIN", **config) -> KafkaError | None:
     env = broker.client_env(user, mechanism=mechanism)
     if password is not None:
         env["KAFKA_SASL_PASSWORD"] = password
-    p = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 8000, **security.confluent(env)})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "message.timeout.ms": 8000, **security.confluent(env),
+                  **config})
     result: list = []
     p.produce(topic, key=b"plan-x", value=value, on_delivery=lambda err, msg: result.append(err))
     p.flush(15)
@@ -119,6 +120,8 @@ def test_tls_listener_with_a_generated_ca(tmp_path, caplog):
                                           "principal": "p", "role": "admin", "action": "x", "method": "POST",
                                           "path": "/", "target": "", "status": 202, "detail": "", "trace_id": ""})
         keys = [tmp_path / "tls" / "tls" / n for n in ("broker.key", "ca.key")]
+        for secret in (*keys, tmp_path / "tls" / "tls" / "broker-keystore.pem", tmp_path / "tls" / "server.properties"):
+            assert secret.stat().st_mode & 0o077 == 0, f"{secret.name} is readable by others"
     logs = {"the broker's log": broker.tail_log(100_000), "the clients' logs": caplog.text}
     key_lines = [ln for k in keys for ln in k.read_text().splitlines() if ln and not ln.startswith("-----")]
     assert len(key_lines) > 20
@@ -190,7 +193,8 @@ def test_sinks_read_every_topic_and_write_only_their_dead_letters(secure_broker)
                  value)
     c.commit(asynchronous=False)   # the group's offsets are the sinks' to keep
     c.close()
-    assert _send(secure_broker, "sinks", SINKS_DLQ.name, b"undecodable") is None
+    # the sinks' producer is idempotent (sinks/base.py): WRITE on its topic is all that takes
+    assert _send(secure_broker, "sinks", SINKS_DLQ.name, b"undecodable", **{"enable.idempotence": True}) is None
     for topic in (PLANS_CREATED.name, EXECUTION_FEEDBACK.name, CONTROL_COMMANDS.name):
         err = _send(secure_broker, "sinks", topic, b"forged")
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (topic, err)
