@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from types import SimpleNamespace
@@ -16,6 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 from api.health import Checks
 from api.writer import WriteFailed, Writer
+from sinks.base import Sink, SinkRunner
 from infra.kafka.secure import SCRAM, SecureKafkaBroker, apply_acls
 from topics import security
 from topics.registry import (CONTROL_COMMANDS, EXECUTION_FEEDBACK, PLANS_APPROVALS, PLANS_CREATED, PLANS_REFINED,
@@ -198,6 +200,41 @@ def test_sinks_read_every_topic_and_write_only_their_dead_letters(secure_broker)
     for topic in (PLANS_CREATED.name, EXECUTION_FEEDBACK.name, CONTROL_COMMANDS.name):
         err = _send(secure_broker, "sinks", topic, b"forged")
         assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (topic, err)
+
+
+class _Kept(Sink):
+    """A store that keeps what it is given: the runner's Kafka side is what is under test."""
+    name, topics = "acl", (PLANS_CREATED.name,)
+
+    def __init__(self) -> None:
+        self.kept: list = []
+
+    def write(self, batch) -> None:
+        self.kept.extend(batch)
+
+
+def test_the_sink_runner_under_the_sinks_principal_dead_letters_garbage(secure_broker, monkeypatch):
+    """The real SinkRunner (topics checked, group joined, idempotent dead-letter producer,
+    offsets committed) with KAFKA_SECURITY_* of the `sinks` principal: undecodable records on a
+    plan topic reach chimera.sinks.dlq."""
+    for k, v in secure_broker.client_env("sinks").items():
+        monkeypatch.setenv(k, v)
+    assert _send(secure_broker, "planner", PLANS_CREATED.name, b"not avro") is None
+    runner = SinkRunner(_Kept(), secure_broker.bootstrap, group=f"chimera-sink-acl-{uuid.uuid4().hex[:6]}")
+    stop = threading.Event()
+    t = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (runner.dead_letters and runner.committed) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        t.join(30)
+    assert runner.dead_letters >= 1 and runner.committed, (runner.dead_letters, runner.committed, runner.last_error)
+    c = _consume(secure_broker.client_env("sinks"), f"chimera-sink-acl-dlq-{uuid.uuid4().hex[:6]}", SINKS_DLQ.name,
+                 b"not avro")
+    c.close()
 
 
 def test_executor_transaction_under_its_prefix_and_the_api_sees_its_lag(secure_broker):
