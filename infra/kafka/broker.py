@@ -180,12 +180,18 @@ class KafkaBroker(LocalService):
     def _format(self, props: Path) -> None:
         if (self.data_dir / "kraft-logs" / "meta.properties").exists():
             return  # already formatted: keep cluster id and data
+        extra = self._format_args()
         cmd = self._java_cmd("kafka.tools.StorageTool", "format", "--ignore-formatted",
-                             "-t", _cluster_id(), "-c", str(props))
+                             "-t", _cluster_id(), "-c", str(props), *extra)
         res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise KafkaSetupError(f"formatting Kafka storage failed: {' '.join(cmd)}\n"
+        if res.returncode != 0:   # the extra arguments may carry credentials: never quoted
+            shown = cmd[:len(cmd) - len(extra)] + ["<%d more arguments>" % len(extra)] * bool(extra)
+            raise KafkaSetupError(f"formatting Kafka storage failed: {' '.join(shown)}\n"
                                   f"{(res.stdout + res.stderr)[-3000:]}")
+
+    def _format_args(self) -> list[str]:
+        """More `kafka-storage format` arguments (a subclass's bootstrap records: SCRAM users)."""
+        return []
 
     def _prepare(self) -> None:
         self.libs = self.libs or ensure_jars()

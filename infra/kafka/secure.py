@@ -1,6 +1,10 @@
-"""The local broker with authentication and authorisation: a SASL/PLAIN listener for every
-client (no plaintext client listener), Kafka's StandardAuthorizer, and ACLs that give each
-principal only what its role needs (`ACLS`, applied by `apply_acls`).
+"""The local broker with authentication and authorisation: a SASL listener for every client
+(PLAIN and SCRAM-SHA-512; no plaintext client listener), Kafka's StandardAuthorizer, and ACLs
+that give each principal only what its role needs (`ACLS`, applied by `apply_acls`).
+
+SCRAM credentials live in the cluster metadata; in KRaft they are bootstrap records written
+when the storage is formatted (`kafka-storage format --add-scram`, KIP-900). They are passed
+salted (`saltedpassword`, computed here), so the plain password is on no command line.
 
 The controller listener stays PLAINTEXT on loopback; its principal (ANONYMOUS) is a super user
 so the combined broker+controller can talk to itself, and a controller listener serves no
@@ -8,6 +12,9 @@ produce or fetch requests, so it is no way around the ACLs.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,14 +22,20 @@ from infra.process import free_ports, port_open
 
 from .broker import KafkaBroker, KafkaSetupError
 
+SCRAM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 8192   # Kafka's minimum is 4096
 # principal -> (resource type, name, prefixed?, operation) allowed. Everything else is denied.
+# README "Security" tabulates them; keep the two together.
 _READ_PLAN = ["plans.created", "plans.updated", "tasks.assigned", "risks.alerts", "execution.feedback",
               "goals.created", "plans.approvals", "control.commands", "api.audit"]
 ACLS = {
-    # the API: the only writer of approvals, control commands and the audit log
+    # the API: the only writer of approvals, control commands and the audit log; it describes
+    # every worker's consumer group (chimera-planner..., chimera-executor..., chimera-sink-...)
+    # for /health's lag check
     "api": [("TOPIC", t, False, "WRITE") for t in ("goals.created", "plans.approvals", "control.commands",
                                                      "execution.feedback", "api.audit")]
-           + [("TOPIC", t, False, "READ") for t in _READ_PLAN] + [("TOPIC", "*", False, "DESCRIBE")],
+           + [("TOPIC", t, False, "READ") for t in _READ_PLAN] + [("TOPIC", "*", False, "DESCRIBE")]
+           + [("GROUP", "chimera-", True, "DESCRIBE")],
     # planner workers: the only writers of internal and plan topics
     "planner": [("TOPIC", "chimera.", True, op) for op in ("READ", "WRITE", "DESCRIBE")]
                + [("TOPIC", t, False, op) for t in ("plans.created", "plans.updated", "tasks.assigned",
@@ -31,13 +44,28 @@ ACLS = {
                + [("TOPIC", t, False, "READ") for t in ("goals.created", "execution.feedback", "plans.approvals",
                                                          "control.commands", "resources.availability")]
                + [("GROUP", "chimera-planner", True, "READ"), ("TRANSACTIONAL_ID", "chimera-planner", True, "WRITE")],
-    # executors: feedback (and their own availability announcements) only
+    # executors: feedback (and their own availability announcements, and unreadable
+    # assignments' dead letters) only, in transactions under their own id prefix
     "executor": [("TOPIC", t, False, "WRITE") for t in ("execution.feedback", "resources.availability",
                                                         "tasks.assigned.dlq")]
                 + [("TOPIC", t, False, "READ") for t in ("tasks.assigned", "control.commands")]
                 + [("TOPIC", "*", False, "DESCRIBE"), ("GROUP", "chimera-executor", True, "READ"),
                    ("TRANSACTIONAL_ID", "chimera-executor", True, "WRITE")],
+    # the sinks: read every topic (default_acls lists them), write only their dead letters
+    "sinks": [("TOPIC", "chimera.sinks.dlq", False, "WRITE"), ("TOPIC", "*", False, "DESCRIBE"),
+              ("GROUP", "chimera-sink-", True, "READ")],
 }
+
+
+def scram_argument(user: str, password: str, mechanism: str = SCRAM, iterations: int = SCRAM_ITERATIONS) -> str:
+    """`kafka-storage format --add-scram` value for one user: the RFC 5802 SaltedPassword
+    (PBKDF2-HMAC over the password, a random salt), both base64, never the password itself."""
+    algo = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}[mechanism]
+    salt = os.urandom(24)
+    salted = hashlib.pbkdf2_hmac(algo, password.encode(), salt, iterations)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return (f'{mechanism}=[name={user},iterations={iterations},salt="{b64(salt)}",'
+            f'saltedpassword="{b64(salted)}"]')
 
 
 def make_ca_and_cert(folder: Path, host: str = "127.0.0.1") -> dict[str, Path]:
@@ -76,16 +104,20 @@ class SecureKafkaBroker(KafkaBroker):
         cport = kwargs.pop("controller_port", None) or next(p for p in free_ports(2) if p != port)
         self.tls_port = next(p for p in free_ports(3) if p not in (port, cport)) if tls else None
         self.ca_file: Path | None = None
+        if any(not u.replace("-", "").replace("_", "").isalnum() for u in users):
+            raise ValueError("user names: letters, digits, '-' and '_' only (they go into JAAS and --add-scram)")
         jaas = (f'org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" '
                 f'password="{users["admin"]}" ' + " ".join(f'user_{u}="{p}"' for u, p in users.items()) + ";")
+        scram_jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         extra = {
             "listeners": f"SASL_PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
             "advertised.listeners": f"SASL_PLAINTEXT://127.0.0.1:{port}",
             "inter.broker.listener.name": "SASL_PLAINTEXT",
             "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "sasl.enabled.mechanisms": "PLAIN",
+            "sasl.enabled.mechanisms": f"PLAIN,{SCRAM}",
             "sasl.mechanism.inter.broker.protocol": "PLAIN",
             "listener.name.sasl_plaintext.plain.sasl.jaas.config": jaas,
+            f"listener.name.sasl_plaintext.{SCRAM.lower()}.sasl.jaas.config": scram_jaas,
             "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
             "super.users": "User:admin;User:ANONYMOUS",
             "allow.everyone.if.no.acl.found": "false",
@@ -97,6 +129,7 @@ class SecureKafkaBroker(KafkaBroker):
                 "advertised.listeners": extra["advertised.listeners"] + f",SASL_SSL://127.0.0.1:{self.tls_port}",
                 "listener.security.protocol.map": extra["listener.security.protocol.map"] + ",SASL_SSL:SASL_SSL",
                 "listener.name.sasl_ssl.plain.sasl.jaas.config": jaas,
+                f"listener.name.sasl_ssl.{SCRAM.lower()}.sasl.jaas.config": scram_jaas,
                 "ssl.keystore.type": "PEM",
             })
         self._extra_tls = tls
@@ -113,14 +146,24 @@ class SecureKafkaBroker(KafkaBroker):
                 "ca": folder / "ca.pem", "cert": folder / "broker.pem", "key": folder / "broker.key"}
             self.ca_file = f["ca"]
             store = folder / "broker-keystore.pem"   # PEM keystore: the PKCS#8 key, then the chain
+            store.touch(mode=0o600)
             store.write_text(f["key"].read_text() + f["cert"].read_text())
             self.extra_config["ssl.keystore.location"] = str(store)
-        return super()._write_config()
+            for secret in (store, folder / "broker.key", folder / "ca.key"):
+                secret.chmod(0o600)
+        path = super()._write_config()
+        path.chmod(0o600)   # the JAAS line holds every PLAIN password
+        return path
 
-    def client_env(self, user: str, tls: bool = False) -> dict[str, str]:
-        """KAFKA_* settings for a client acting as `user` (topics.security reads them)."""
+    def _format_args(self) -> list[str]:
+        """Every user's SCRAM credential, as bootstrap records of the metadata log."""
+        return [a for u, p in self.users.items() for a in ("--add-scram", scram_argument(u, p))]
+
+    def client_env(self, user: str, tls: bool = False, mechanism: str = "PLAIN") -> dict[str, str]:
+        """KAFKA_* settings for a client acting as `user` over `mechanism` (PLAIN or SCRAM:
+        topics.security reads them)."""
         env = {"KAFKA_BOOTSTRAP": self.bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-               "KAFKA_SASL_MECHANISM": "PLAIN", "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": self.users[user]}
+               "KAFKA_SASL_MECHANISM": mechanism, "KAFKA_SASL_USERNAME": user, "KAFKA_SASL_PASSWORD": self.users[user]}
         if tls:
             env.update({"KAFKA_BOOTSTRAP": self.tls_bootstrap, "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
                         "KAFKA_SSL_CAFILE": str(self.ca_file)})
@@ -137,9 +180,11 @@ class SecureKafkaBroker(KafkaBroker):
 def default_acls(app_id: str = "chimera-planner") -> dict:
     """ACLS plus the planner's right to write every dead-letter topic (<topic>.dlq: an ACL
     prefix cannot match a suffix, so they are listed from the topic registry) and to its Faust
-    app's own topics (changelogs, the assignor's: `<app_id>-...`, created by the worker) and group."""
-    from topics.registry import TOPICS
+    app's own topics (changelogs, the assignor's: `<app_id>-...`, created by the worker) and group;
+    and the sinks' right to read every topic of the registry (dead letters included)."""
+    from topics.registry import TOPICS, all_topic_names
     out = {k: list(v) for k, v in ACLS.items()}
+    out["sinks"] += [("TOPIC", t, False, "READ") for t in all_topic_names()]
     out["planner"] += [("TOPIC", t.dlq, False, "WRITE") for t in TOPICS if t.has_dlq]
     out["planner"] += [("TOPIC", app_id, True, op) for op in ("CREATE", "READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS")]
     out["planner"] += [("GROUP", app_id, True, "READ")]

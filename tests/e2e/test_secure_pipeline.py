@@ -1,14 +1,16 @@
 """The pipeline on a broker that authenticates and authorises: the planner worker as the
-`planner` principal, the API as `api`, every client configured by KAFKA_SECURITY_* settings;
-a goal through the API is planned, approved and its tasks assigned, under the ACLs."""
+`planner` principal over SCRAM-SHA-512, the API as `api` over PLAIN, every client configured by
+KAFKA_SECURITY_* settings; a goal through the API is planned, approved and its tasks assigned,
+under the ACLs; no password reaches the worker's, the API's or the broker's log."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import pytest
 
-from infra.kafka.secure import SecureKafkaBroker, apply_acls, default_acls
+from infra.kafka.secure import SCRAM, SecureKafkaBroker, apply_acls, default_acls
 from streams.services import Worker
 from tests.api.helpers import ENV, GOAL, Keys, api_client, h, wait_for
 from tests.conftest import fresh_group
@@ -19,7 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 USERS = {"admin": "admin-pw", "api": "api-pw", "planner": "planner-pw", "executor": "executor-pw"}
 
 
-def test_api_and_planner_under_sasl_and_acls(tmp_path, monkeypatch):
+def test_api_and_planner_under_sasl_and_acls(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)   # the API runs in this process: its log is caplog's
     app_id = f"chimera-planner-sasl-{uuid.uuid4().hex[:6]}"
     with SecureKafkaBroker(USERS, data_dir=tmp_path / "kafka") as broker:
         bs = broker.bootstrap
@@ -28,7 +31,8 @@ def test_api_and_planner_under_sasl_and_acls(tmp_path, monkeypatch):
         asyncio.run(create_topics(bs))
         apply_acls(bs, security.confluent(), default_acls(app_id))
         asyncio.run(fresh_group(bs, app_id))
-        worker = Worker(bs, env={**{k: str(v) for k, v in ENV.items()}, **broker.client_env("planner")}, app_id=app_id,
+        planner_env = broker.client_env("planner", mechanism=SCRAM)
+        worker = Worker(bs, env={**{k: str(v) for k, v in ENV.items()}, **planner_env}, app_id=app_id,
                         log_path=tmp_path / "worker.log").start()
         try:
             keys = Keys()
@@ -48,3 +52,10 @@ def test_api_and_planner_under_sasl_and_acls(tmp_path, monkeypatch):
                 assert st["state"] == "ASSIGNED", (st, worker.log_tail(40))
         finally:
             worker.stop()
+        logs = {"the planner worker's log": (tmp_path / "worker.log").read_text(errors="replace"),
+                "the API's log": caplog.text, "the broker's log": broker.tail_log(100_000)}
+    assert all(logs.values()), "a log is empty: its missing password would prove nothing"
+    for where, text in logs.items():
+        leaked = [u for u, pw in USERS.items() if pw in text]
+        lines = [ln for ln in text.splitlines() if any(USERS[u] in ln for u in leaked)]
+        assert not leaked, (f"the password of {leaked} appears in {where}", lines[:5])
