@@ -713,7 +713,9 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                                                 **triton_env}) as (bootstrap, w), ExitStack() as stack:
                     progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
                     stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
+                    _keep_history(stores)
                     svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
+                    _auto_train(stack, DEMO_HISTORY, DEMO_HISTORY.parent / "train.log")
                     progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
                                     completed=1)
                     sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
@@ -737,6 +739,19 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         console.print(line)
     for line in result.get("triton") or ["Triton: not installed (make install adds it); plans used the template heuristics"]:
         console.print(line)
+    console.print(f"The demo's history stays in {DEMO_HISTORY}: `chimera train estimator --clickhouse "
+                  f"{DEMO_HISTORY}` trains on it and prints the evaluation before/after")
+
+
+DEMO_HISTORY = Path(".data") / "demo" / "clickhouse"   # the last demo's ClickHouse history, kept for `train`
+
+
+def _keep_history(stores: Path) -> None:
+    """The demo's ClickHouse folder is DEMO_HISTORY (emptied first: it holds the last demo's
+    history), linked from the demo's temporary folder, which is removed at the end."""
+    shutil.rmtree(DEMO_HISTORY, ignore_errors=True)
+    DEMO_HISTORY.mkdir(parents=True)
+    (stores / "clickhouse").symlink_to(DEMO_HISTORY.resolve(), target_is_directory=True)
 
 
 def _api_story(bootstrap: str, stores: Path, wait_s: float = 60.0) -> list[str]:
