@@ -633,6 +633,8 @@ def on_decomposed(state: PlanState | None, plan_id: str, base_version: int, llm:
         llm = _flag_past_deadline(llm)
     # other work than the template's: its own approval state (no person's decision carries
     # over), and a budget check of its own before anything is placed
+    # the durations it was judged with (the template's, llm_plan.priced), so replans keep them
+    specs = llm_plan.priced(state.goal, specs, config)
     state = dataclasses.replace(state, goal=llm_plan.goal_with(state.goal, specs), hold="", budget_ok=False)
     return _new_version(state, llm, config, at_ms=0, live=live)
 

@@ -9,6 +9,7 @@ and never published. `parse` returns the specs in topological order.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -22,6 +23,13 @@ REQUIRED = ("task_id", "name", "duration_hours")
 MAX_TASKS = 200
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(.*)\n\s*```\s*$", re.S)
 _WORD = re.compile(r"[a-z0-9]+")
+# words that say nothing about what a task does: never evidence that it covers an objective
+STOP_WORDS = frozenset("""
+a an the and or nor but of to in on at by for with from into onto over under about as is are be been
+it its this that these those all any each every some our your their my we you they he she them us
+do does did done make made get got set up out off new so than then via per not no yes
+""".split())
+STEM = 4   # two words this long or longer match when one is the start of the other ("deploy", "deployment")
 
 
 class Rejected(PlanningError):
@@ -60,11 +68,22 @@ def _spec(i: int, d) -> TaskSpec:
                     capabilities=tuple(d.get("capabilities", ())))
 
 
+def words(text: str) -> frozenset[str]:
+    """The words of `text` that can say what a task does: lower case, stop-words left out."""
+    return frozenset(w for w in _WORD.findall(text.lower()) if len(w) >= 2 and w not in STOP_WORDS)
+
+
+def _same(a: str, b: str) -> bool:
+    short, long_ = sorted((a, b), key=len)
+    return a == b or (len(short) >= STEM and long_.startswith(short))
+
+
 def uncovered(goal: Goal, specs: tuple[TaskSpec, ...]) -> list[str]:
-    """Objectives none of whose words (3+ letters) appear in any task name."""
-    names = " ".join(s.name.lower() for s in specs)
-    return [o for o in goal.objectives
-            if not any(w in names for w in _WORD.findall(o.lower()) if len(w) >= 3)]
+    """Objectives none of whose words is a word of any task name (whole words, or one the start
+    of the other when both have 4+ letters; stop-words never count). An objective of stop-words
+    only cannot be checked this way and counts as uncovered."""
+    names = frozenset().union(*(words(s.name) for s in specs))
+    return [o for o in goal.objectives if not any(_same(w, n) for w in words(o) for n in names)]
 
 
 def parse(text: str, goal: Goal) -> tuple[TaskSpec, ...]:
@@ -97,18 +116,48 @@ REFINE_KIND = "decompose"  # the refine request / result kind that carries it
 
 
 def goal_with(goal: Goal, specs: tuple[TaskSpec, ...]) -> Goal:
-    """The goal as the LLM breakdown plans it: its tasks explicit, template estimates dropped
-    (learned estimates are keyed by template task ids, and the answer has its own durations)."""
-    import dataclasses
+    """The goal as the LLM breakdown plans it: its tasks explicit (durations from `priced`),
+    learned estimates dropped (they are keyed by template task ids and already in `priced`'s hours)."""
     return dataclasses.replace(goal, tasks=tuple(specs), estimates=(), strategy=None)
 
 
+def priced(goal: Goal, specs: tuple[TaskSpec, ...], config) -> tuple[TaskSpec, ...]:
+    """The LLM's tasks with the durations the template plan would give them, never the LLM's own.
+
+    Why: the judge compares makespans; hours the LLM invented would let a breakdown win by
+    promising less. Each LLM task takes the mean scheduled hours (most likely) of the template tasks (the goal's
+    own decomposition, learned estimates applied where the estimator is confident, exactly as
+    the template plan got them) that share most of its words (`words`, `_same`); a task that
+    shares none takes the template tasks' median. An objective's check task matches by the words
+    of its kind only ("Verify objective"): the objective's words name other work."""
+    import statistics
+    from processors import estimates
+    from processors.decomposition import decompose
+    from processors.decomposition.strategies import CHECK_NAME
+    try:
+        tasks = decompose(goal, max_task_hours=config.default_task_timeout_hours).tasks
+    except PlanningError as exc:
+        raise Rejected(exc.reason, exc.detail) from None
+    if goal.estimates:
+        tasks = estimates.apply(tasks, goal.estimates, config)[0]
+    pool = [(words(CHECK_NAME) if t.name.startswith(CHECK_NAME) else words(t.name), t.duration_hours)
+            for t in tasks]
+    fallback = statistics.median(h for _, h in pool)
+
+    def hours(spec: TaskSpec) -> float:
+        mine = words(spec.name)
+        shared = [sum(1 for w in mine if any(_same(w, n) for n in ws)) for ws, _ in pool]
+        top = max(shared)
+        return round(statistics.fmean(h for k, (_, h) in zip(shared, pool) if k == top) if top else fallback, 4)
+    return tuple(dataclasses.replace(s, duration_hours=hours(s)) for s in specs)
+
+
 def candidate(text: str, goal: Goal, capacities, config, model: str, base_version: int):
-    """The decomposer's answer planned like an explicit breakdown: (plan as version
-    base_version + 1, the goal it planned), or Rejected (the answer, or planning it, failed)."""
-    import dataclasses
+    """The decomposer's answer planned like an explicit breakdown, with the template's durations
+    (`priced`): (plan as version base_version + 1, the goal it planned), or Rejected (the
+    answer, or planning it, failed)."""
     from processors.planner import plan_goal
-    specs = parse(text, goal)
+    specs = priced(goal, parse(text, goal), config)
     planned = goal_with(goal, specs)
     try:
         plan, _ = plan_goal(planned, known_capacities=capacities, config=config)
@@ -124,10 +173,11 @@ def judge(goal: Goal, template, llm) -> tuple[bool, str]:
 
     Objective coverage first, schedule second:
     - it covers objectives the template misses (an objective is covered when a task name holds
-      one of its 3+ letter words, `uncovered`): wins, even if longer (a plan that misses an
+      one of its words, stop-words aside, `uncovered`): wins, even if longer (a plan that misses an
       objective does not achieve the goal, however fast);
     - it misses an objective the template covers: loses (parse already rejects that);
-    - same coverage: wins only if its makespan is strictly shorter and it has no more
+    - same coverage: wins only if its makespan (durations from `priced`: the template's
+      estimates, so like is compared with like) is strictly shorter and it has no more
       validation findings (violations) than the template. A tie keeps the template: the
       template's breakdown is known, the LLM's is not, and a new version is not free."""
     def specs_of(plan):

@@ -314,6 +314,7 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
         if api:
             stack.enter_context(services.api_process(bootstrap, Path(".data") / "api.log"))
             console.print("API: see .data/api.log; keys: chimera api keys add --tenant T --role R")
+        _auto_train(stack, Path(".data") / "clickhouse", Path(".data") / "train.log")
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
         console.print("the worker is supervised: if it dies or stalls it is restarted")
@@ -322,6 +323,19 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
                 time.sleep(1)
         except KeyboardInterrupt:
             console.print("stopping")
+
+
+def _auto_train(stack, clickhouse: Path, log_path: Path, env: dict[str, str] | None = None):
+    """With [triton] auto_train: the estimator's training watch in its own process (see `train
+    estimator --watch`), stopped with `stack`; its Popen, or None when off."""
+    from streams import settings as S
+    cfg = S.load().triton
+    if not cfg.auto_train:
+        return None
+    proc = stack.enter_context(services.training_process(log_path, clickhouse, cfg.train_interval_s, env=env))
+    console.print(f"auto-train: every {cfg.train_interval_s:g} s once {cfg.train_min_new_tasks} new tasks "
+                  f"finished (log: {log_path})")
+    return proc
 
 
 def _start_sinks(stack, names: list[str], bootstrap: str, data_dir: Path):
@@ -699,7 +713,9 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                                                 **triton_env}) as (bootstrap, w), ExitStack() as stack:
                     progress.update(starting, description="starting the sinks (ClickHouse, Neo4j, Chroma)")
                     stack.callback(shutil.rmtree, stores, ignore_errors=True)  # runs after the sinks stopped
+                    _keep_history(stores)
                     svc = _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, stores)
+                    _auto_train(stack, DEMO_HISTORY, DEMO_HISTORY.parent / "train.log")
                     progress.update(starting, description=f"broker {bootstrap}, worker pid {w.proc.pid}, sinks", total=1,
                                     completed=1)
                     sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
@@ -723,6 +739,19 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
         console.print(line)
     for line in result.get("triton") or ["Triton: not installed (make install adds it); plans used the template heuristics"]:
         console.print(line)
+    console.print(f"The demo's history stays in {DEMO_HISTORY}: `chimera train estimator --clickhouse "
+                  f"{DEMO_HISTORY}` trains on it and prints the evaluation before/after")
+
+
+DEMO_HISTORY = Path(".data") / "demo" / "clickhouse"   # the last demo's ClickHouse history, kept for `train`
+
+
+def _keep_history(stores: Path) -> None:
+    """The demo's ClickHouse folder is DEMO_HISTORY (emptied first: it holds the last demo's
+    history), linked from the demo's temporary folder, which is removed at the end."""
+    shutil.rmtree(DEMO_HISTORY, ignore_errors=True)
+    DEMO_HISTORY.mkdir(parents=True)
+    (stores / "clickhouse").symlink_to(DEMO_HISTORY.resolve(), target_is_directory=True)
 
 
 def _api_story(bootstrap: str, stores: Path, wait_s: float = 60.0) -> list[str]:
@@ -892,7 +921,9 @@ def train_estimator(
         epochs: int = typer.Option(6), lora: bool = typer.Option(True, help="LoRA on the text encoder (else head only)"),
         seed: int = typer.Option(0),
         watch: float = typer.Option(0.0, help="keep running: every WATCH seconds, train when [triton] "
-                                              "train_min_new_tasks new finished tasks have accumulated")) -> None:
+                                              "train_min_new_tasks new finished tasks have accumulated; errors "
+                                              "are logged and tried again ([triton] auto_train: `chimera up` "
+                                              "starts this)")) -> None:
     """History -> LoRA + head -> evaluation against the serving version on held-out goals ->
     only if better: the next version in the repository, loaded by Triton. Prints the evaluation
     (also appended to <repository>/estimator/evaluations.jsonl)."""
@@ -911,22 +942,26 @@ def train_estimator(
         finally:
             r.close()
 
-    def once(ex) -> dict:
-        return training.train_estimator(ex, repo, url=url if url is not None else cfg.url, epochs=epochs, lora=lora,
-                                        seed=seed, log=console.print)
-
-    if watch > 0:
-        while True:
-            ex = examples()
-            if ex and training.due(repo, len(ex), cfg.train_min_new_tasks):
-                once(ex)
-            else:
-                console.print(f"{len(ex)} tasks of history: fewer than {cfg.train_min_new_tasks} new since the last run")
-            time.sleep(watch)
+    if watch > 0:   # no error ends it: each is logged, counted and tried again (triton_models/watch.py)
+        from triton_models.watch import Watch
+        console.print(f"training {training.MODEL} every {watch:g} s once {cfg.train_min_new_tasks} new tasks "
+                      f"have finished (history: {'synthetic' if synthetic else clickhouse}); Ctrl-C stops")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            Watch(examples, repo, cfg.train_min_new_tasks, url=url if url is not None else cfg.url, epochs=epochs,
+                  lora=lora, seed=seed, log=console.print).run(watch)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        return
     ex = examples()
     if not ex:
         _fail("no history with actual durations yet (run goals and executors first, or pass --synthetic N)")
-    raise typer.Exit(0 if once(ex)["accepted"] else 3)
+    rec = training.train_estimator(ex, repo, url=url if url is not None else cfg.url, epochs=epochs, lora=lora,
+                                   seed=seed, log=console.print)
+    if rec.get("load_error"):
+        err.print(f"v{rec['new_version']} is written but Triton did not load it: {rec['load_error']}")
+        raise typer.Exit(4)
+    raise typer.Exit(0 if rec["accepted"] else 3)
 
 
 @train_app.command("decomposer")

@@ -102,6 +102,8 @@ class TritonSettings:
     retry_after_s: float = 5.0
     cache_ttl_s: float = 30.0            # answers are reused this long (0: ask for every goal)
     train_min_new_tasks: int = 500       # `chimera train estimator --watch`: train once this many new tasks finished
+    auto_train: bool = False             # `chimera up` (and the demo) also run that watch in their own process
+    train_interval_s: float = 600.0      # how often the watch looks at the history
     repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
     # the LLM decomposer (inference/decomposer.py), independent of `enabled` (the estimator):
     # each new goal without explicit tasks is also sent to it off the fast path, and its

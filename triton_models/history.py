@@ -54,13 +54,14 @@ def synthetic(n_goals: int = 300, *, seed: int = 7, noise: float = 0.25) -> list
     return out
 
 
+# the aggregates are not aliased `status`/`actual_hours`: ClickHouse would read the WHERE through them
 HISTORY_SQL = """
 SELECT t.plan_id, t.task_id, t.name, t.phase, g.domain, t.optimistic_hours, t.most_likely_hours,
-       t.pessimistic_hours, t.capabilities, length(t.depends_on), f.status, f.actual_hours, p.goal_id
+       t.pessimistic_hours, t.capabilities, length(t.depends_on), f.outcome, f.hours, p.goal_id
 FROM (SELECT * FROM chimera.tasks FINAL WHERE plan_version = 1) AS t
 JOIN (SELECT plan_id, goal_id FROM chimera.plans FINAL WHERE plan_version = 1) AS p ON p.plan_id = t.plan_id
 JOIN (SELECT goal_id, domain FROM chimera.goals FINAL) AS g ON g.goal_id = p.goal_id
-JOIN (SELECT plan_id, task_id, argMax(status, reported_at) AS status, argMax(actual_hours, reported_at) AS actual_hours
+JOIN (SELECT plan_id, task_id, argMax(status, reported_at) AS outcome, argMax(actual_hours, reported_at) AS hours
       FROM chimera.feedback WHERE status IN ('COMPLETED', 'FAILED') GROUP BY plan_id, task_id) AS f
   ON f.plan_id = t.plan_id AND f.task_id = t.task_id
 """

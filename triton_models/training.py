@@ -175,7 +175,8 @@ def load_in_triton(url: str, version: int, timeout_s: float = 300.0, model: str 
 
 def train_estimator(examples: list[Example], repo: Path | str, *, url: str = "", epochs: int = 6,
                     lora: bool = True, seed: int = 0, log=print) -> dict:
-    """The whole loop; returns the evaluation record (also appended to evaluations.jsonl)."""
+    """The whole loop; returns the evaluation record (also appended to evaluations.jsonl). A
+    better version that Triton did not load is still written and recorded (`load_error`)."""
     from triton_models.history import split
     repo = Path(repo)
     repository.prepare(repo, (MODEL,))
@@ -198,8 +199,11 @@ def train_estimator(examples: list[Example], repo: Path | str, *, url: str = "",
         record["new_version"] = write_version(repo, model, head, candidate, serving_version,
                                               {"train_seconds": record["train_seconds"], "lora": lora})
         if url:
-            load_in_triton(url, record["new_version"])
-            record["loaded"] = url
+            try:
+                load_in_triton(url, record["new_version"])
+                record["loaded"] = url
+            except Exception as exc:   # written all the same: the next load (or a restart) serves it
+                record["load_error"] = f"{type(exc).__name__}: {exc}"
     with open(repo / MODEL / "evaluations.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     log(report(record))
@@ -231,5 +235,6 @@ def report(r: dict) -> str:
     lines.append(f"{'template opt..pess cov.':<24}{c['heuristic_coverage']:>14.4f}")
     verdict = (f"better: wrote {MODEL} v{r['new_version']}" + (f", loaded in Triton at {r['loaded']}"
                                                                 if r.get("loaded") else "")
+               + (f", but Triton did not load it: {r['load_error']}" if r.get("load_error") else "")
                if r["accepted"] else "not better: the serving version stays")
     return "\n".join(lines + [verdict])

@@ -152,8 +152,11 @@ def _units(b: Builder, units: Sequence[Unit], acts: Sequence[Activity], entry: S
     return last
 
 
+CHECK_NAME = "Verify objective: "   # an objective's check task: its name is the objective's, not its work's
+
+
 def _check_activity(phase: str) -> Activity:
-    return Activity(id="verify", name="Verify objective: {name}", phase=phase, kind="acceptance",
+    return Activity(id="verify", name=CHECK_NAME + "{name}", phase=phase, kind="acceptance",
                     estimate=(0.5, 1.0, 2.0), resources={"agents": 1.0}, capabilities=("qa",),
                     success=("Objective met: {name}",),
                     validation=("Objective demonstrated against its acceptance test",))

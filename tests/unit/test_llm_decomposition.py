@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 
 import pytest
 
@@ -82,13 +83,58 @@ def test_a_plan_that_changed_since_the_request_keeps_its_version():
     assert L.on_decomposed(ended, state.plan.plan_id, 1, llm, _answer(), PENDING)[1][0].reason == "llm_plan_ended"
 
 
+def _chain(names, hours=1.0) -> str:
+    return json.dumps({"tasks": [{"task_id": f"t{i}", "name": n, "duration_hours": hours,
+                                  "depends_on": [f"t{i - 1}"] if i else []} for i, n in enumerate(names)]})
+
+
 def test_a_longer_breakdown_covering_the_same_objectives_loses():
     state, _ = _first()
-    text = _answer((100.0, 100.0))
+    text = _chain(["Design the API"] + [f"Build the service, step {i}" for i in range(12)])
     llm = _llm(state, text)
     assert llm.makespan_hours > state.plan.makespan_hours
     same, events = L.on_decomposed(state, state.plan.plan_id, 1, llm, text, PENDING)
     assert same is state and events[0].reason == "llm_not_better" and "makespan" in events[0].detail
+
+
+def test_the_llm_hours_never_decide_the_judgement():
+    """The template's own breakdown answered with invented hours (0.1 h a task) plans to the
+    template's makespan: the LLM's figures are replaced by the template's (llm_plan.priced), so
+    promising less does not win; and the LLM's hours do not change its plan at all."""
+    state, _ = _first()
+    tasks = [{"task_id": st.task.task_id, "name": st.task.name, "duration_hours": 0.1,
+              "depends_on": list(st.task.depends_on)} for st in state.plan.tasks]
+    text = json.dumps({"tasks": tasks})
+    llm = _llm(state, text)
+    assert llm.makespan_hours == pytest.approx(state.plan.makespan_hours, rel=1e-3)
+    same, events = L.on_decomposed(state, state.plan.plan_id, 1, llm, text, PENDING)
+    assert same is state and events[0].reason == "llm_not_better"
+    assert _llm(state, _answer((0.01, 0.01))).makespan_hours == _llm(state, _answer((100.0, 100.0))).makespan_hours
+
+
+def test_priced_takes_learned_estimates_like_the_template_plan():
+    """A confident learned estimate for a template task moves the LLM task that matches it,
+    exactly as it moved the template task; an LLM task matching nothing takes the median."""
+    from processors.model import LearnedEstimate
+    state, _ = _first()
+    specs = llm_plan.parse(_chain(["Gather requirements", "Design the API", "Build the service", "Paint zebras"]),
+                           GOAL)
+    plain = llm_plan.priced(GOAL, specs, PENDING)
+    assert plain[0].duration_hours == pytest.approx(4.0, abs=1e-3)   # "Gather and refine requirements"
+    learned = dataclasses.replace(GOAL, estimates=(LearnedEstimate("requirements", 19.0, 20.0, 21.0, 0.1),))
+    again = llm_plan.priced(learned, specs, PENDING)
+    assert again[0].duration_hours == pytest.approx(20.0, abs=1e-3)
+    assert [s.duration_hours for s in again[1:]] == [s.duration_hours for s in plain[1:]]
+    templ = [st.task.duration_hours for st in state.plan.tasks]
+    assert plain[3].duration_hours == pytest.approx(statistics.median(templ), abs=1e-3)
+
+
+def test_replans_keep_the_durations_the_breakdown_was_judged_with():
+    state, _ = _first()
+    llm = _llm(state)
+    new, _ = L.on_decomposed(state, state.plan.plan_id, 1, llm, _answer((0.01, 0.01)), PENDING)
+    by_id = {st.task.task_id: st.task.duration_hours for st in llm.tasks}
+    assert {s.task_id: s.duration_hours for s in new.goal.tasks} == pytest.approx(by_id, abs=1e-3)
 
 
 def test_an_invalid_answer_is_ignored_with_its_reason_never_published():

