@@ -27,8 +27,14 @@ planner's ledgers allocate tasks to it by id (`assigned_to`).
 Routing: every executor reads all of `tasks.assigned` in its own consumer group
 (`chimera-executor.<id>`) and runs only the assignments whose `assigned_to` is its id (with
 `unassigned`, also those that name no executor: a planner without announced resources).
-An assignment for it that needs a capability it lacks is refused with a FAILED
-`missing_capability`. The attempt's `deadline_ms` is the sandbox's wall-time limit.
+An executor of a pool (`pool`) also reads `tasks.assigned` in the pool's group
+(`chimera-executor-pool.<pool>`, shared by its members) and runs the assignments whose
+`assigned_to` is the pool: Kafka hands each of them to one member, and a member that dies hands
+its partitions (and their uncommitted tasks) to the others. Two groups, two lanes: a lane is one
+consumer and the transactional producer that commits its offsets (a transaction's offsets
+belong to one group); both share the slots. Any assignment taken that needs a capability the
+executor lacks is refused with a FAILED `missing_capability`. The attempt's `deadline_ms` is
+the sandbox's wall-time limit.
 
 Emergency stop: the executor folds `control.commands` from the beginning (STOP / RESUME of a
 plan or of every plan, CANCEL of a plan). A STOP (or CANCEL) interrupts the running sandboxes of
@@ -82,6 +88,7 @@ class ExecutorConfig:
     hourly_rate: float = 0.0
     capacities: dict[str, float] = field(default_factory=dict)   # other units it offers (cpu, memory_gb)
     group: str | None = None            # None: its own consumer group, chimera-executor.<id>
+    pool: str | None = None             # also run what is assigned to this pool (its members share a group)
     unassigned: bool = False            # also run assignments that name no executor
     heartbeat_s: float = 5.0
     work_root: Path = Path(".data/executor")
@@ -104,6 +111,19 @@ class ExecutorConfig:
     def consumer_group(self) -> str:
         return self.group or f"chimera-executor.{self.executor_id}"
 
+    @property
+    def pool_group(self) -> str | None:
+        return f"chimera-executor-pool.{self.pool}" if self.pool else None
+
+    @property
+    def offered_capabilities(self) -> tuple[str, ...]:
+        """Its capabilities, and `pool:<pool>` for a pool member: announced, so a task that
+        must run in a pool can say so and the planner allocates it to a member."""
+        return (*self.capabilities, *((f"{POOL_CAPABILITY}{self.pool}",) if self.pool else ()))
+
+
+POOL_CAPABILITY = "pool:"
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -119,7 +139,7 @@ def announcement(cfg: ExecutorConfig, *, available: bool = True, free_slots: int
     free = dict(caps)
     free["agents"] = float(cfg.slots if free_slots is None else max(0, free_slots))
     return {"resource_id": cfg.executor_id, "kind": "agents", "capacities": caps,
-            "capabilities": list(cfg.capabilities), "available": available,
+            "capabilities": list(cfg.offered_capabilities), "available": available,
             "hourly_rate": float(cfg.hourly_rate), "updated_at_ms": now, "free": free,
             "health": "HEALTHY" if available else "UNHEALTHY", "heartbeat_ms": now}
 
@@ -170,6 +190,13 @@ def feedback(ref: TaskRef, status: str, *, pct: float = 0.0, message: str = "",
             "message": message[:2000], "reported_at_ms": now_ms(), "attempt": ref.attempt, "produced": produced}
 
 
+def missing_capabilities(ref: TaskRef, cfg: ExecutorConfig) -> list[str]:
+    """The task's capabilities this executor lacks. A `wasm:MODULE` capability names the module to
+    run (processors.execution), not a skill: a module it does not have fails `module_not_found`."""
+    have = set(cfg.offered_capabilities)
+    return [c for c in ref.capabilities if c not in have and not c.lower().startswith("wasm:")]
+
+
 def files_in(folder: Path) -> set[str]:
     """Every file under a task folder, as a path relative to it (what the module sees from `/`)."""
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
@@ -179,6 +206,18 @@ DEAD = Counter("chimera_executor_dead_letters_total", "Unreadable assignments se
                ["reason"])
 TASKS = Counter("chimera_executor_tasks_total", "Assignments this executor ended, by outcome", ["status"])
 SANDBOX_SECONDS = Histogram("chimera_executor_sandbox_seconds", "Wall time of a task's module in the sandbox")
+
+
+@dataclass
+class _Lane:
+    """One consumer group on tasks.assigned and the transactional producer that commits its
+    offsets: the executor's own (`takes` its id), and a pool member's pool lane (`takes` the pool)."""
+    index: int
+    group: str
+    takes: frozenset                    # the `assigned_to` values it runs (None: unassigned)
+    consumer: Consumer
+    tx: Producer
+    paused: bool = False
 
 
 @dataclass
@@ -204,18 +243,23 @@ class Executor:
         sec = security.confluent()   # KAFKA_SECURITY_* (SASL, TLS)
         common = {"bootstrap.servers": cfg.bootstrap, "partitioner": "murmur2_random", **sec,
                   "acks": "all", "enable.idempotence": True, "linger.ms": 5}
-        self.tx = Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}",
-                            "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}-tx"})
         self.side = Producer({**common, "client.id": f"{cfg.executor_id}-side"})
-        self.consumer = Consumer({
-            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": cfg.consumer_group, "client.id": cfg.executor_id,
+        own = {cfg.executor_id} | ({None} if cfg.unassigned and not cfg.pool else set())
+        routes = [(cfg.consumer_group, own, "")]
+        if cfg.pool:                    # unassigned work goes to the pool's shared group, never twice
+            routes.append((cfg.pool_group, {cfg.pool} | ({None} if cfg.unassigned else set()), ".pool"))
+        self.lanes = [_Lane(i, group, frozenset(takes), Consumer({
+            **sec, "bootstrap.servers": cfg.bootstrap, "group.id": group, "client.id": cfg.executor_id + suffix,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
             "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
-            "max.poll.interval.ms": 300_000})
-        self.inflight: dict[tuple[str, int], OrderedDict[int, _Entry]] = {}
+            "max.poll.interval.ms": 300_000}),
+            Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}{suffix}",
+                      "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}{suffix}-tx"}))
+            for i, (group, takes, suffix) in enumerate(routes)]
+        # (lane index, topic, partition) -> its unfinished and uncommitted assignments, in offset order
+        self.inflight: dict[tuple[int, str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
-        self.paused = False
         self._full_since: float | None = None
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "not_mine": 0, "dead_lettered": 0}
         self.stops = Stops()
@@ -245,17 +289,21 @@ class Executor:
         except BufferError:
             log.warning("feedback queue full: %s %s dropped", status, ref.task_id)
 
-    def _on_assign(self, consumer, partitions) -> None:
+    @property
+    def paused(self) -> bool:
+        return any(lane.paused for lane in self.lanes)
+
+    def _on_assign(self, lane: _Lane, consumer, partitions) -> None:
         for tp in partitions:
-            self.inflight.setdefault((tp.topic, tp.partition), OrderedDict())
-        if self.paused:
+            self.inflight.setdefault((lane.index, tp.topic, tp.partition), OrderedDict())
+        if lane.paused:
             consumer.pause(partitions)
 
-    def _on_revoke(self, consumer, partitions) -> None:
+    def _on_revoke(self, lane: _Lane, consumer, partitions) -> None:
         self._drain_done()
         self._commit_ready()
         for tp in partitions:
-            entries = self.inflight.pop((tp.topic, tp.partition), None) or {}
+            entries = self.inflight.pop((lane.index, tp.topic, tp.partition), None) or {}
             for e in entries.values():
                 if e.cancel is not None:
                     e.cancel.set()      # its new owner runs it again; free the slot now
@@ -263,8 +311,8 @@ class Executor:
                     self._recent.pop((e.ref.plan_id, e.ref.task_id, e.ref.attempt), None)
 
     # -- tasks -----------------------------------------------------------------------------
-    def _handle(self, msg) -> None:
-        key = (msg.topic(), msg.partition())
+    def _handle(self, lane: _Lane, msg) -> None:
+        key = (lane.index, msg.topic(), msg.partition())
         entries = self.inflight.setdefault(key, OrderedDict())
         entry = entries[msg.offset()] = _Entry(msg.offset(), traceparent=tracing.parent_of(msg.headers()))
         try:
@@ -281,9 +329,8 @@ class Executor:
             self.counts["dead_lettered"] += 1
             DEAD.labels(reason).inc()
             return
-        mine = ref.assigned_to == self.cfg.executor_id or (not ref.assigned_to and self.cfg.unassigned)
-        if not mine:
-            entry.done = True       # another executor's task: it reads the same records in its own group
+        if (ref.assigned_to or None) not in lane.takes:
+            entry.done = True       # another executor's (pool's) task: it reads the same records in its group
             self.counts["not_mine"] += 1
             return
         entry.ref = ref
@@ -292,11 +339,11 @@ class Executor:
             entry.done = True       # a byte-identical replay of an assignment we already finished
             self.counts["skipped"] += 1
             return
-        if ref.assigned_to == self.cfg.executor_id:
-            missing = [c for c in ref.capabilities if c not in self.cfg.capabilities]
-            if missing:
-                self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)}")
-                return
+        missing = missing_capabilities(ref, self.cfg)
+        if missing:                 # whoever it was meant for: this executor cannot run it
+            self._finish(key, entry, ref, None, f"missing_capability: {', '.join(missing)} "
+                                                f"(has {', '.join(self.cfg.offered_capabilities) or 'none'})")
+            return
         why = self.stops.blocks(ref.plan_id)
         if why:                     # maybe stale: a RESUME may be on its way by the other consumer
             self._catch_up_control(5)
@@ -394,17 +441,22 @@ class Executor:
             self._finish(key, entry, ref, result, error)
 
     def _commit_ready(self) -> int:
-        """One transaction: the terminal records of every contiguous finished prefix, and the
-        offsets just past them. Returns how many assignments it covered."""
+        """One transaction per lane: the terminal records of every contiguous finished prefix of
+        its partitions, and the offsets just past them. Returns how many assignments it covered."""
+        return sum(self._commit_lane(lane) for lane in self.lanes)
+
+    def _commit_lane(self, lane: _Lane) -> int:
         records, offsets, popped = [], [], []
-        for (topic, part), entries in self.inflight.items():
+        for (index, topic, part), entries in self.inflight.items():
+            if index != lane.index:
+                continue
             nxt = None
             while entries:
                 first = next(iter(entries.values()))
                 if not first.done:
                     break
                 entries.popitem(last=False)
-                popped.append(((topic, part), first))
+                popped.append(((index, topic, part), first))
                 records += first.records
                 nxt = first.offset + 1
             if nxt is not None:
@@ -413,16 +465,16 @@ class Executor:
             return 0
         t0 = time.perf_counter()
         try:
-            self.tx.begin_transaction()
+            lane.tx.begin_transaction()
             for topic, k, v, headers in records:
-                self.tx.produce(topic, key=k, value=v, headers=headers)
-            self.tx.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-            self.tx.commit_transaction(30)
+                lane.tx.produce(topic, key=k, value=v, headers=headers)
+            lane.tx.send_offsets_to_transaction(offsets, lane.consumer.consumer_group_metadata(), 30)
+            lane.tx.commit_transaction(30)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 log.warning("transaction aborted, will retry: %s", err)
-                self.tx.abort_transaction(30)
+                lane.tx.abort_transaction(30)
                 for key, e in reversed(popped):   # put them back, in order, for the next try
                     if key in self.inflight:
                         self.inflight[key][e.offset] = e
@@ -500,24 +552,32 @@ class Executor:
         now = time.monotonic()
         if self.pool.free > 0:
             self._full_since = None
-            if self.paused:
-                self.consumer.resume(self.consumer.assignment())
-                self.paused = False
+            for lane in self.lanes:
+                if lane.paused:
+                    lane.consumer.resume(lane.consumer.assignment())
+                    lane.paused = False
             return
         if self._full_since is None:
             self._full_since = now
-        if not self.paused and now - self._full_since >= self.cfg.pause_after_s:
-            self.consumer.pause(self.consumer.assignment())
-            self.paused = True
+        if now - self._full_since >= self.cfg.pause_after_s:
+            for lane in self.lanes:
+                if not lane.paused:
+                    lane.consumer.pause(lane.consumer.assignment())
+                    lane.paused = True
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        self.tx.init_transactions(30)
+        for lane in self.lanes:
+            lane.tx.init_transactions(30)
         self._start_control()
-        self.consumer.subscribe([T.TASKS_ASSIGNED.name], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        for lane in self.lanes:
+            lane.consumer.subscribe([T.TASKS_ASSIGNED.name],
+                                    on_assign=lambda c, ps, lane=lane: self._on_assign(lane, c, ps),
+                                    on_revoke=lambda c, ps, lane=lane: self._on_revoke(lane, c, ps))
         self._announce()
         next_beat = time.monotonic() + self.cfg.heartbeat_s
-        log.info("executor %s: %d slots, group %s", self.cfg.executor_id, self.cfg.slots, self.cfg.consumer_group)
+        log.info("executor %s: %d slots, groups %s", self.cfg.executor_id, self.cfg.slots,
+                 ", ".join(lane.group for lane in self.lanes))
         last_commit = 0.0
         try:
             while not stop.is_set():
@@ -534,16 +594,18 @@ class Executor:
                 if self.pool.free != self._announced_free and time.monotonic() - self._announced_at >= 0.25:
                     self._announce()    # free slots changed: tell the planner soon, not at the next beat
                 self.side.poll(0)
-                free = self.pool.free
-                if free == 0:
-                    continue
-                running = free < self.cfg.slots
-                for msg in self.consumer.consume(free, 0.005 if running else 0.05):
-                    if msg.error():
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer: %s", msg.error())
-                        continue
-                    self._handle(msg)
+                for lane in self.lanes:
+                    free = self.pool.free
+                    if free == 0:
+                        break
+                    running = free < self.cfg.slots
+                    wait = (0.005 if running else 0.05) / len(self.lanes)
+                    for msg in lane.consumer.consume(free, wait):
+                        if msg.error():
+                            if msg.error().code() != KafkaError._PARTITION_EOF:
+                                log.warning("consumer: %s", msg.error())
+                            continue
+                        self._handle(lane, msg)
         finally:
             self._shutdown()
 
@@ -565,7 +627,8 @@ class Executor:
             self._announce(available=False)
             self.side.flush(10)
         finally:
-            self.consumer.close()
+            for lane in self.lanes:
+                lane.consumer.close()
             if self.control is not None:
                 self.control.close()
             self.sandbox.close()
@@ -582,8 +645,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hourly-rate", type=float, default=0.0)
     ap.add_argument("--group", default=os.environ.get("EXECUTOR_GROUP") or None,
                     help="consumer group (default: its own, chimera-executor.<id>)")
+    ap.add_argument("--pool", default=os.environ.get("EXECUTOR_POOL") or None,
+                    help="also run what is assigned to this pool, sharing it with the pool's other members")
     ap.add_argument("--unassigned", action="store_true",
-                    help="also run assignments that name no executor (one executor or one shared group only)")
+                    help="also run assignments that name no executor (with --pool: shared by the pool; "
+                         "else on one executor or one shared --group only)")
     ap.add_argument("--max-timeout-s", type=float, default=ExecutorConfig.max_timeout_s)
     ap.add_argument("--no-control", action="store_true", help="ignore control.commands")
     ap.add_argument("--heartbeat-s", type=float, default=5.0)
@@ -598,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR",
                                                                                        "127.0.0.1"))
     caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
-    cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group,
+    cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group, pool=a.pool,
                          heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,
                          unassigned=a.unassigned, max_timeout_s=a.max_timeout_s, control=not a.no_control,
                          capabilities=tuple(a.capability or ("wasm",)),

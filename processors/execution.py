@@ -3,9 +3,12 @@
 Today's `tasks.assigned` schema carries the planned task but no payload field, so:
 - an explicit task names its module with `wasm: MODULE ARG...` as its name or a line of its
   description (arguments split on spaces), or a capability `wasm:MODULE`;
-- otherwise the task's kind is read from its phase, name and capabilities (the template's
-  activity kinds: analysis, build, verify, acceptance, deploy, gate, mitigation, plus data and
-  compute) and the executor's registry maps the kind to a module.
+- otherwise the task's kind is the kind its template activity declares (ACTIVITY_KINDS), which
+  the decomposer writes into the task's description (`describe`, read back by `declared_kind`:
+  a field every planned task already carries, so no schema change);
+- a task that declares none (an explicit task, an LLM plan's task, a pool's provision task)
+  gets a kind read from its phase, name and capabilities (plus data and compute);
+and the executor's registry maps the kind to a module.
 When the assignment gets a payload field (issue 8 on top of issue 7), `task_ref` reads it
 first; nothing else changes.
 """
@@ -15,7 +18,23 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-# First match wins; words are matched as prefixes of the task's words.
+# The kinds a template activity may declare (processors/templates/*.toml `kind = ...`).
+ACTIVITY_KINDS = ("analysis", "build", "verify", "acceptance", "deploy", "gate", "mitigation")
+_DECLARED = re.compile(r"\((" + "|".join(ACTIVITY_KINDS) + r")\) for goal ")
+
+
+def describe(name: str, kind: str, goal_title: str) -> str:
+    """A template task's description; it carries the activity's declared kind (`declared_kind`)."""
+    return f"{name} ({kind}) for goal {goal_title!r}"
+
+
+def declared_kind(description: str) -> str | None:
+    """The kind `describe` wrote into a description, else None."""
+    m = _DECLARED.search(description or "")
+    return m.group(1) if m else None
+
+
+# For tasks that declare no kind. First match wins; words are matched as prefixes of the task's words.
 _KIND_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("compute", ("compute", "benchmark", "simulat", "train")),
     ("verify", ("test", "verif", "qa", "validat", "check", "assert", "review", "audit")),
@@ -60,8 +79,9 @@ def explicit_module(task: dict) -> tuple[str | None, tuple[str, ...]]:
 
 
 def task_kind(task: dict) -> str:
-    """The kind of a planned task, from its phase, then its name, then its capabilities."""
-    return _kind(task.get("phase") or "", task.get("name") or "", " ".join(task.get("capabilities") or ()))
+    """The kind of a planned task: the one its template activity declared, else read from its
+    phase, then its name, then its capabilities."""
+    return declared_kind(task.get("description") or "") or _kind(task.get("phase") or "", task.get("name") or "", " ".join(task.get("capabilities") or ()))
 
 
 # One pattern per kind: a prefix at the start of a word (a run of [a-z] letters).

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from processors.ids import plan_id as derive_plan_id
-from streams import client, samples, services
+from streams import client, codec, samples, services
 from topics import registry as T
 from topics.admin import BrokerUnreachable, create_topics, list_topics
 from topics.serde import SerdeError
@@ -426,8 +427,21 @@ DEMO_WORKER_ENV = {   # live plans at demo speed: seconds, not hours
     "PLANNING_PROGRESS_INTERVAL_SECONDS": "0.5"}
 
 
+def _demo_capabilities(sample: list[dict]) -> list[str]:
+    """Every capability the sample goals' tasks may need: the templates' and those the strategies
+    add themselves (phase gates need `review`, objective checks `qa`, resource pools `ops`),
+    from decomposing each sample goal with every strategy. The demo's resources offer them."""
+    from processors.decomposition import STRATEGIES, decompose
+    found = set(_template_capabilities())
+    for record in sample:
+        goal = codec.goal_from_record(record)
+        for strategy in (None, *STRATEGIES):
+            found.update(c for t in decompose(goal, strategy).tasks for c in t.capabilities)
+    return sorted(found)
+
+
 def _template_capabilities() -> list[str]:
-    """Every capability the decomposition templates ask for (the demo's resources offer them all)."""
+    """Every capability the decomposition templates ask for."""
     import tomllib
     found: set[str] = set()
 
@@ -446,26 +460,30 @@ def _template_capabilities() -> list[str]:
     return sorted(found)
 
 
-def _demo_resources(now_ms: int) -> list[dict]:
-    """Two clusters and a cheap spot pool (the one that goes silent), all with every capability."""
-    caps = _template_capabilities()
+def _demo_resources(now_ms: int, simulated: bool, caps: list[str]) -> list[dict]:
+    """A spot pool with one slot, the cheapest resource, which goes silent after its first
+    assignment (that task is reallocated, with a RESOURCE alert); with `simulated` (no real
+    executors) also two clusters that streams/simulate.py plays. All with every capability."""
 
     def res(rid, cost, **capacity):
         return {"resource_id": rid, "kind": "agents", "capacities": capacity, "capabilities": caps, "available": True,
                 "hourly_rate": cost, "updated_at_ms": now_ms, "free": dict(capacity), "health": "HEALTHY",
                 "heartbeat_ms": now_ms}
-    return [res("demo-spot", 5.0, cpu=16.0, gpu=2.0, memory_gb=64.0, agents=3.0),
-            res("demo-cluster-a", 20.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0),
+    spot = res("demo-spot", 0.5, cpu=16.0, gpu=4.0, memory_gb=128.0, storage_gb=1000.0, agents=1.0)
+    if not simulated:
+        return [spot]
+    return [spot, res("demo-cluster-a", 20.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0),
             res("demo-cluster-b", 30.0, cpu=32.0, gpu=4.0, memory_gb=128.0, agents=6.0)]
 
 
-def _start_executors(stack: ExitStack, bootstrap: str, work: Path) -> list[str]:
-    """Two real executors (executor/service.py, own processes) next to the planner, cheaper than the
-    demo's other resources, so the sample goals' tasks really run in the wasmtime sandbox:
-    `demo-exec-1` offers every template capability, `demo-exec-2` half of them. Stopped and
+def _start_executors(stack: ExitStack, bootstrap: str, work: Path, caps: list[str]) -> list[str]:
+    """Two real executors (executor/service.py, own processes) next to the planner: the only
+    resources that answer, so every task of the sample goals really runs in the wasmtime sandbox.
+    `demo-exec-1` offers every template capability at 2/h, `demo-exec-2` half of them at 1/h (so
+    both run tasks: the cheaper one what it can, the other the rest, the allocator's capability
+    match at work); the units they offer cover the sample goals' largest demands. Stopped and
     their resources tombstoned on exit."""
-    caps = _template_capabilities()
-    spec = [("demo-exec-1", 1.0, caps), ("demo-exec-2", 2.0, caps[::2])]
+    spec = [("demo-exec-1", 2.0, caps), ("demo-exec-2", 1.0, caps[::2])]
     procs = []
     for eid, rate, offered in spec:
         cmd = [sys.executable, "-m", "executor.service", "--bootstrap", bootstrap, "--id", eid, "--slots", "4",
@@ -500,13 +518,15 @@ def _latest(run, pid: str, plan: dict) -> tuple[dict, dict]:
 
 async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, timeout_s: float,
                      factor: float = 1.3, executors: tuple[str, ...] = ()) -> dict:
-    """Resources announced, goals planned, executors played (streams/simulate.py) until every
-    plan ended: one task fails once (retried), the cheapest resource goes silent after its first
-    assignment (its tasks are reallocated, with a RESOURCE alert), plans waiting for a person are
-    approved at their current version (as `chimera approve` would), completed tasks took `factor`
-    x their most likely hours. A live progress bar per plan."""
+    """Resources announced, goals planned and run until every plan ended: the real `executors`
+    run every task in the sandbox; the cheapest resource (simulated) goes silent after its first
+    assignment (its task is reallocated, with a RESOURCE alert); plans waiting for a person are
+    approved at their current version (as `chimera approve` would). Without real executors
+    (DEMO_SIMULATED_ONLY) streams/simulate.py plays two clusters instead: one task fails once
+    (retried), completed tasks took `factor` x their most likely hours. A live progress bar per
+    plan."""
     from streams.simulate import ENDED, Simulation
-    resources = _demo_resources(_now_ms())
+    resources = _demo_resources(_now_ms(), simulated=not executors, caps=_demo_capabilities(sample))
     silent_rid = resources[0]["resource_id"]
     wanted = {derive_plan_id(g["goal_id"]): g for g in sample}
     chosen: dict = {}     # fail_pid, fail_task: who fails once
@@ -552,7 +572,8 @@ async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, tim
         # the memory story runs a decomposed plan to the end; another one has a task failing once
         decomposed = [pid for pid in plans if not wanted[pid].get("tasks")]
         done_pid = decomposed[0] if decomposed else None
-        chosen["fail_pid"] = next((pid for pid in plans if pid not in (done_pid, forged)), None)
+        if not executors:       # a real executor's tasks fail for real reasons only
+            chosen["fail_pid"] = next((pid for pid in plans if pid not in (done_pid, forged)), None)
 
         bars = {pid: progress.add_task(wanted[pid]["title"][:40], total=100.0) for pid in plans}
         approved: set[tuple[str, int]] = set()
@@ -584,11 +605,12 @@ async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, tim
         if r.key == forged and r.value and r.value.get("event_id") == "demo-forged":
             letters.append(r)
     others[T.EXECUTION_FEEDBACK.dlq] = letters
-    ran: list[dict] = []    # what the real executors reported (terminal feedback of the demo's plans)
+    ran: list[dict] = []    # terminal feedback of the demo's plans (real executors' and simulated)
     if executors:
         async for r in client.read(bootstrap, T.EXECUTION_FEEDBACK.name, idle_timeout_s=2.0, deadline_s=20):
             v = r.value
-            if v and v["plan_id"] in plans and v["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+            if v and v["plan_id"] in plans and v["status"] in ("COMPLETED", "FAILED", "CANCELLED") \
+                    and v.get("event_id") != "demo-forged":
                 ran.append(v)
     return {"plans": plans, "wanted": wanted, "run": run, "seconds": took, "silent": silent_rid, "executed": ran,
             "executors": list(executors),
@@ -596,35 +618,71 @@ async def _live_demo(bootstrap: str, sample: list[dict], progress: Progress, tim
             "failed": (chosen["fail_pid"], chosen["fail_task"]) if "fail_task" in chosen else None, **others}
 
 
+def _ran_by(v: dict) -> str | None:
+    """The executor a terminal feedback record names (executor/service.py writes it into every
+    COMPLETED's JSON and every FAILED / CANCELLED message), else None (simulated)."""
+    if v["status"] == "COMPLETED":
+        try:
+            return json.loads(v.get("message") or "").get("executor")
+        except (ValueError, AttributeError):
+            return None
+    m = re.search(r"\(executor ([\w.:-]+)", v.get("message") or "")
+    return m.group(1) if m else None
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 def _executed_summary(result: dict) -> None:
-    """Per executor: tasks completed / failed in the sandbox, time per task, failures with reasons."""
+    """Per executor: tasks completed / failed / cancelled in the sandbox, time per task (p50 and
+    max: the sandbox's wall time, and assignment to terminal feedback), failures with reasons;
+    then whether every task of every sample plan ended COMPLETED in the sandbox."""
     table = Table(title="Tasks run in the wasmtime sandbox by the real executors")
-    for col in ("executor", "completed", "failed", "cancelled", "sandbox ms / task (mean)", "modules"):
+    for col in ("executor", "completed", "failed", "cancelled", "sandbox ms p50 / max",
+                "assigned -> done s p50 / max", "modules"):
         table.add_column(col)
     real = set(result["executors"])
-    by_task = {(a["plan_id"], a["task"]["task_id"], a["attempt"]): a["assigned_to"] for a in result["run"].assignments}
-    rows: dict[str, dict] = {e: {"COMPLETED": 0, "FAILED": 0, "CANCELLED": 0, "ms": [], "modules": {}} for e in real}
-    failures = []
+    assigned_at = {(a["plan_id"], a["task"]["task_id"], a["attempt"]): a["assigned_at_ms"]
+                   for a in result["run"].assignments}
+    rows: dict[str, dict] = {e: {"COMPLETED": 0, "FAILED": 0, "CANCELLED": 0, "ms": [], "turn": [], "modules": {}}
+                             for e in real}
+    failures, done_on = [], {}
     for v in result.get("executed", []):
-        who = by_task.get((v["plan_id"], v["task_id"], v["attempt"]))
+        who = _ran_by(v)
         if who not in real:
             continue
         row = rows[who]
         row[v["status"]] += 1
+        at = assigned_at.get((v["plan_id"], v["task_id"], v["attempt"]))
+        if at is not None:
+            row["turn"].append(max(0.0, (v["reported_at_ms"] - at) / 1000))
         if v["status"] == "COMPLETED":
             msg = json.loads(v["message"])
             row["ms"].append(msg["wall_s"] * 1000)
             row["modules"][msg["module"]] = row["modules"].get(msg["module"], 0) + 1
+            done_on[(v["plan_id"], v["task_id"])] = who
         else:
-            failures.append(f"{who}: {v['plan_id'][:13]} {v['task_id']} attempt {v['attempt']}: {v['message'][:100]}")
+            failures.append(f"{who}: {v['plan_id'][:13]} {v['task_id']} attempt {v['attempt']} {v['status']}: "
+                            f"{v['message'][:110]}")
+    span = lambda xs, f: f"{f(_pct(xs, 0.5))} / {f(max(xs))}" if xs else "-"  # noqa: E731
     for e in sorted(rows):
         r = rows[e]
-        mean = f"{sum(r['ms']) / len(r['ms']):.1f}" if r["ms"] else "-"
-        table.add_row(e, str(r["COMPLETED"]), str(r["FAILED"]), str(r["CANCELLED"]), mean,
+        table.add_row(e, str(r["COMPLETED"]), str(r["FAILED"]), str(r["CANCELLED"]),
+                      span(r["ms"], lambda x: f"{x:.1f}"), span(r["turn"], lambda x: f"{x:.2f}"),
                       ", ".join(f"{m} {n}" for m, n in sorted(r["modules"].items())))
     console.print(table)
-    for line in failures[:10]:
+    console.print(f"failures in the sandbox: {len(failures)}" + (" (with reasons):" if failures else ""))
+    for line in failures[:12]:
         console.print(f"  [yellow]{line}[/]")
+    tasks = {(pid, t["task_id"]) for pid in result["plans"]
+             for t in _latest(result["run"], pid, result["plans"][pid])[0]["tasks"]}
+    ran = sum(1 for k in tasks if k in done_on)
+    colour = "green" if ran == len(tasks) else "red"
+    console.print(f"[{colour}]sample goals: {ran} of {len(tasks)} tasks COMPLETED in the sandbox on the two "
+                  f"executors[/]" + ("" if ran == len(tasks) else
+                                     f"; not: {', '.join(f'{p[:13]}/{t}' for p, t in sorted(tasks - set(done_on))[:8])}"))
 
 
 def _summary(result: dict) -> None:
@@ -645,7 +703,8 @@ def _summary(result: dict) -> None:
                       str(sum(1 for a in run.assignments if a["plan_id"] == pid)))
     console.print(table)
 
-    live = Table(title=f"Live plans ({result['seconds']:.0f} s of simulated executors)")
+    played = "real executors" if result.get("executors") else "simulated executors"
+    live = Table(title=f"Live plans ({result['seconds']:.0f} s of {played})")
     for col in ("plan", "status", "progress", "SPI", "CPI", "AC", "cost est.", "versions", "attempts", "retries",
                 "reallocated", "replans (trigger)"):
         live.add_column(col)
@@ -694,7 +753,7 @@ def _summary(result: dict) -> None:
 
 
 @app.command()
-def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 75.0) -> None:
+def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: float = 180.0) -> None:
     """The main job: start a broker, a worker and the sinks; announce resources, plan sample goals and
     play executors until every plan ended (live progress bars); print plans, progress, alerts; stop all."""
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
@@ -720,7 +779,7 @@ def demo(goals: int = typer.Option(6, help="how many sample goals"), timeout: fl
                                     completed=1)
                     sample = samples.sample_goals(goals, _now_ms(), prefix="demo")
                     executors = () if os.environ.get("DEMO_SIMULATED_ONLY") else tuple(
-                        _start_executors(stack, bootstrap, stores))
+                        _start_executors(stack, bootstrap, stores, _demo_capabilities(sample)))
                     result = asyncio.run(_live_demo(bootstrap, sample, progress, timeout, executors=executors))
                     if len(result["plans"]) < len(sample):
                         err.print(f"[red]only {len(result['plans'])}/{len(sample)} plans arrived[/]\n{w.log_tail()}")

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Sequence
 
+from ..execution import describe
 from ..model import Estimate, Goal, Task, TaskSpec
 from .select import (MAX_OBJECTIVE_GROUPS, MAX_UNITS, capacities_for, goal_text, hits,
                      normalize, order_units, ranked_risks, select_units, slug)
@@ -105,7 +106,7 @@ class Builder:
         vals += validation
         self.tasks[tid] = Task(
             tid, name, Estimate(o, m, p), _dedupe(deps), resources, _dedupe(capabilities),
-            f"{name} ({act.kind}) for goal {self.goal.title!r}",
+            describe(name, act.kind, self.goal.title),
             phase or act.phase, unit.id if unit else "", _dedupe(succ), _dedupe(vals), mitigation)
         self.kind[tid] = "mitigation" if mitigation else act.kind
         if unit:

@@ -12,11 +12,11 @@ from functools import lru_cache
 import importlib.resources as _pkg_resources
 from typing import Any, Mapping
 
+from ..execution import ACTIVITY_KINDS
 from ..model import RESOURCE_KINDS, RiskCategory
 
 BUILTIN_DOMAINS: tuple[str, ...] = ("software", "data_ml", "infrastructure", "research", "generic")
 FALLBACK_DOMAIN = "generic"
-ACTIVITY_KINDS = ("analysis", "build", "verify", "acceptance", "deploy", "gate", "mitigation")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 

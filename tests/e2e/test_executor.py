@@ -348,3 +348,72 @@ def test_a_stop_of_every_plan_interrupts_two_plans_within_a_second_and_nothing_s
     assert started_after and started_after[0]["_ts"] >= resumed_ms - 50
     assert fb.terminal() == Counter({(a, "forever", "CANCELLED"): 1, (b, "forever", "CANCELLED"): 1,
                                      (held, "check", "CANCELLED"): 1, (after, "check", "COMPLETED"): 1})
+
+
+def _pool_members(bootstrap: str, group: str) -> dict[str, set[int]]:
+    """The members of a consumer group and the tasks.assigned partitions each owns now."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(10)
+    except Exception:   # the group does not exist yet
+        return {}
+    if str(desc.state).rsplit(".", 1)[-1] != "STABLE":
+        return {}
+    return {m.client_id: {tp.partition for tp in m.assignment.topic_partitions} for m in desc.members}
+
+
+def test_two_executors_of_one_pool_share_its_tasks_and_refuse_what_no_member_can_run(kafka_bootstrap, tmp_path):
+    """--pool: the pool's assignments reach its members through the pool's shared consumer group,
+    so each runs on exactly one member (both members run some: one per partition here), while an
+    assignment to a member by id still reaches that member through its own group. An assignment
+    to the pool needing a capability no member has is refused (FAILED missing_capability)."""
+    from streams import client
+    from topics.admin import create_topics
+    asyncio.run(create_topics(kafka_bootstrap))
+    run = f"{os.getpid()}-{next(_n)}"
+    pool, a, b = f"pool-{run}", f"ex-pool-a-{run}", f"ex-pool-b-{run}"
+    for group in (f"chimera-executor.{a}", f"chimera-executor.{b}", f"chimera-executor-pool.{pool}"):
+        asyncio.run(client.commit_at_end(kafka_bootstrap, group, [T.TASKS_ASSIGNED.name]))
+    parts = T.TASKS_ASSIGNED.partitions
+    plans = [ids.plan_id(f"exec-pool-{run}-{p}") for p in range(parts)]
+
+    def to(plan: str, task: dict, who: str, caps=("qa",)) -> dict:
+        return dict(_assignment(plan, dict(task, capabilities=list(caps))), assigned_to=who)
+    records: list[tuple[int, dict]] = []          # every partition gets pool work, so both members do
+    for p, plan in enumerate(plans):
+        records += [(p, to(plan, _task(f"t{i}", "Crunch", description="wasm: compute 200000 2"), pool))
+                    for i in range(3)]
+    records += [(0, to(plans[0], _task("gpu", "Run the tests", phase="test"), pool, caps=("qa", "gpu"))),
+                (1, to(plans[1], _task("by-id", "Run the tests", phase="test"), b))]
+    fb = Feedback(kafka_bootstrap, _ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), set(plans))
+    factory = Executors(kafka_bootstrap, tmp_path)
+    try:
+        for me in (a, b):
+            factory(me, 2, capabilities=["wasm", "qa"], args=("--pool", pool))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:            # both members joined the pool's group
+            members = _pool_members(kafka_bootstrap, f"chimera-executor-pool.{pool}")
+            if len(members) == 2 and all(members.values()):
+                break
+            time.sleep(0.5)
+        assert len(members) == 2 and all(members.values()), members
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        s = serde(T.TASKS_ASSIGNED.name)
+        for part, r in records:
+            p.produce(T.TASKS_ASSIGNED.name, key=r["plan_id"].encode(), value=s.encode(r), partition=part)
+        assert p.flush(30) == 0
+        fb.poll_until(lambda rs: sum(fb.terminal().values()) >= len(records), timeout=120, settle=3.0)
+    finally:
+        fb.close()
+        factory.close()
+    term = fb.terminal()
+    assert sum(term.values()) == len(records) and all(n == 1 for n in term.values()), term
+    started = Counter((r["plan_id"], r["task_id"]) for r in fb.records if r["status"] == "STARTED")
+    assert all(n == 1 for n in started.values()), started          # no task ran twice
+    done = {(r["plan_id"], r["task_id"]): r for r in fb.records if r["status"] == "COMPLETED"}
+    ran_by = Counter(json.loads(done[(plan, f"t{i}")]["message"])["executor"] for plan in plans for i in range(3))
+    assert set(ran_by) == {a, b} and sum(ran_by.values()) == 3 * parts, ran_by
+    assert json.loads(done[(plans[1], "by-id")]["message"])["executor"] == b
+    refused = [r for r in fb.records if r["task_id"] == "gpu" and r["status"] == "FAILED"]
+    assert len(refused) == 1 and refused[0]["message"].startswith("missing_capability: gpu"), refused

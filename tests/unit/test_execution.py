@@ -51,3 +51,67 @@ def test_every_kind_has_a_module_and_records_fit_the_current_schemas(tmp_path):
     rec = announcement(ExecutorConfig(bootstrap="x", executor_id="ex-1", slots=3))
     assert serde("resources.availability").decode(serde("resources.availability").encode(rec, strict=True)) == rec
     assert rec["capacities"] == {"agents": 3.0} and rec["kind"] == "agents"   # one unit per slot
+
+
+def _all_activities():
+    """Every activity of every built-in template, with its template: phases, component and
+    function activities, and the risks' mitigation tasks."""
+    from processors.decomposition.templates import builtin_templates
+    for tpl in builtin_templates():
+        for a in (*[a for p in tpl.phases for a in p.activities], *tpl.component_activities,
+                  *tpl.function_activities, *[r.mitigation_task for r in tpl.risks if r.mitigation_task]):
+            yield tpl, a
+
+
+def test_every_builtin_template_activity_runs_the_module_of_its_declared_kind():
+    """The decomposer's task carries its activity's declared kind to the executor: the module
+    chosen for it is the one for that kind, not one guessed from words (research `write-up`
+    is a deploy, not an analysis; a gate is a test run, not a build step)."""
+    pytest.importorskip("wasmtime")
+    from executor.tasks import module_for
+    from processors.consistency import KIND_MODULE, task_fields
+    from processors.decomposition.strategies import Builder
+    from processors.decomposition.templates import Unit
+    from processors.model import Goal
+    goal = Goal("g", "Any goal", 0)
+    seen = 0
+    for tpl, act in _all_activities():
+        b = Builder(goal, tpl)
+        tid = b.add(act.id, act, unit=Unit(id="u", name="Unit"), mitigation=act.kind == "mitigation")
+        task = {"task_id": tid, **task_fields(b.tasks[tid])}
+        ref = task_ref({"plan_id": "p", "task": task})
+        assert ref.kind == act.kind, (tpl.name, act.id)
+        assert module_for(ref).name == KIND_MODULE[act.kind], (tpl.name, act.id, act.kind)
+        seen += 1
+    assert seen >= 25
+
+
+def test_generated_gates_checks_and_mitigations_keep_their_kind():
+    """The activities the strategies add themselves (phase gates, objective checks, risk reviews,
+    mitigations) declare a kind too: every gate runs the test-run module, in every strategy."""
+    pytest.importorskip("wasmtime")
+    from executor.tasks import module_for
+    from processors.consistency import task_fields
+    from processors.decomposition import STRATEGIES, decompose
+    from processors.execution import declared_kind
+    from processors.model import Goal
+    gates = 0
+    for domain in ("software", "data_ml", "infrastructure", "research", "generic"):
+        goal = Goal(f"g-{domain}", "Ship the thing", 0, domain=domain, objectives=("Booking workflow",))
+        for strategy in STRATEGIES:
+            for t in decompose(goal, strategy).tasks:
+                ref = task_ref({"plan_id": "p", "task": {"task_id": t.task_id, **task_fields(t)}})
+                if t.task_id.startswith(("gate", "risk-review")):
+                    gates += 1
+                    assert ref.kind == "gate" and module_for(ref).name == "test-run", (domain, strategy, t)
+                if t.risk_mitigation:
+                    assert ref.kind == declared_kind(t.description) == "mitigation"
+    assert gates > 0
+
+
+def test_explicit_modules_still_win_over_a_declared_kind():
+    ref = task_ref({"plan_id": "p", "task": {"task_id": "t", "name": "Crunch", "phase": "build",
+                                             "description": "Crunch (deploy) for goal 'x'\nwasm: compute 10 1"}})
+    assert (ref.kind, ref.module, ref.args) == ("deploy", "compute", ("10", "1"))
+    # an explicit task declares no kind: its words decide, as before
+    assert task_kind({"name": "Run tests", "description": "Run tests (explicit) for goal 'x'"}) == "verify"

@@ -46,6 +46,34 @@ def test_own_consumer_group_per_executor_unless_a_pool_group_is_named():
     assert _cfg(group="pool-a").consumer_group == "pool-a"
 
 
+def test_a_pool_member_keeps_its_own_group_adds_the_pools_and_announces_its_pool():
+    """--pool: its own group still carries what is allocated to it by id; the pool's shared
+    group carries what is allocated to the pool; its record says which pool it is in (a
+    capability, so a task may require the pool and the allocator honours it)."""
+    cfg = _cfg(pool="gpu-a")
+    assert (cfg.consumer_group, cfg.pool_group) == ("chimera-executor.ex-1", "chimera-executor-pool.gpu-a")
+    assert _cfg().pool_group is None
+    s = serde(T.RESOURCES_AVAILABILITY.name)
+    rec = s.decode(s.encode(announcement(cfg), strict=True))
+    assert rec["resource_id"] == "ex-1" and rec["capabilities"] == ["wasm", "build", "pool:gpu-a"]
+    r = codec.resource_from_record(rec)
+    pinned = Task("t", "build it", Estimate(1, 1, 1), capabilities=("build", "pool:gpu-a"))
+    assert choose_resource(pinned, [r], rec["heartbeat_ms"], {}, PlanningConfig()) == r
+    other = codec.resource_from_record(announcement(_cfg(pool="cpu-b")))
+    assert choose_resource(pinned, [other], rec["heartbeat_ms"], {}, PlanningConfig()) is None
+
+
+def test_a_missing_capability_is_refused_whoever_the_task_was_for():
+    from executor.service import missing_capabilities
+    ref = lambda caps, to=None: task_ref({"plan_id": "p", "assigned_to": to, "task": {  # noqa: E731
+        "task_id": "t", "name": "x", "capabilities": caps}})
+    cfg = _cfg(pool="gpu-a")
+    assert missing_capabilities(ref(["build", "pool:gpu-a"], "gpu-a"), cfg) == []
+    assert missing_capabilities(ref(["gpu", "build"]), cfg) == ["gpu"]        # unassigned: checked too
+    assert missing_capabilities(ref(["gpu"], "gpu-a"), cfg) == ["gpu"]        # the pool's: checked too
+    assert missing_capabilities(ref(["wasm:compute"], "ex-1"), cfg) == []     # names a module, not a skill
+
+
 def test_control_commands_fold_into_what_blocks_a_plan():
     st = Stops()
     c = lambda cmd, pid=None, by="ops": {"command": cmd, "plan_id": pid, "issued_by": by, "reason": ""}  # noqa: E731
