@@ -108,7 +108,8 @@ def test_finished_tasks_kept_are_bounded_and_a_revoked_uncommitted_one_is_forgot
     ex = Executor(ExecutorConfig("127.0.0.1:9", executor_id="ex-mem", work_root=tmp_path, control=False,
                                  recent_tasks=3))
     try:
-        key = (T.TASKS_ASSIGNED.name, 0)
+        lane = ex.lanes[0]
+        key = (lane.index, T.TASKS_ASSIGNED.name, 0)
         refs = [task_ref({"plan_id": "plan-m", "attempt": 1, "task": {"task_id": f"t{i}", "name": "noop"}})
                 for i in range(7)]
         ex.inflight[key] = OrderedDict()
@@ -119,9 +120,10 @@ def test_finished_tasks_kept_are_bounded_and_a_revoked_uncommitted_one_is_forgot
         ex.inflight[key] = OrderedDict({5: running, 6: _Entry(6, ref=refs[6])})
         ex._finish(key, ex.inflight[key][6], refs[6], None, "trap: test")   # done behind a running one
         assert ("plan-m", "t6", 1) in ex._recent
-        ex._on_revoke(ex.consumer, [__import__("confluent_kafka").TopicPartition(*key)])
+        ex._on_revoke(lane, lane.consumer, [__import__("confluent_kafka").TopicPartition(*key[1:])])
         assert ("plan-m", "t6", 1) not in ex._recent and ("plan-m", "t4", 1) in ex._recent
         assert running.cancel.is_set() and key not in ex.inflight
     finally:
         ex.sandbox.close()
-        ex.consumer.close()
+        for lane in ex.lanes:
+            lane.consumer.close()
