@@ -99,6 +99,10 @@ class View:
                 if time.monotonic() - last_lag > 2.0:
                     last_lag = time.monotonic()
                     self._measure_lag(c, tps, position, highs)
+                    if pending:
+                        pending -= {k for k in pending if position[k] >= ends[k]}
+                        if not pending:
+                            self.ready.set()
         finally:
             c.close()
 
@@ -111,6 +115,12 @@ class View:
             _, hi = c.get_watermark_offsets(tp, cached=True)
             if hi is not None and hi >= 0:
                 highs[(tp.topic, tp.partition)] = hi
+        # the consumer's own position, past transaction markers (the executors write feedback in
+        # transactions): the last record's offset + 1 stays one marker short of the end for ever
+        for tp in c.position([TopicPartition(tp.topic, tp.partition) for tp in tps]):
+            k = (tp.topic, tp.partition)
+            if tp.offset is not None and tp.offset > position.get(k, 0):
+                position[k] = tp.offset
         self.lag = sum(max(0, highs.get(k, 0) - pos) for k, pos in position.items())
 
     def _apply(self, m) -> None:

@@ -88,7 +88,9 @@ class TritonModelClient(Generic[In, Out]):
         return out, version
 
     def _failed(self, reason: str, exc: BaseException | None) -> None:
+        from streams.metrics import INTEGRATION_ERRORS   # the seed metric counts every failed call to another system
         CALLS.labels(self.model, reason).inc()
+        INTEGRATION_ERRORS.labels("inference").inc()
         self._open_until = time.monotonic() + self.retry_after_s
         self.fallback(reason)
         log.warning("%s at %s: %s (%s); heuristics for %.1fs", self.model, self.url, reason,
