@@ -71,20 +71,35 @@ def die(reason: str) -> None:
     _die(reason)
 
 
-def _positions(app, sources: frozenset[str]) -> dict:
+async def _positions(app, sources: frozenset[str]) -> dict:
     """tp -> (committed offset, high watermark) for the agents' source partitions. Committed,
     not fetched: Faust fetches ahead into a buffer while a stuck agent processes nothing, and
     commits only what the agent finished. Table changelogs are left out: a worker owns their
-    partitions but only writes to them."""
+    partitions but only writes to them.
+
+    A transaction's commit marker takes an offset that no consumer ever receives: after the
+    executors' transactional feedback the committed offset stays one short of the high
+    watermark for good. A partition whose fetch position has reached the high watermark, with
+    no record of it waiting in the worker, is caught up: it is reported with no lag."""
     consumer = app.consumer
+    waiting = {m.tp for m in list(consumer._unacked_messages) if not m.acked}
     out = {}
     for tp in consumer.assignment():
-        if tp.topic in sources:
+        if tp.topic not in sources:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # not fetched yet
+            high = None
+        read = consumer._committed_offset.get(tp)
+        if high is not None and (read or 0) < high and tp not in waiting:
             try:
-                high = consumer.highwater(tp)
-            except Exception:  # not fetched yet
-                high = None
-            out[tp] = (consumer._committed_offset.get(tp), high)
+                fetched = await asyncio.wait_for(consumer.position(tp), timeout=2.0)
+            except Exception:  # noqa: BLE001 - no position: judged on the committed offset alone
+                fetched = None
+            if fetched is not None and fetched >= high:
+                high = read
+        out[tp] = (read, high)
     return out
 
 
@@ -112,7 +127,7 @@ def install(app, sources: Iterable[str], *, interval_s: float, stall_s: float) -
         beat[0] = time.monotonic()
         if app.rebalancing or app.tables.recovery.in_recovery:
             return
-        positions = _positions(app, sources)
+        positions = await _positions(app, sources)
         _report_lag(positions)
         why = progress.observe(positions)
         if why:

@@ -47,3 +47,37 @@ def test_stalled_worker_exits_and_its_supervisor_restarts_it(kafka_bootstrap, pl
     assert w.restarts >= 1, log[-3000:]
     assert "unhealthy: " in log and "no progress" in log and "exited with 70" in log
     assert os.path.exists(f"/proc/{w.proc.pid}") and w.alive()
+
+
+def test_a_partition_ending_in_a_transaction_marker_is_not_a_stall(kafka_bootstrap, planner_stack):
+    """The executors write execution.feedback in transactions; each commit leaves a marker at
+    the partition's end that no consumer receives, so the worker's committed offset stays one
+    short of the high watermark. The watchdog took that for a stall and restarted an idle worker
+    every `stall_s`. Feedback here is transactional (as an executor writes it), for a plan this
+    worker never made (dead-lettered: the record is read and handled); the worker then idles for
+    three stall periods and must still be the same process."""
+    from confluent_kafka import Producer
+
+    from topics.serde import serde
+    w = planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0, CHIMERA_WATCHDOG_INTERVAL_S=1, CHIMERA_WATCHDOG_STALL_S=4)
+    w.supervise(backoff_s=0.5)
+    run = uuid.uuid4().hex[:8]
+    warm = _goal(f"warm-{run}", [_task("a", 1)])
+    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(warm["goal_id"], warm)])
+    assert collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.key == plan_id(warm["goal_id"]), count=1,
+                   timeout=90), w.log_tail()
+    pid = f"plan-tx-{run}"
+    fb = {"event_id": f"{pid}:t:STARTED", "plan_id": pid, "task_id": "t", "status": "STARTED",
+          "progress_pct": 0.0, "actual_hours": None, "message": "", "reported_at_ms": int(time.time() * 1000),
+          "attempt": 1}
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": f"test-executor-{run}"})
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(T.EXECUTION_FEEDBACK.name, key=pid.encode(), value=serde(T.EXECUTION_FEEDBACK.name).encode(fb))
+    p.commit_transaction(30)
+    del p                                                   # no producer outlives the test's broker
+    assert collect(kafka_bootstrap, T.EXECUTION_FEEDBACK.dlq, lambda r: r.key == pid, count=1, timeout=60), \
+        w.log_tail()
+    time.sleep(14)                                          # > 3 x stall_s, with the marker last
+    log = w.log_path.read_text(errors="replace")
+    assert w.restarts == 0 and "unhealthy: " not in log, log[-3000:]
