@@ -147,14 +147,10 @@ class ContainerService:
         return self
 
     def _wait_ready(self, deadline: float) -> None:
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
-            try:
-                if self.ready():
-                    return
-            except Exception as e:  # noqa: BLE001 - retried until the deadline
-                last = e
-            time.sleep(self.poll_s)
+        from infra.process import poll_ready
+        ok, last = poll_ready(self.ready, deadline, self.poll_s)
+        if ok:
+            return
         raise RuntimeError(f"{self.name} container did not get ready at {self.address} within "
                            f"{self.start_timeout:.0f}s (last error: {last!r}); logs:\n{self.logs()}")
 

@@ -106,6 +106,23 @@ def maven_jars(pom: Path, libs: Path, name: str, version: str, jar: str, error: 
     return libs
 
 
+def poll_ready(ready: Callable[[], bool], deadline: float, poll_s: float,
+               check: Callable[[], None] = lambda: None) -> tuple[bool, BaseException | None]:
+    """Probe `ready` every `poll_s` until it says yes (True, None) or `deadline` (monotonic)
+    passes (False, the last error it raised); `check` runs before each probe and may raise
+    (a process that exited). A probe that raises counts as not yet."""
+    last: BaseException | None = None
+    while time.monotonic() < deadline:
+        check()
+        try:
+            if ready():
+                return True, None
+        except Exception as e:  # noqa: BLE001 - retried until the deadline
+            last = e
+        time.sleep(poll_s)
+    return False, last
+
+
 class LocalService:
     """One service in a child process, as a context manager: `start()` waits until `ready()`,
     `stop()` ends only our own process, `close()` also removes a temp folder.
@@ -195,17 +212,13 @@ class LocalService:
         return self
 
     def _wait_ready(self, deadline: float) -> None:
-        last: BaseException | None = None
-        while time.monotonic() < deadline:
+        def exited() -> None:
             if self.proc.poll() is not None:
                 raise self.error(f"{self.name} exited early (rc={self.proc.returncode}); "
                                  f"last log lines:\n{self.tail_log()}")
-            try:
-                if self.ready():
-                    return
-            except Exception as e:  # noqa: BLE001 - retried until the deadline
-                last = e
-            time.sleep(self.poll_s)
+        ok, last = poll_ready(self.ready, deadline, self.poll_s, exited)
+        if ok:
+            return
         raise self.error(f"{self.name} did not {self.probe} at {self.address} within {self.start_timeout:.0f}s"
                          + (f" (last error: {last!r})" if last else "") + f"; last log lines:\n{self.tail_log()}")
 
