@@ -81,9 +81,13 @@ def test_api_probe_paths_are_served():
     from streams import settings
 
     s = settings.load(env={"KAFKA_BOOTSTRAP": "127.0.0.1:1"})
-    deps = Deps(s.api, KeyStore(), Store(), Writer("127.0.0.1:1"), RateLimiter(60, 1))
+    writer = Writer("127.0.0.1:1")
+    deps = Deps(s.api, KeyStore(), Store(), writer, RateLimiter(60, 1))
     deps.health = Checks(s)
-    paths = set(create_app(deps).openapi()["paths"]) | {"/openapi.json"}
+    try:
+        paths = set(create_app(deps).openapi()["paths"]) | {"/openapi.json"}
+    finally:
+        writer.close()   # else its producer reconnects to nowhere for the rest of the session
     api = next(d for _, d in _docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == "api")
     c = api["spec"]["template"]["spec"]["containers"][0]
     for probe in ("livenessProbe", "readinessProbe"):
