@@ -203,3 +203,23 @@ def sample_records(prefix: str) -> dict[str, list]:
         T.RISKS_ALERTS.name: [(p1["plan_id"], alert(p1, p1["risks"][0]))],
         T.RESOURCES_AVAILABILITY.name: [(f"{prefix}-res", resource(f"{prefix}-res", {"engineer": 2.0}))],
     }
+
+
+def filled_store(folder, records, deliveries: int = 2):
+    """A set-up ClickHouse store (chdb on `folder`) holding the rows the sink's own `rows_for`
+    makes of `records`, inserted `deliveries` times without dedup tokens (at least once:
+    FINAL and argMax must collapse the duplicates). The caller closes it."""
+    from sinks.clickhouse import COLUMNS, ClickHouseStore, rows_for
+
+    store = ClickHouseStore(folder)
+    store.setup()
+    records = list(records)
+    for _ in range(deliveries):
+        tables = {t: [] for t in COLUMNS}
+        for rec in records:
+            for t, rows in rows_for(rec).items():
+                tables[t].extend(rows)
+        for t, rows in tables.items():
+            if rows:
+                store.insert(t, rows)
+    return store

@@ -52,18 +52,8 @@ def _history():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from sinks.clickhouse import COLUMNS, ClickHouseStore, rows_for
-
-    s = ClickHouseStore(tmp_path_factory.mktemp("analytics"))
-    s.setup()
-    for _ in range(2):  # twice, without dedup tokens: FINAL must still collapse the duplicates
-        tables = {t: [] for t in COLUMNS}
-        for rec in _history():
-            for t, rows in rows_for(rec).items():
-                tables[t].extend(rows)
-        for t, rows in tables.items():
-            if rows:
-                s.insert(t, rows)
+    # twice, without dedup tokens: FINAL must still collapse the duplicates
+    s = F.filled_store(tmp_path_factory.mktemp("analytics"), _history(), deliveries=2)
     yield s
     s.close()
 

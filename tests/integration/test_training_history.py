@@ -35,17 +35,8 @@ def _records():
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from sinks.clickhouse import COLUMNS, ClickHouseStore, rows_for
-    s = ClickHouseStore(tmp_path_factory.mktemp("history"))
-    s.setup()
-    for _ in range(2):   # delivered twice (at least once): FINAL and argMax must not double anything
-        tables = {t: [] for t in COLUMNS}
-        for rec in _records():
-            for t, rows in rows_for(rec).items():
-                tables[t].extend(rows)
-        for t, rows in tables.items():
-            if rows:
-                s.insert(t, rows)
+    # delivered twice (at least once): FINAL and argMax must not double anything
+    s = F.filled_store(tmp_path_factory.mktemp("history"), _records(), deliveries=2)
     yield s
     s.close()
 
