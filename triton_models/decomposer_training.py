@@ -134,7 +134,8 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
     record = {"at_ms": int(time.time() * 1000), "serving_version": serving_version, "serving_valid": serving_rate,
               "candidate_valid": cand_rate, "candidate_rejections": cand_why, "serving_rejections": serving_why,
               "accepted": cand_rate > serving_rate, "train_seconds": round(train_s, 1), "steps": steps,
-              "pairs": len(pairs), "history_pairs": len(pairs) - synthetic, "synthetic_pairs": synthetic}
+              "pairs": len(pairs), "history_pairs": len(pairs) - synthetic, "synthetic_pairs": synthetic,
+              "held_out": len(held)}
     if record["accepted"]:
         version = max(repository.versions(repo, MODEL)) + 1
         tmp = repo / MODEL / f".{version}.tmp"

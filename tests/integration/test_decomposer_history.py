@@ -89,3 +89,39 @@ def test_the_sql_reads_the_final_version_once_per_task(store):
     _, rows = store.query(D.HISTORY_SQL)
     assert sorted({(r[0], r[1]) for r in rows}) == [("p-free", 2), ("p-good", 2), ("p-uncovered", 2)]
     assert len(rows) == 3 + 2 + 1                      # duplicates of the second delivery collapsed
+
+
+from tests.unit.test_tiny_models import tiny_llama  # noqa: E402,F401  (the fixture: a tiny Llama from a config)
+
+
+def test_train_decomposer_learns_from_the_history_topped_up_and_its_watch_waits_for_new_plans(
+        store, tiny_llama, tmp_path, monkeypatch):   # noqa: F811
+    """`chimera train decomposer --clickhouse` on that history (a tiny model: its answers never
+    validate, so nothing is written), then the watch: no new good plan, no training; one more, trained."""
+    from typer.testing import CliRunner
+
+    from streams.cli import app
+    from triton_models import decomposer_history as D
+    from triton_models import repository
+    from triton_models.decomposer import decomposer_net as net
+    from triton_models.watch import RUNS, decomposer_watch
+    monkeypatch.setattr(net, "BASE", tiny_llama)
+    repo = tmp_path / "repo"
+    res = CliRunner().invoke(app, ["train", "decomposer", "--clickhouse", str(store.data_dir), "--repository",
+                                   str(repo), "--pairs", "8", "--held-out", "4", "--steps", "2", "--url", ""])
+    assert res.exit_code == 3, res.output                                    # not better: nothing written
+    assert "pairs: 2 from history, 6 synthetic (4 train, 4 held-out)" in res.output
+    rec = json.loads((repo / "decomposer" / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert (rec["history_pairs"], rec["synthetic_pairs"], rec["held_out"], rec["accepted"]) == (2, 6, 4, False)
+    assert repository.versions(repo, "decomposer") == [1]
+
+    found = D.from_clickhouse(store, log=lambda *_: None)
+    one_more = ({**found[0][0], "goal_id": "g-new"}, found[0][1])
+    feed = iter([found, found + [one_more]])
+    logs: list[str] = []
+    before = RUNS.labels("decomposer", "not_better")._value.get()
+    w = decomposer_watch(lambda: next(feed), repo, 1, want=8, held_out=4, steps=2, log=logs.append)
+    assert w.tick() == "waiting" and "decomposer: 2 plans of history, 0 new since the last training run" in logs[-1]
+    assert w.tick() == "not_better" and RUNS.labels("decomposer", "not_better")._value.get() == before + 1
+    rec = json.loads((repo / "decomposer" / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert (rec["history_pairs"], rec["synthetic_pairs"]) == (3, 5)
