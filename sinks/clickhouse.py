@@ -49,7 +49,7 @@ COLUMNS = {
     "plans": ["plan_id", "plan_version", "event_id", "goal_id", "source", "strategy", "approval", "schedule_method",
               "makespan_hours", "lower_bound_hours", "previous_makespan_hours", "cost_total", "currency",
               "cost_by_resource", "task_count", "risk_count", "progress_pct", "variance_hours", "created_at",
-              "version"],
+              "version", "status", "cost_estimate"],
     "tasks": ["plan_id", "plan_version", "task_id", "name", "phase", "component", "depends_on", "optimistic_hours",
               "most_likely_hours", "pessimistic_hours", "start_hours", "finish_hours", "slack_hours", "critical",
               "capabilities", "created_at", "version"],
@@ -109,12 +109,14 @@ def get_client(data_dir: Path | str | None = None):
 # ----------------------------------------------------------------------------- rows
 
 def _plan_rows(rows: dict, plan: dict, *, event_id: str, source: str, version: int, progress: float = 0.0,
-               variance: float = 0.0, previous_makespan: float | None = None) -> None:
+               variance: float = 0.0, previous_makespan: float | None = None, status: str = "",
+               cost_estimate: float = 0.0) -> None:
     pid, pv, created = plan["plan_id"], plan["version"], _dt(plan["created_at_ms"])
     rows["plans"].append((pid, pv, event_id, plan["goal_id"], source, plan["strategy"], plan["approval"],
                           plan["schedule_method"], plan["makespan_hours"], plan["lower_bound_hours"], previous_makespan,
                           plan["cost"]["total"], plan["cost"]["currency"], dict(plan["cost"]["by_resource"]),
-                          len(plan["tasks"]), len(plan["risks"]), progress, variance, created, version))
+                          len(plan["tasks"]), len(plan["risks"]), progress, variance, created, version, status,
+                          cost_estimate))
     for t in plan["tasks"]:
         e = t["estimate"]
         rows["tasks"].append((pid, pv, t["task_id"], t["name"], t["phase"], t["component"], list(t["depends_on"]),
@@ -183,7 +185,8 @@ def rows_for(rec: SinkRecord) -> dict[str, list[tuple]]:
             rows.update(plans=[], tasks=[], allocations=[], risks=[])
             _plan_rows(rows, v["plan"], event_id=v["event_id"], source="updated", version=version,
                        progress=v["progress_pct"], variance=v["variance_hours"],
-                       previous_makespan=v["previous_makespan_hours"])
+                       previous_makespan=v["previous_makespan_hours"], status=v["status"],
+                       cost_estimate=v["cost_estimate"])
         elif rec.topic == T.TASKS_ASSIGNED.name:
             t = v["task"]
             rows["assignments"] = []

@@ -328,7 +328,8 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
 
 def _auto_train(stack, clickhouse: Path, log_path: Path, env: dict[str, str] | None = None):
     """With [triton] auto_train: the estimator's training watch in its own process (see `train
-    estimator --watch`), stopped with `stack`; its Popen, or None when off."""
+    estimator --watch`), and with [triton] decompose the decomposer's too (its log beside it),
+    stopped with `stack`; the estimator watch's Popen, or None when off."""
     from streams import settings as S
     cfg = S.load().triton
     if not cfg.auto_train:
@@ -336,6 +337,12 @@ def _auto_train(stack, clickhouse: Path, log_path: Path, env: dict[str, str] | N
     proc = stack.enter_context(services.training_process(log_path, clickhouse, cfg.train_interval_s, env=env))
     console.print(f"auto-train: every {cfg.train_interval_s:g} s once {cfg.train_min_new_tasks} new tasks "
                   f"finished (log: {log_path})")
+    if cfg.decompose:
+        dlog = log_path.with_name(f"{log_path.stem}-decomposer{log_path.suffix}")
+        stack.enter_context(services.training_process(dlog, clickhouse, cfg.train_interval_s, env=env,
+                                                      model="decomposer"))
+        console.print(f"auto-train: the decomposer too, once {cfg.decomposer_min_new_plans} new plans completed "
+                      f"within budget and schedule (log: {dlog})")
     return proc
 
 
@@ -1025,24 +1032,58 @@ def train_estimator(
 
 @train_app.command("decomposer")
 def train_decomposer(
-        synthetic: int = typer.Option(160, help="pairs of a synthetic history of completed goals (the ClickHouse "
-                                                "source is not built yet)"),
+        synthetic: int = typer.Option(0, help="train on N synthetic pairs only, instead of the ClickHouse history"),
+        clickhouse: Path = typer.Option(Path(".data/clickhouse"), help="the ClickHouse sink's chdb folder"),
+        pairs: Optional[int] = typer.Option(None, help="top the history's pairs up with synthetic ones to this many "
+                                                       "while it is short (default [triton] decomposer_pairs)"),
         repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
         url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into"),
-        steps: int = typer.Option(40), held_out: int = typer.Option(16), seed: int = typer.Option(0)) -> None:
-    """Goal -> task-list pairs -> LoRA on SmolLM2-135M -> share of held-out answers the planner's
-    validator accepts, against the serving version -> only if higher: the next version, loaded by Triton."""
+        steps: int = typer.Option(40), held_out: int = typer.Option(16), seed: int = typer.Option(0),
+        watch: float = typer.Option(0.0, help="keep running: every WATCH seconds, train when [triton] "
+                                              "decomposer_min_new_plans new good plans have accumulated")) -> None:
+    """Goals whose plans completed within budget and schedule (ClickHouse; synthetic pairs top
+    them up while history is short) -> LoRA on SmolLM2-135M -> share of held-out answers the
+    planner's validator accepts, against the serving version -> only if higher: the next
+    version, loaded by Triton."""
     from streams import settings as S
+    from triton_models import decomposer_history as H
     from triton_models import decomposer_training as D
     cfg = S.load().triton
-    rec = D.train_decomposer(D.synthetic_pairs(synthetic, seed=seed), repository or Path(cfg.repository),
-                             url=url if url is not None else cfg.url, steps=steps, held_out=held_out, seed=seed,
+    repo, url = repository or Path(cfg.repository), url if url is not None else cfg.url
+    want = pairs if pairs is not None else cfg.decomposer_pairs
+
+    def history() -> list:
+        if synthetic:
+            return []
+        from sinks.clickhouse import reader
+        r = reader(clickhouse)
+        try:
+            return H.from_clickhouse(r, log=console.print)
+        finally:
+            r.close()
+
+    if watch > 0:   # no error ends it: each is logged, counted and tried again (triton_models/watch.py)
+        from triton_models.watch import decomposer_watch
+        console.print(f"training {D.MODEL} every {watch:g} s once {cfg.decomposer_min_new_plans} new good plans "
+                      f"have accumulated (history: {clickhouse}); Ctrl-C stops")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        try:
+            decomposer_watch(history, repo, cfg.decomposer_min_new_plans, want=want, url=url, steps=steps,
+                             held_out=held_out, seed=seed, log=console.print).run(watch)
+        except KeyboardInterrupt:
+            console.print("stopping")
+        return
+    found = history()
+    mixed, extra = (D.synthetic_pairs(synthetic, seed=seed), synthetic) if synthetic else H.mixed(found, want, seed)
+    rec = D.train_decomposer(mixed, repo, url=url, steps=steps, held_out=held_out, seed=seed, synthetic=extra,
                              log=console.print)
-    console.print(f"valid answers on {held_out} held-out goals: serving v{rec['serving_version']} "
+    console.print(f"valid answers on {rec['held_out']} held-out goals: serving v{rec['serving_version']} "
                   f"{rec['serving_valid']:.0%}, candidate {rec['candidate_valid']:.0%} -> "
                   + (f"wrote v{rec['new_version']}" if rec["accepted"] else "not better: nothing written"))
+    if rec.get("load_error"):
+        err.print(f"v{rec['new_version']} is written but Triton did not load it: {rec['load_error']}")
+        raise typer.Exit(4)
     raise typer.Exit(0 if rec["accepted"] else 3)
-
 
 
 def main() -> None:

@@ -127,12 +127,12 @@ def stack(*, data_dir: str | None = None, worker_env: dict[str, str] | None = No
 
 @contextlib.contextmanager
 def training_process(log_path: Path, clickhouse: Path, interval_s: float,
-                     env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
-    """`chimera train estimator --watch` in its own process ([triton] auto_train, for `chimera up`
+                     env: dict[str, str] | None = None, model: str = "estimator") -> Iterator[subprocess.Popen]:
+    """`chimera train <model> --watch` in its own process ([triton] auto_train, for `chimera up`
     and the demo): torch and the training CPU stay out of the caller; stopped on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "train", "estimator", "--watch", str(interval_s),
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "train", model, "--watch", str(interval_s),
                                  "--clickhouse", str(clickhouse)], env={**os.environ, **(env or {})},
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     try:

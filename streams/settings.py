@@ -105,6 +105,11 @@ class TritonSettings:
     auto_train: bool = False             # `chimera up` (and the demo) also run that watch in their own process
     train_interval_s: float = 600.0      # how often the watch looks at the history
     repository: str = str(REPO / ".data" / "triton_repo")   # where `chimera train` writes versions
+    # `chimera train decomposer`: the history's pairs (plans completed within budget and schedule)
+    # topped up with synthetic ones to this many while it is short; its watch trains again once
+    # this many new such plans have accumulated
+    decomposer_pairs: int = 160
+    decomposer_min_new_plans: int = 50
     # the LLM decomposer (inference/decomposer.py), independent of `enabled` (the estimator):
     # each new goal without explicit tasks is also sent to it off the fast path, and its
     # breakdown replaces the template plan only if it judges better (processors/llm_plan.py)

@@ -61,12 +61,15 @@ def plan(plan_id: str, goal_id: str, *, version: int = 1, tasks=None, risks=(), 
             "violations": [], "created_at_ms": created_at_ms}
 
 
-def plan_update(p: dict, *, version: int, makespan: float | None = None, progress: float = 0.0) -> dict:
-    new = {**p, "version": version, "event_id": f"{p['plan_id']}:v{version}:updated", "reason": "refined"}
+def plan_update(p: dict, *, version: int, makespan: float | None = None, progress: float = 0.0,
+                status: str = "ACTIVE", cost_estimate: float = 0.0, reason: str = "refined") -> dict:
+    new = {**p, "version": version, "event_id": f"{p['plan_id']}:v{version}:updated", "reason": reason}
     if makespan is not None:
         new["makespan_hours"] = makespan
     return {"event_id": new["event_id"], "plan": new, "previous_version": p["version"],
-            "previous_makespan_hours": p["makespan_hours"], "progress_pct": progress, "variance_hours": 0.0}
+            "previous_makespan_hours": p["makespan_hours"], "progress_pct": progress, "variance_hours": 0.0,
+            "status": status, "trigger": reason.split(":")[0], "spi": 1.0, "cpi": 1.0, "planned_value": 0.0,
+            "earned_value": 0.0, "actual_cost": 0.0, "budget_variance": 0.0, "cost_estimate": cost_estimate}
 
 
 def assignment(p: dict, task_id: str, executor: str | None, at_ms: int = T0 + 2000) -> dict:

@@ -1,11 +1,13 @@
 """`chimera train decomposer`: a LoRA adapter that teaches SmolLM2 the breakdown format.
 
 Why: the base model answers a goal with prose or code, which the validator rejects; the
-pipeline's successful plans are (goal -> explicit tasks) pairs to learn from. Pairs here come
-from a synthetic history of goals that completed (each objective a task, chained, then a
-review) - the ClickHouse source is not built yet. The candidate is judged on held-out goals
-by the share of answers `processors.llm_plan.parse` accepts, against the serving version;
-only a better one becomes the next version folder (and is loaded by Triton when asked).
+pipeline's successful plans are (goal -> explicit tasks) pairs to learn from. Pairs come from
+the ClickHouse history of plans that completed within budget and schedule
+(triton_models/decomposer_history.py), topped up while it is short by a synthetic history of
+goals that completed (each objective a task, chained, then a review). The candidate is judged
+on held-out goals (each source's share) by the share of answers `processors.llm_plan.parse`
+accepts, against the serving version; only a better one becomes the next version folder (and
+is loaded by Triton when asked).
 """
 from __future__ import annotations
 
@@ -105,10 +107,18 @@ def fit(pairs, *, steps: int = 40, batch: int = 8, lr: float = 1e-3, r: int = 8,
 
 
 def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40, held_out: int = 20,
-                     seed: int = 0, log=print) -> dict:
+                     seed: int = 0, synthetic: int = 0, log=print) -> dict:
+    """The whole loop on `pairs` (the last `synthetic` of them synthetic); returns the evaluation
+    record (also appended to evaluations.jsonl). A better version Triton did not load is still
+    written and recorded (`load_error`), as the estimator's."""
+    from triton_models.decomposer_history import split
     repo = Path(repo)
     repository.prepare(repo, (MODEL,))
-    train, held = pairs[held_out:], pairs[:held_out]
+    train, held = split(pairs, held_out)
+    if not train or not held:
+        raise ValueError(f"not enough pairs to train and evaluate ({len(pairs)})")
+    log(f"pairs: {len(pairs) - synthetic} from history, {synthetic} synthetic ({len(train)} train, "
+        f"{len(held)} held-out)")
     goals = [g for g, _ in held]
     serving_version = max(repository.versions(repo, MODEL))
     tok, base = net.load(repo / MODEL / str(serving_version) / "adapter")
@@ -124,7 +134,8 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
     record = {"at_ms": int(time.time() * 1000), "serving_version": serving_version, "serving_valid": serving_rate,
               "candidate_valid": cand_rate, "candidate_rejections": cand_why, "serving_rejections": serving_why,
               "accepted": cand_rate > serving_rate, "train_seconds": round(train_s, 1), "steps": steps,
-              "pairs": len(pairs)}
+              "pairs": len(pairs), "history_pairs": len(pairs) - synthetic, "synthetic_pairs": synthetic,
+              "held_out": len(held)}
     if record["accepted"]:
         version = max(repository.versions(repo, MODEL)) + 1
         tmp = repo / MODEL / f".{version}.tmp"
@@ -137,8 +148,11 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
         record["new_version"] = version
         if url:
             from triton_models.training import load_in_triton
-            load_in_triton(url, version, model=MODEL)
-            record["loaded"] = url
+            try:
+                load_in_triton(url, version, model=MODEL)
+                record["loaded"] = url
+            except Exception as exc:   # written all the same: the next load (or a restart) serves it
+                record["load_error"] = f"{type(exc).__name__}: {exc}"
     with open(repo / MODEL / "evaluations.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     return record

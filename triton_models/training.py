@@ -210,18 +210,23 @@ def train_estimator(examples: list[Example], repo: Path | str, *, url: str = "",
     return record
 
 
-def last_evaluation(repo: Path | str) -> dict | None:
-    path = Path(repo) / MODEL / "evaluations.jsonl"
+def last_evaluation(repo: Path | str, model: str = MODEL) -> dict | None:
+    path = Path(repo) / model / "evaluations.jsonl"
     if not path.exists():
         return None
     lines = [x for x in path.read_text().splitlines() if x.strip()]
     return json.loads(lines[-1]) if lines else None
 
 
-def due(repo: Path | str, tasks_now: int, min_new: int) -> bool:
-    """Enough new history since the last training run (its `tasks`) to train again?"""
-    last = last_evaluation(repo)
-    return tasks_now - (last["tasks"] if last else 0) >= min_new
+def due(repo: Path | str, tasks_now: int, min_new: int, model: str = MODEL, key: str = "tasks") -> bool:
+    """Enough new history since the last training run (its `key`: the history size it saw) to train again?"""
+    return tasks_now - seen(repo, model, key) >= min_new
+
+
+def seen(repo: Path | str, model: str = MODEL, key: str = "tasks") -> int:
+    """The history size the last training run of `model` saw (0: never trained)."""
+    last = last_evaluation(repo, model)
+    return int(last.get(key, 0)) if last else 0
 
 
 def report(r: dict) -> str:

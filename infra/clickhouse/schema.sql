@@ -75,6 +75,12 @@ ORDER BY (plan_id, plan_version)
 TTL toDateTime(created_at) + INTERVAL 365 DAY
 SETTINGS non_replicated_deduplication_window = 10000;
 
+-- how the version left the plan (plans.updated's status: ACTIVE .. COMPLETED, FAILED, CANCELLED;
+-- '' for plans.created) and its cost estimate (actual cost of what ran, planned cost of the rest):
+-- the decomposer learns from plans that ended COMPLETED within budget (triton_models/decomposer_history.py)
+ALTER TABLE chimera.plans ADD COLUMN IF NOT EXISTS status LowCardinality(String) DEFAULT '';
+ALTER TABLE chimera.plans ADD COLUMN IF NOT EXISTS cost_estimate Float64 DEFAULT 0;
+
 CREATE TABLE IF NOT EXISTS chimera.tasks (
     plan_id String,
     plan_version UInt32,

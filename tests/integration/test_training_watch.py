@@ -86,3 +86,24 @@ def test_auto_train_starts_the_watch_in_its_own_process_and_it_survives_errors(t
         assert text.count("trying again at the next interval") >= 2, text[-2000:]
         assert proc.poll() is None                               # still running after its errors
     assert proc.poll() is not None and "every 0.5 s" in text    # stopped with the stack
+
+
+def test_auto_train_with_the_decomposer_on_starts_its_watch_too(tmp_path, monkeypatch):
+    """[triton] decompose on: `train decomposer --watch` runs beside the estimator's, with its own
+    log; an unreadable history is logged at each interval there too."""
+    import time
+    from contextlib import ExitStack
+
+    from streams import cli
+    for k, v in {"TRITON_REPOSITORY": str(tmp_path / "repo"), "TRITON_TRAIN_INTERVAL_S": "0.5",
+                 "TRITON_AUTO_TRAIN": "true", "TRITON_DECOMPOSE": "true"}.items():
+        monkeypatch.setenv(k, v)
+    log, dlog = tmp_path / "train.log", tmp_path / "train-decomposer.log"
+    with ExitStack() as stack:
+        proc = cli._auto_train(stack, tmp_path / "clickhouse", log)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (dlog.exists() and "trying again" in dlog.read_text()):
+            time.sleep(0.5)
+        text = dlog.read_text() if dlog.exists() else ""
+        assert "training decomposer every 0.5 s" in text and "trying again at the next interval" in text, text[-2000:]
+        assert proc.poll() is None
