@@ -38,6 +38,7 @@ class WorkerSettings:
     watchdog_stall_s: float = 60.0         # lag without progress this long: unhealthy, exit
     state_ttl_hours: float = 24.0 * 7      # finished plans' state is dropped after this
     processing_guarantee: str = "at_least_once"  # or exactly_once (Kafka transactions)
+    producer_linger_ms: float = 1.0        # outputs wait this long to share a produce request
 
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "WorkerSettings":
