@@ -26,6 +26,7 @@ Check = Callable[[], Optional[str]]
 _live: dict[str, Check] = {}
 _ready: dict[str, Check] = {}
 NOT_STARTED = "no component registered readiness yet (starting)"
+LIVENESS, READINESS = "/healthz", "/readyz"   # the paths infra/k8s's probes ask
 
 
 def register(name: str, *, live: Check | None = None, ready: Check | None = None) -> None:
@@ -70,12 +71,12 @@ def readiness() -> list[str]:
 def app(environ, start_response):
     """WSGI: /healthz and /readyz as JSON, anything else to prometheus_client's /metrics app."""
     path = environ.get("PATH_INFO", "")
-    if path not in ("/healthz", "/readyz"):
+    if path not in (LIVENESS, READINESS):
         return _metrics(environ, start_response)
-    reasons = liveness() if path == "/healthz" else readiness()
+    reasons = liveness() if path == LIVENESS else readiness()
     ok = not reasons
-    body = json.dumps({"status": ("live" if path == "/healthz" else "ready") if ok else
-                       ("unhealthy" if path == "/healthz" else "not ready"),
+    body = json.dumps({"status": ("live" if path == LIVENESS else "ready") if ok else
+                       ("unhealthy" if path == LIVENESS else "not ready"),
                        "components": sorted(_live | _ready), "reasons": reasons}).encode()
     start_response("200 OK" if ok else "503 Service Unavailable",
                    [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
