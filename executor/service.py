@@ -415,7 +415,7 @@ class Executor:
                 rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600, produced=produced,
                                message=json.dumps({"executor": self.cfg.executor_id, "module": name,
                                                    "summary": summary, "wall_s": round(out.wall_s, 4),
-                                                   "fuel": out.fuel_used}))
+                                                   "fuel": out.fuel_used, "memory_bytes": out.memory_bytes}))
             else:
                 rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600, produced=produced,
                                message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")

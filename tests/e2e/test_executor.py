@@ -18,7 +18,8 @@ from confluent_kafka import Producer
 
 from executor.build import toolchain_missing
 from processors import ids
-from tests.executor_helpers import Executors, Feedback, ends as _ends, tombstone
+from tests.executor_helpers import (Executors, Feedback, assignment as _assignment, ends as _ends,
+                                    produce_assignments as _produce, task as _task, tombstone)
 from tests.kafka_helpers import free_port
 from tests.probe_helpers import probe, wait_probe
 from topics import registry as T
@@ -29,28 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow,
                                  reason=f"WASI toolchain: {toolchain_missing()} (run `make modules`)")]
 REPO = Path(__file__).resolve().parents[2]
 _n = itertools.count()
-
-
-def _task(task_id: str, name: str, description: str = "", phase: str = "") -> dict:
-    return {"task_id": task_id, "name": name, "description": description, "phase": phase, "component": "",
-            "depends_on": [], "estimate": {"optimistic": 1.0, "most_likely": 1.0, "pessimistic": 1.0},
-            "resources": {"agents": 1.0}, "capabilities": [], "success_criteria": ["done"], "validation": [],
-            "risk_mitigation": False, "start_hours": 0.0, "finish_hours": 1.0, "earliest_start_hours": 0.0,
-            "latest_start_hours": 0.0, "slack_hours": 0.0, "critical": True}
-
-
-def _assignment(plan_id: str, task: dict, attempt: int = 1) -> dict:
-    return {"event_id": ids.event_id("tasks.assigned", plan_id, task["task_id"], attempt), "plan_id": plan_id,
-            "goal_id": "goal-" + plan_id, "plan_version": 1, "task": task, "assigned_to": None,
-            "assigned_at_ms": int(time.time() * 1000), "attempt": attempt}
-
-
-def _produce(bootstrap: str, records: list[dict]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
-    s = serde(T.TASKS_ASSIGNED.name)
-    for r in records:
-        p.produce(T.TASKS_ASSIGNED.name, key=r["plan_id"].encode(), value=s.encode(r))
-    assert p.flush(30) == 0
 
 
 @pytest.fixture

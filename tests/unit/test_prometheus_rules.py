@@ -11,6 +11,8 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
+from api.dashboards import prometheus_queries
+
 RULES = Path(__file__).resolve().parents[2] / "infra" / "prometheus" / "alerts.yml"
 KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset"}
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "summary": ("_count", "_sum"),
@@ -70,6 +72,15 @@ def test_every_alert_watches_exported_metrics(rule):
     assert names, rule["expr"]
     missing = names - exported()
     assert not missing, f"{rule['alert']} watches {missing}, which no worker exports"
+
+
+@pytest.mark.parametrize("panel", prometheus_queries(), ids=lambda p: f"{p.dashboard}/{p.title}")
+def test_every_prometheus_panel_shows_exported_metrics(panel):
+    """The Grafana panels on the Prometheus datasource (infra/grafana/dashboards) name metrics
+    the workers export; Grafana's own `$__rate_interval` stands for a range."""
+    names = metric_names(panel.sql.replace("$__rate_interval", "5m"))
+    assert names, panel.sql
+    assert not names - exported(), f"{panel.title} shows {names - exported()}, which no worker exports"
 
 
 def test_the_seed_metric_names_are_exported():
