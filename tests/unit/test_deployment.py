@@ -70,9 +70,11 @@ def test_workers_have_probes_limits_autoscaling_and_budgets():
     deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
     assert deployments == {"planner", "api", "executor", "sinks"}
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] == "Deployment":   # both probes, each on a health endpoint (never /metrics)
             c = d["spec"]["template"]["spec"]["containers"][0]
-            assert "httpGet" in c["livenessProbe"] and "httpGet" in c["readinessProbe"], d["metadata"]["name"]
+            paths = [c[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")]
+            assert all(p in ("/healthz", "/readyz") or p.startswith("/health/") for p in paths), \
+                (d["metadata"]["name"], paths)
 
 
 def _deployment(name: str) -> dict:
