@@ -586,6 +586,12 @@ class Executor:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         probes.register("executor", live=self.liveness, ready=self.readiness)
+        try:
+            self._run(stop)
+        finally:
+            probes.unregister("executor", self.liveness)   # else the registry keeps this executor alive
+
+    def _run(self, stop: threading.Event) -> None:
         for lane in self.lanes:
             lane.tx.init_transactions(30)
         self._start_control()
