@@ -70,7 +70,8 @@ class Simulation:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        for t in self._bg + list(self._tasks):
+        await self._stop_heartbeats()
+        for t in list(self._tasks):
             t.cancel()
         await self.consumer.stop()
         await self.producer.stop()
@@ -86,7 +87,16 @@ class Simulation:
                 await self.send(T.RESOURCES_AVAILABILITY.name, r["resource_id"],
                                 dict(r, updated_at_ms=now, heartbeat_ms=now))
 
+    async def _stop_heartbeats(self) -> None:
+        for t in self._bg:
+            t.cancel()
+        await asyncio.gather(*self._bg, return_exceptions=True)
+        self._bg = []
+
     async def tombstone(self) -> None:
+        """Withdraw every resource for good. The heartbeats stop first: a heartbeat sent
+        after its tombstone would bring the resource back for whoever reads the topic next."""
+        await self._stop_heartbeats()
         for r in self.resources:
             await self.send(T.RESOURCES_AVAILABILITY.name, r["resource_id"], None)
 

@@ -28,6 +28,33 @@ def kafka_bootstrap():
         yield bootstrap
 
 
+@pytest.fixture(scope="session")
+def _resource_ledger(kafka_bootstrap):
+    from tests.kafka_helpers import ResourceLedger
+    ledger = ResourceLedger(kafka_bootstrap)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_resource_left_behind(request):
+    """Every test on the session broker leaves resources.availability as it found it: a
+    resource left there makes every later plan wait for an allocation nobody answers. A test
+    that leaves one fails here, naming it, and the resource is tombstoned so the rest of the
+    session is not misled by it."""
+    if "kafka_bootstrap" not in request.fixturenames:
+        yield
+        return
+    ledger = request.getfixturevalue("_resource_ledger")
+    before = ledger.now()
+    yield
+    left = ledger.now() - before
+    if left:
+        from tests.executor_helpers import tombstone
+        tombstone(request.getfixturevalue("kafka_bootstrap"), left)
+        pytest.fail(f"resources left on the shared resources.availability (now tombstoned): {sorted(left)}")
+
+
 async def fresh_group(bootstrap: str, group: str) -> None:
     from streams import client
     from streams.planner import SOURCES

@@ -47,3 +47,61 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class ResourceLedger:
+    """The resources a shared topic says are there now (last record per key, tombstones
+    removing), read incrementally: every test on the session broker is checked for resources
+    it announced and left behind, which would turn later tests' plans into allocation
+    requests that nobody answers."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+        from topics import registry as T
+        self.topic = T.RESOURCES_AVAILABILITY.name
+        self.c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-resource-ledger",
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                           "isolation.level": "read_committed"})
+        self.live: set[str] = set()
+        self._tp = TopicPartition
+        self._assigned: set[int] = set()
+
+    def now(self) -> set[str]:
+        """Resource ids whose last record is not a tombstone (read up to the ends of now)."""
+        meta = self.c.list_topics(self.topic, timeout=10).topics.get(self.topic)
+        if meta is None or meta.error is not None:
+            return set(self.live)
+        new = set(meta.partitions) - self._assigned
+        if new:
+            self._assigned |= new
+            self.c.assign([self._tp(self.topic, p, 0) for p in sorted(self._assigned)])   # OFFSET_BEGINNING
+        ends = {p: self.c.get_watermark_offsets(self._tp(self.topic, p), timeout=10)[1] for p in self._assigned}
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            positions = {tp.partition: tp.offset for tp in self.c.position(
+                [self._tp(self.topic, p) for p in self._assigned])}
+            if all(positions[p] >= end or end == 0 for p, end in ends.items()):
+                break
+            for m in self.c.consume(500, timeout=0.5):
+                if m.error() is not None or m.key() is None:
+                    continue
+                key = m.key().decode(errors="replace")
+                if m.value() is None:
+                    self.live.discard(key)
+                elif self._valid(m.key(), m.value()):   # as the planner's view: invalid ones are skipped
+                    self.live.add(key)
+        return set(self.live)
+
+    def _valid(self, key: bytes, value: bytes) -> bool:
+        from processors.model import PlanningError
+        from streams.planner import check_resource
+        from processors.limits import Limits
+        from topics.serde import SerdeError, serde
+        try:
+            check_resource(key, serde(self.topic).decode(value), Limits())
+            return True
+        except (SerdeError, PlanningError):
+            return False
+
+    def close(self) -> None:
+        self.c.close()

@@ -136,7 +136,8 @@ def test_live_plans_allocated_dispatched_retried_replanned_reallocated(kafka_boo
     flaky_runs = sorted((a["attempt"], a["_ts"]) for a in seen.assignments if a["plan_id"] == flaky_pid)
     assert [n for n, _ in flaky_runs] == [1, 2, 3]
     gap1, gap2 = flaky_runs[1][1] - flaky_runs[0][1], flaky_runs[2][1] - flaky_runs[1][1]
-    assert gap1 >= 500 and gap2 > gap1 + 300, f"backoff grows: {gap1} ms then {gap2} ms"
+    # lower bounds only (a loaded machine is late, never early): the second wait is the doubled one
+    assert gap1 >= 500 and gap2 >= 1000, f"backoff grows: {gap1} ms then {gap2} ms"
 
     triggers = [u["trigger"] for u in seen.updates[bad_pid]]
     assert "failed_after_retries" in triggers and triggers[-1] == "failed"
