@@ -55,6 +55,16 @@ def _no_resource_left_behind(request):
         pytest.fail(f"resources left on the shared resources.availability (now tombstoned): {sorted(left)}")
 
 
+@pytest.fixture
+def withdraw(kafka_bootstrap):
+    """Resource ids a test announces on the shared broker: tombstoned when it ends."""
+    ids: list[str] = []
+    yield ids
+    if ids:
+        from tests.executor_helpers import tombstone
+        tombstone(kafka_bootstrap, ids)
+
+
 async def fresh_group(bootstrap: str, group: str) -> None:
     from streams import client
     from streams.planner import SOURCES

@@ -201,8 +201,14 @@ def sample_records(prefix: str) -> dict[str, list]:
         T.TASKS_ASSIGNED.name: [(p1["plan_id"], assignment(p1, "t1", f"{prefix}-exec"))],
         T.EXECUTION_FEEDBACK.name: [(p1["plan_id"], feedback(p1["plan_id"], "t1", "COMPLETED", 12.0))],
         T.RISKS_ALERTS.name: [(p1["plan_id"], alert(p1, p1["risks"][0]))],
-        T.RESOURCES_AVAILABILITY.name: [(f"{prefix}-res", resource(f"{prefix}-res", {"engineer": 2.0}))],
+        T.RESOURCES_AVAILABILITY.name: [(sample_resource(prefix), resource(sample_resource(prefix), {"engineer": 2.0}))],
     }
+
+
+def sample_resource(prefix: str) -> str:
+    """The id of sample_records' resource: a test that produces them to the shared broker
+    hands it to the `withdraw` fixture (tombstoned at the test's end)."""
+    return f"{prefix}-res"
 
 
 def filled_store(folder, records, deliveries: int = 2):

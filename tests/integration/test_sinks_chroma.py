@@ -27,11 +27,12 @@ def _episodes(memory, prefix):
     return {i: (m, d) for i, m, d in zip(got["ids"], got["metadatas"], got["documents"])}
 
 
-def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap, stores, tmp_path):
+def test_chroma_sink_remembers_outcomes_and_replays_idempotently(kafka_bootstrap, stores, tmp_path, withdraw):
     from sinks.base import SinkRunner
     from sinks.chroma import ChromaSink, Memory
 
     prefix = F.unique("mem")
+    withdraw.append(F.sample_resource(prefix))
     for topic, pairs in _history(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     F.produce_raw(kafka_bootstrap, T.GOALS_CREATED.name, [(f"{prefix}-poison", b"{not avro}")])

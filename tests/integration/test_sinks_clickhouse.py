@@ -33,13 +33,14 @@ EXPECTED = {"goals": 2, "plans": 3, "tasks": 5, "allocations": 5, "risks": 2, "a
             "resources": 1, "events": 10}
 
 
-def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, tmp_path):
+def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, tmp_path, withdraw):
     from sinks.base import SinkRunner
     from sinks.clickhouse import ClickHouseSink, reader
     from topics.admin import create_topics
 
     asyncio.run(create_topics(kafka_bootstrap))
     prefix = F.unique("ch")
+    withdraw.append(F.sample_resource(prefix))
     for topic, pairs in F.sample_records(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     F.produce_raw(kafka_bootstrap, T.PLANS_CREATED.name, [(f"{prefix}-poison", b"{not avro}")])
@@ -91,7 +92,7 @@ def test_clickhouse_sink_stores_dlqs_and_replays_idempotently(kafka_bootstrap, t
     assert again["dead"] == counts["dead"]
 
 
-def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_bootstrap, tmp_path):
+def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_bootstrap, tmp_path, withdraw):
     """While writes fail the sink pauses, retries with backoff and commits no offset; once the
     store is back every record lands and offsets move."""
     from sinks.base import SinkRunner
@@ -106,6 +107,7 @@ def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_boots
             super().write(batch)
 
     prefix = F.unique("chdown")
+    withdraw.append(F.sample_resource(prefix))
     for topic, pairs in F.sample_records(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     sink = Flaky(tmp_path / "ch")
@@ -127,7 +129,7 @@ def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_boots
     assert {k: counts[k] for k in EXPECTED} == {**EXPECTED, "events": 9}  # no poison record here
 
 
-def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path):
+def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path, withdraw):
     """`chimera sink clickhouse` in its own process; another process reads through it while it writes."""
     import os
     import signal
@@ -140,6 +142,7 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
     from tests.probe_helpers import probe, wait_probe
 
     prefix = F.unique("chcli")
+    withdraw.append(F.sample_resource(prefix))
     port = free_port()
     env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CHIMERA_METRICS_PORT": str(port)}
     log = (tmp_path / "sink.log").open("wb")
@@ -177,13 +180,14 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
         store.close()
 
 
-def test_a_record_the_store_refuses_is_isolated_and_dead_lettered(kafka_bootstrap, tmp_path):
+def test_a_record_the_store_refuses_is_isolated_and_dead_lettered(kafka_bootstrap, tmp_path, withdraw):
     """A write the store refuses for its content (not 'store down') is split until the refused
     record is alone; it goes to the DLQ as store_rejected, the rest of the batch is written."""
     from sinks.base import SinkRunner
     from sinks.clickhouse import ClickHouseSink, reader
 
     prefix = F.unique("chrej")
+    withdraw.append(F.sample_resource(prefix))
     bad_goal = f"{prefix}-g2"
 
     class Picky(ClickHouseSink):

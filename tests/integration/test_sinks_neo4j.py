@@ -37,11 +37,12 @@ EXPECTED = {"Goal": 2, "Plan": 3, "Task": 3, "Risk": 1, "Resource": 1, "HAS_PLAN
             "DEPENDS_ON": 1, "ALLOCATED_TO": 3, "THREATENS": 2, "REPLANNED_AS": 1, "EXECUTED_BY": 1}
 
 
-def test_neo4j_sink_stores_replays_idempotently_and_survives_an_outage(kafka_bootstrap, neo4j_server):
+def test_neo4j_sink_stores_replays_idempotently_and_survives_an_outage(kafka_bootstrap, neo4j_server, withdraw):
     from sinks.base import SinkRunner
     from sinks.neo4j import Graph, Neo4jSink
 
     prefix = F.unique("neo")
+    withdraw.append(F.sample_resource(prefix))
     for topic, pairs in F.sample_records(prefix).items():
         F.produce_raw(kafka_bootstrap, topic, pairs)
     F.produce_raw(kafka_bootstrap, T.TASKS_ASSIGNED.name, [(f"{prefix}-poison", b"{not avro}")])
@@ -70,6 +71,7 @@ def test_neo4j_sink_stores_replays_idempotently_and_survives_an_outage(kafka_boo
 
         # Outage: kill Neo4j while the sink runs, produce more, restart it on the same folder.
         later = F.unique("neo-later")
+        withdraw.append(F.sample_resource(later))
         sink = SinkRunner(Neo4jSink(neo4j_server.uri), kafka_bootstrap, group=group, batch_age_s=0.2,
                           backoff_s=(0.2, 1.0))
         with F.running(sink):
