@@ -32,8 +32,17 @@ bench: install
 	$(PY) -m bench.estimator
 
 VALIDATORS_STAMP := .cache/validators.ok
+# promtool (checks infra/prometheus/ in tests/unit/test_prometheus_rules.py), built once from the Go
+# module proxy; Prometheus 3.x's Go module versions are v0.3MM.P for release 3.MM.P.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .cache/bin/promtool
 
-install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(TRITON_STAMP) $(VALIDATORS_STAMP)
+install: $(STAMP) $(KAFKA_STAMP) $(NEO4J_STAMP) $(WASI_STAMP) $(TRITON_STAMP) $(VALIDATORS_STAMP) $(PROMTOOL)
+
+$(PROMTOOL):
+	@command -v go >/dev/null || { apt-get update -q && apt-get install -y -q --no-install-recommends golang; }
+	mkdir -p .cache/bin
+	GOBIN=$(abspath .cache/bin) GOFLAGS=-mod=mod go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
 
 # Debian's docker-compose 1.29.2 validates docker-compose.yml offline (`config -q`); no engine needed.
 $(VALIDATORS_STAMP):

@@ -1,6 +1,7 @@
 """The Grafana dashboards (infra/grafana/dashboards/*.json) as queries this codebase can run:
 the grafana-clickhouse-datasource macros expanded the way the plugin expands them, so the
-same panel SQL runs on ClickHouse (chdb here) in tests and in `chimera report`."""
+same panel SQL runs on ClickHouse (chdb here) in tests and in `chimera report`. Prometheus
+panels (lag, dead-letter rates, sandbox time) are listed apart: no Prometheus runs here."""
 from __future__ import annotations
 
 import json
@@ -19,14 +20,27 @@ class Panel:
     sql: str
 
 
-def panels(folder: Path = DASHBOARDS) -> list[Panel]:
-    out = []
+CLICKHOUSE, PROMETHEUS = "grafana-clickhouse-datasource", "prometheus"
+
+
+def _targets(folder: Path, kind: str):
     for path in sorted(folder.glob("*.json")):
         dash = json.loads(path.read_text())
         for p in dash["panels"]:
-            for t in p.get("targets", []):
-                out.append(Panel(dash["title"], p["title"], p["type"], t["rawSql"]))
-    return out
+            if p["datasource"]["type"] == kind:
+                for t in p.get("targets", []):
+                    yield dash["title"], p, t
+
+
+def panels(folder: Path = DASHBOARDS) -> list[Panel]:
+    """The ClickHouse panels' queries (what tests and `chimera report` run on ClickHouse)."""
+    return [Panel(dash, p["title"], p["type"], t["rawSql"]) for dash, p, t in _targets(folder, CLICKHOUSE)]
+
+
+def prometheus_queries(folder: Path = DASHBOARDS) -> list[Panel]:
+    """The Prometheus panels' PromQL (live figures no table holds: lag, rates, sandbox time);
+    `sql` holds the expression. Checked against the workers' registries, not run here."""
+    return [Panel(dash, p["title"], p["type"], t["expr"]) for dash, p, t in _targets(folder, PROMETHEUS)]
 
 
 def expand(sql: str, from_s: int, to_s: int, interval_s: int) -> str:

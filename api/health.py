@@ -238,6 +238,12 @@ def mount(app: FastAPI, deps) -> None:
                         "components": {n: p["status"] for n, p in parts.items()},
                         "checked_in_s": round(time.monotonic() - started, 3)}, not bad)
 
+    @app.get("/health/live", tags=["health"])
+    def live():
+        """The API process answers (liveness): nothing it depends on is asked, so a broker
+        outage makes it unready (/health/api), never restarted."""
+        return {"status": "live"}
+
     @app.get("/health/api", tags=["health"])
     def api_only():
         """The API process alone (readiness): the broker answers and its view caught up."""

@@ -72,7 +72,7 @@ from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
 from processors import ids
 from processors.execution import TaskRef, task_ref
-from topics import registry as T, security, tracing
+from topics import probes, registry as T, security, tracing
 from topics.dlq import CONSUMER, dlq_headers
 from topics.serde import SerdeError, serde
 
@@ -123,6 +123,7 @@ class ExecutorConfig:
 
 
 POOL_CAPABILITY = "pool:"
+LIVE_WITHIN_S = 60.0   # a loop turn takes milliseconds; a transaction commit waits at most 30 s
 
 
 def now_ms() -> int:
@@ -273,6 +274,8 @@ class Executor:
         self._announced_free: int | None = None
         self._announced_at = 0.0
         self._recent: OrderedDict[tuple, None] = OrderedDict()   # finished (plan, task, attempt), bounded
+        self.beat = time.monotonic()        # the loop's last turn (liveness)
+        self.owned: frozenset = frozenset()  # (lane index, topic, partition) assigned now (readiness)
 
     # -- Kafka plumbing --------------------------------------------------------------------
     def _announce(self, available: bool = True) -> None:
@@ -294,12 +297,14 @@ class Executor:
         return any(lane.paused for lane in self.lanes)
 
     def _on_assign(self, lane: _Lane, consumer, partitions) -> None:
+        self.owned = self.owned | {(lane.index, tp.topic, tp.partition) for tp in partitions}
         for tp in partitions:
             self.inflight.setdefault((lane.index, tp.topic, tp.partition), OrderedDict())
         if lane.paused:
             consumer.pause(partitions)
 
     def _on_revoke(self, lane: _Lane, consumer, partitions) -> None:
+        self.owned = self.owned - {(lane.index, tp.topic, tp.partition) for tp in partitions}
         self._drain_done()
         self._commit_ready()
         for tp in partitions:
@@ -410,7 +415,7 @@ class Executor:
                 rec = feedback(ref, "COMPLETED", pct=100.0, actual_hours=out.wall_s / 3600, produced=produced,
                                message=json.dumps({"executor": self.cfg.executor_id, "module": name,
                                                    "summary": summary, "wall_s": round(out.wall_s, 4),
-                                                   "fuel": out.fuel_used}))
+                                                   "fuel": out.fuel_used, "memory_bytes": out.memory_bytes}))
             else:
                 rec = feedback(ref, "FAILED", actual_hours=out.wall_s / 3600, produced=produced,
                                message=f"{out.reason}: {out.detail} (executor {self.cfg.executor_id}, module {name})")
@@ -565,8 +570,28 @@ class Executor:
                     lane.consumer.pause(lane.consumer.assignment())
                     lane.paused = True
 
+    # -- probes (topics/probes.py; read from the probe server's thread) ------------------------
+    def liveness(self) -> str | None:
+        idle = time.monotonic() - self.beat
+        return None if idle <= LIVE_WITHIN_S else f"its loop has not turned for {idle:.0f} s"
+
+    def readiness(self) -> str | None:
+        """Ready once its own group's consumer owns partitions of tasks.assigned (transactions
+        initialised, group joined). A member of a shared --group left without a partition runs
+        nothing, and says so. A pool's group is not asked: more members than partitions is fine."""
+        if any(index == 0 for index, _, _ in self.owned):
+            return None
+        return f"owns no partition of {T.TASKS_ASSIGNED.name} in group {self.lanes[0].group} (yet)"
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        probes.register("executor", live=self.liveness, ready=self.readiness)
+        try:
+            self._run(stop)
+        finally:
+            probes.unregister("executor", self.liveness)   # else the registry keeps this executor alive
+
+    def _run(self, stop: threading.Event) -> None:
         for lane in self.lanes:
             lane.tx.init_transactions(30)
         self._start_control()
@@ -581,6 +606,7 @@ class Executor:
         last_commit = 0.0
         try:
             while not stop.is_set():
+                self.beat = time.monotonic()
                 if time.monotonic() >= next_beat:
                     self._announce()
                     next_beat = time.monotonic() + self.cfg.heartbeat_s
@@ -659,10 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if os.environ.get("CHIMERA_METRICS_PORT"):   # /metrics, as every worker kind
-        from prometheus_client import start_http_server
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR",
-                                                                                       "127.0.0.1"))
+    probes.serve_from_env()   # /metrics, /healthz and /readyz, as every worker kind
     caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group, pool=a.pool,
                          heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,

@@ -249,6 +249,17 @@ class SinkRunner:
         self.ready.set()
         return True
 
+    def not_ready(self) -> str | None:
+        """Why this sink cannot store records now (None: it can): its store not set up yet, or
+        its partitions paused while a write to the store fails. For /readyz (sinks/service.py)."""
+        err = self.last_error
+        detail = f" ({type(err).__name__}: {str(err)[:200]})" if err is not None else ""
+        if not self.ready.is_set():
+            return f"store not set up yet{detail}"
+        if self.paused:
+            return f"paused, waiting for its store{detail}"
+        return None
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Consume until `stop` is set; then flush what can be flushed, commit, and close."""
         stop = stop or threading.Event()

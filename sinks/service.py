@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sinks.base import SinkRunner, run_in_thread
+from topics import probes
 
 NAMES = ("clickhouse", "neo4j", "chroma")
 
@@ -53,12 +54,24 @@ class SinkService:
     def start(self) -> "SinkService":
         for n, r in self.runners.items():
             self._threads[n] = run_in_thread(r)
+        probes.register("sinks", live=self.liveness, ready=self.readiness)
         return self
 
     def alive(self) -> dict[str, bool]:
         return {n: t.is_alive() for n, (t, _) in self._threads.items()}
 
+    def liveness(self) -> str | None:
+        """/healthz: a sink whose thread ended consumes nothing again until the process restarts."""
+        dead = [n for n, ok in self.alive().items() if not ok]
+        return f"sink thread(s) ended: {', '.join(dead)}" if dead else None
+
+    def readiness(self) -> str | None:
+        """/readyz: every store set up and its consumer subscribed, none paused for its store."""
+        reasons = [f"{n}: {why}" for n, r in self.runners.items() if (why := r.not_ready())]
+        return "; ".join(reasons) or None
+
     def stop(self, timeout: float = 30.0) -> None:
+        probes.unregister("sinks", self.liveness)
         for _, stop in self._threads.values():
             stop.set()
         for t, _ in self._threads.values():

@@ -370,9 +370,8 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
     except ValueError as exc:
         _fail(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if os.environ.get("CHIMERA_METRICS_PORT"):
-        from prometheus_client import start_http_server
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR", "127.0.0.1"))
+    from topics import probes
+    probes.serve_from_env()   # /metrics, /healthz (every sink thread alive), /readyz (set up, store reachable)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ExitStack() as stack:
         svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)

@@ -3,6 +3,9 @@ reads nothing, or owns no partition at all, for `stall_s` is unhealthy and exits
 supervisor restarts it. Faust consumers are reported to stall silently over long runs
 (faust-streaming issues 175 and 640); a process check alone would not notice.
 
+The same facts answer the process's probes (topics/probes.py): live while the loop turns,
+ready once it owns partitions of its sources and is neither rebalancing nor recovering tables.
+
 A second guard runs in a thread: if the event loop itself stops turning (a handler
 stuck in CPU work) the thread ends the process, since no coroutine could.
 """
@@ -16,6 +19,8 @@ import time
 from typing import Callable, Iterable, Mapping
 
 from prometheus_client import Gauge
+
+from topics import probes
 
 log = logging.getLogger("chimera.watchdog")
 HEALTHY = Gauge("chimera_worker_healthy", "1 while the worker's consumer makes progress (or has no lag)")
@@ -114,21 +119,32 @@ def _report_lag(positions: Mapping) -> None:
         CONSUMER_LAG.labels(topic).set(n)
 
 
+def _loop_turns(last_beat: float, within_s: float) -> str | None:
+    """Liveness for /healthz: the watchdog's timer ran lately (so the event loop turns)."""
+    idle = time.monotonic() - last_beat
+    return None if idle <= within_s else f"event loop has not run the watchdog for {idle:.0f} s"
+
+
 def install(app, sources: Iterable[str], *, interval_s: float, stall_s: float) -> None:
     """Watch the progress of `app`'s consumer on the `sources` topics, and its event loop;
     exit when either stalls."""
     sources = frozenset(sources)
     progress = Progress(stall_s)
     beat = [time.monotonic()]
+    not_ready = ["no watchdog check yet (starting)"]
     HEALTHY.set(1)
+    probes.register("planner", live=lambda: _loop_turns(beat[0], stall_s + interval_s),
+                    ready=lambda: not_ready[0])
 
     @app.timer(interval=interval_s, on_leader=False)
     async def watch() -> None:
         beat[0] = time.monotonic()
         if app.rebalancing or app.tables.recovery.in_recovery:
+            not_ready[0] = "rebalancing" if app.rebalancing else "recovering its tables from their changelogs"
             return
         positions = await _positions(app, sources)
         _report_lag(positions)
+        not_ready[0] = None if positions else "owns no partition of its source topics"
         why = progress.observe(positions)
         if why:
             _die(why)

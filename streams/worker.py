@@ -1,20 +1,18 @@
 """Run the planner worker in the foreground: `python -m streams.worker` (KAFKA_BOOTSTRAP set)."""
 from __future__ import annotations
 
-import os
 import sys
 
 
 def main(loglevel: str = "info") -> None:
-    """CHIMERA_METRICS_PORT, when set, serves Prometheus metrics (layer2_*) on that port."""
-    from prometheus_client import start_http_server
-
+    """CHIMERA_METRICS_PORT, when set, serves Prometheus metrics (layer2_*) and the probes
+    (/healthz, /readyz: topics/probes.py, fed by the watchdog) on that port."""
     from streams import settings
+    from topics import probes
     from streams.planner import build
 
     app = build(settings.load())
-    if os.environ.get("CHIMERA_METRICS_PORT"):
-        start_http_server(int(os.environ["CHIMERA_METRICS_PORT"]), addr=os.environ.get("CHIMERA_METRICS_ADDR", "127.0.0.1"))
+    probes.serve_from_env()
     sys.argv = [sys.argv[0], "worker", "-l", loglevel, "--without-web"]
     app.main()
 

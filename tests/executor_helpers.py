@@ -15,6 +15,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from processors import ids
 from topics import registry as T
 from topics.serde import serde
 
@@ -116,3 +117,27 @@ class Executors:
         tombstone(self.bootstrap, self.ids)
         for f in sorted(self.tmp_path.glob("*.log")):
             print(f"--- {f.name} ---\n{f.read_text()[-3000:]}")
+
+
+def task(task_id: str, name: str, description: str = "", phase: str = "") -> dict:
+    """A plan's task as tasks.assigned carries it (`description` "wasm: <module> <args>" picks the module)."""
+    return {"task_id": task_id, "name": name, "description": description, "phase": phase, "component": "",
+            "depends_on": [], "estimate": {"optimistic": 1.0, "most_likely": 1.0, "pessimistic": 1.0},
+            "resources": {"agents": 1.0}, "capabilities": [], "success_criteria": ["done"], "validation": [],
+            "risk_mitigation": False, "start_hours": 0.0, "finish_hours": 1.0, "earliest_start_hours": 0.0,
+            "latest_start_hours": 0.0, "slack_hours": 0.0, "critical": True}
+
+
+def assignment(plan_id: str, task: dict, attempt: int = 1) -> dict:
+    """An assignment naming no executor (run by one started with --unassigned)."""
+    return {"event_id": ids.event_id("tasks.assigned", plan_id, task["task_id"], attempt), "plan_id": plan_id,
+            "goal_id": "goal-" + plan_id, "plan_version": 1, "task": task, "assigned_to": None,
+            "assigned_at_ms": int(time.time() * 1000), "attempt": attempt}
+
+
+def produce_assignments(bootstrap: str, records: list[dict]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
+    s = serde(T.TASKS_ASSIGNED.name)
+    for r in records:
+        p.produce(T.TASKS_ASSIGNED.name, key=r["plan_id"].encode(), value=s.encode(r))
+    assert p.flush(30) == 0

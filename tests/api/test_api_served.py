@@ -58,6 +58,7 @@ def test_chimera_api_serves_with_keys_from_the_cli(kafka_bootstrap, tmp_path):
         assert _get(f"{base}/api/v1/plans")[0] == 401
         assert _get(f"{base}/api/v1/plans", key[:-1] + "x")[0] == 401
         assert "/api/v1/plans" in _get(f"{base}/openapi.json")[1]["paths"]
+        assert _get(f"{base}/health/live") == (200, {"status": "live"})   # infra/k8s/api.yaml's liveness
         status, body = _get(f"{base}/health/triton")
         assert status == 200 and body["status"] == "disabled"
         req = urllib.request.Request(f"{base}/api/v1/plans", method="POST", headers={

@@ -4,6 +4,7 @@ worker, approvals and feedback through the API, a resource and a dead letter, an
 ClickHouse sink consuming the topics. Each panel returns rows of the types its kind needs."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
@@ -12,10 +13,14 @@ from pathlib import Path
 import uuid
 
 import pytest
+import yaml
 
-from api.dashboards import DASHBOARDS, expand, panels
+from api.dashboards import DASHBOARDS, expand, panels, prometheus_queries
+from processors import ids
+from streams import client
 from tests import sinks_fixtures as F
 from tests.api.helpers import ENV, Keys, api_client, h, wait_for
+from tests.executor_helpers import Executors, assignment, produce_assignments, task
 from tests.kafka_helpers import produce
 from topics import registry as T
 
@@ -29,7 +34,24 @@ def test_dashboards_are_valid_json_with_a_datasource_and_sql():
         d = json.loads(f.read_text())
         assert d["uid"].startswith("chimera-") and d["panels"]
         for p in d["panels"]:
-            assert p["datasource"]["type"] == "grafana-clickhouse-datasource" and p["targets"][0]["rawSql"]
+            kind = p["datasource"]["type"]
+            assert kind in ("grafana-clickhouse-datasource", "prometheus"), (f.name, p["title"])
+            assert all(t["datasource"] == p["datasource"] for t in p["targets"]), (f.name, p["title"])
+            assert all(t["rawSql"] if kind != "prometheus" else t["expr"] for t in p["targets"]), p["title"]
+    sources = {yaml.safe_load(f.read_text())["datasources"][0]["uid"]: yaml.safe_load(f.read_text())["datasources"][0]
+               for f in (DASHBOARDS.parent / "provisioning" / "datasources").glob("*.yml")}
+    used = {(p["datasource"]["uid"], p["datasource"]["type"]) for f in files
+            for p in json.loads(f.read_text())["panels"]}
+    assert used == {(uid, s["type"]) for uid, s in sources.items()}, (used, sources)   # each provisioned
+
+
+def test_the_issue_s_execution_and_pipeline_figures_have_panels():
+    """Sandbox figures (fuel, memory, wall time, failures by reason) and lag (planner and sinks)."""
+    titles = {(p.dashboard, p.title) for p in panels()} | {(p.dashboard, p.title) for p in prometheus_queries()}
+    assert ("Chimera: execution and sandbox", "Sandbox: fuel, memory and wall time by module (completed tasks)") in titles
+    assert ("Chimera: execution and sandbox", "Sandbox: failed tasks by reason") in titles
+    exprs = " ".join(p.sql for p in prometheus_queries() if p.dashboard == "Chimera: pipeline health")
+    assert "chimera_consumer_lag" in exprs and "chimera_sink_lag" in exprs
 
 
 def test_expand_macros():
@@ -57,6 +79,9 @@ def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, pla
                               "PLANNING_RESOURCE_HEARTBEAT_TIMEOUT_SECONDS": 900, "CHIMERA_LOG_FORMAT": "json"})
     keys = Keys()
     rid = f"dash-res-{uuid.uuid4().hex[:6]}"
+    eid = f"dash-exec-{uuid.uuid4().hex[:6]}"
+    executors = Executors(kafka_bootstrap, tmp_path / "executors")
+    (tmp_path / "executors").mkdir()
     now_ms = int(time.time() * 1000)
     produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name,
             [(rid, {**F.resource(rid, {"cpu": 16.0}), "updated_at_ms": now_ms})])
@@ -81,24 +106,44 @@ def test_every_panel_returns_typed_rows_from_a_pipeline_run(kafka_bootstrap, pla
             wait_for(lambda: c.get(f"/api/v1/plans/{pids[-1]}/progress", headers=h(keys.viewer)).json(),
                      lambda p: p["tasks_by_state"].get("COMPLETED") == 1)
 
+        # the sandbox panels' figures: a real executor runs a task that completes (fuel, memory,
+        # wall time in its feedback) and one whose module does not exist (a failure reason)
+        asyncio.run(client.commit_at_end(kafka_bootstrap, f"chimera-executor.{eid}", [T.TASKS_ASSIGNED.name]))
+        executors(eid, args=("--unassigned",))
+        sandbox = [ids.plan_id(f"dash-sandbox-{eid}-{i}") for i in range(2)]
+        produce_assignments(kafka_bootstrap, [
+            assignment(sandbox[0], task("crunch", "Crunch numbers", description="wasm: compute 20000 1")),
+            assignment(sandbox[1], task("bad", "Loop", description="wasm: no-such-module"))])
+
         sink = ClickHouseSink(tmp_path / "ch")
         runner = SinkRunner(sink, kafka_bootstrap, group=f"chimera-sink-dash-{uuid.uuid4().hex[:6]}",
                             batch_age_s=0.2)
-        ids = "', '".join(pids)
+        listed, sandboxed = "', '".join(pids), "', '".join(sandbox)
         with F.running(runner):
             F.wait_until(lambda: sink.store.query(
-                f"SELECT count() FROM chimera.feedback FINAL WHERE plan_id IN ('{ids}') AND status = 'COMPLETED'"
+                f"SELECT count() FROM chimera.feedback FINAL WHERE plan_id IN ('{listed}') AND status = 'COMPLETED'"
             )[1][0][0] >= 3 and sink.store.query(
-                "SELECT count() FROM chimera.dead_letters FINAL WHERE source_topic = 'goals.created'")[1][0][0] >= 1,
-                timeout=120, what="the run's feedback and dead letter in ClickHouse")
+                "SELECT count() FROM chimera.dead_letters FINAL WHERE source_topic = 'goals.created'")[1][0][0] >= 1
+                and sink.store.query(
+                f"SELECT count() FROM chimera.feedback FINAL WHERE plan_id IN ('{sandboxed}') "
+                "AND status IN ('COMPLETED', 'FAILED')")[1][0][0] >= 2,
+                timeout=120, what="the run's feedback, the executor's and a dead letter in ClickHouse")
     finally:
         produce(kafka_bootstrap, T.RESOURCES_AVAILABILITY.name, [(rid, None)])   # the broker is shared
+        executors.close()   # stops it and tombstones the resource it announced
 
     # the worker's logs are JSON lines; the dead letter names its goal
     lines = [json.loads(x) for x in worker.log_path.read_text().splitlines() if x.startswith("{")]
     assert any(x["logger"] == "chimera.app" and x["level"] == "warning" and x.get("goal_id") == "dash-bad"
                for x in lines), worker.log_tail(20)
     store = reader(tmp_path / "ch")
+    # what the sandbox panels read: the completed task's JSON and the failure's reason
+    cols, rows = store.query("SELECT JSONExtractString(message, 'module'), JSONExtractUInt(message, 'fuel'), "
+                             "JSONExtractUInt(message, 'memory_bytes') FROM chimera.feedback FINAL "
+                             f"WHERE plan_id = '{sandbox[0]}' AND status = 'COMPLETED'")
+    assert rows and rows[0][0] == "compute" and rows[0][1] > 0 and rows[0][2] >= 65536, rows
+    assert store.query("SELECT splitByString(': ', message)[1] FROM chimera.feedback FINAL "
+                       f"WHERE plan_id = '{sandbox[1]}' AND status = 'FAILED'")[1] == [("module_not_found",)]
     checked = 0
     for panel in panels():
         sql = expand(panel.sql, started - 3600, int(time.time()) + 3600, 60)

@@ -18,7 +18,10 @@ from confluent_kafka import Producer
 
 from executor.build import toolchain_missing
 from processors import ids
-from tests.executor_helpers import Executors, Feedback, ends as _ends, tombstone
+from tests.executor_helpers import (Executors, Feedback, assignment as _assignment, ends as _ends,
+                                    produce_assignments as _produce, task as _task, tombstone)
+from tests.kafka_helpers import free_port
+from tests.probe_helpers import probe, wait_probe
 from topics import registry as T
 from topics.serde import serde
 
@@ -27,28 +30,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow,
                                  reason=f"WASI toolchain: {toolchain_missing()} (run `make modules`)")]
 REPO = Path(__file__).resolve().parents[2]
 _n = itertools.count()
-
-
-def _task(task_id: str, name: str, description: str = "", phase: str = "") -> dict:
-    return {"task_id": task_id, "name": name, "description": description, "phase": phase, "component": "",
-            "depends_on": [], "estimate": {"optimistic": 1.0, "most_likely": 1.0, "pessimistic": 1.0},
-            "resources": {"agents": 1.0}, "capabilities": [], "success_criteria": ["done"], "validation": [],
-            "risk_mitigation": False, "start_hours": 0.0, "finish_hours": 1.0, "earliest_start_hours": 0.0,
-            "latest_start_hours": 0.0, "slack_hours": 0.0, "critical": True}
-
-
-def _assignment(plan_id: str, task: dict, attempt: int = 1) -> dict:
-    return {"event_id": ids.event_id("tasks.assigned", plan_id, task["task_id"], attempt), "plan_id": plan_id,
-            "goal_id": "goal-" + plan_id, "plan_version": 1, "task": task, "assigned_to": None,
-            "assigned_at_ms": int(time.time() * 1000), "attempt": attempt}
-
-
-def _produce(bootstrap: str, records: list[dict]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
-    s = serde(T.TASKS_ASSIGNED.name)
-    for r in records:
-        p.produce(T.TASKS_ASSIGNED.name, key=r["plan_id"].encode(), value=s.encode(r))
-    assert p.flush(30) == 0
 
 
 @pytest.fixture
@@ -60,8 +41,8 @@ def executors(kafka_bootstrap, tmp_path):
     group = f"executors-test-{os.getpid()}-{next(_n)}"
     asyncio.run(client.commit_at_end(kafka_bootstrap, group, [T.TASKS_ASSIGNED.name]))
     factory = Executors(kafka_bootstrap, tmp_path)
-    yield lambda executor_id, slots=2, args=(): factory(executor_id, slots,
-                                                        args=("--group", group, "--unassigned", *args))
+    yield lambda executor_id, slots=2, args=(), env=None: factory(
+        executor_id, slots, args=("--group", group, "--unassigned", *args), env=env)
     factory.close()
 
 
@@ -76,7 +57,12 @@ def test_assigned_tasks_run_and_report_exactly_once(kafka_bootstrap, executors):
                     _assignment(plan, _task("crunch", "Crunch numbers", description="wasm: compute 200000 2")),
                     _assignment(plan, _task("bad", "Loop", description="wasm: no-such-module"))]
     fb = Feedback(kafka_bootstrap, start, plans)
-    executors("exec-a", slots=2)
+    port = free_port()
+    executors("exec-a", slots=2, env={"CHIMERA_METRICS_PORT": str(port)})
+    # the probes k8s asks (infra/k8s/executor.yaml): live, and ready once it owns tasks.assigned
+    ready = wait_probe(port, "/readyz", lambda r: r[0] == 200, timeout=60)
+    assert ready == (200, {"status": "ready", "components": ["executor"], "reasons": []}), ready
+    assert probe(port, "/healthz")[0] == 200
     _produce(kafka_bootstrap, records)
     want = 5 * len(plans)
     got = fb.poll_until(lambda rs: sum(fb.terminal().values()) >= want, timeout=120, settle=3.0)
@@ -95,6 +81,24 @@ def test_assigned_tasks_run_and_report_exactly_once(kafka_bootstrap, executors):
         assert any(r["status"] == "PROGRESS" and r["task_id"] == "crunch" and r["plan_id"] == plan for r in got)
     ev = Counter(r["event_id"] for r in got)
     assert all(n == 1 for n in ev.values())
+    assert probe(port, "/readyz")[0] == 200 and probe(port, "/healthz")[0] == 200
+
+
+def test_an_executor_without_its_broker_is_live_but_not_ready_with_the_reason(tmp_path):
+    """Nothing listens at its bootstrap: the process serves its probes, /healthz is 200 (a restart
+    would not bring the broker), /readyz is 503 naming the group it could not join."""
+    port = free_port()
+    factory = Executors(f"127.0.0.1:{free_port()}", tmp_path)
+    proc = factory("exec-nobroker", env={"CHIMERA_METRICS_PORT": str(port)})
+    try:
+        code, body = wait_probe(port, "/readyz", lambda r: "owns no partition" in str(r[1]), timeout=30)
+        assert code == 503 and body["reasons"] == [
+            f"executor: owns no partition of {T.TASKS_ASSIGNED.name} in group chimera-executor.exec-nobroker (yet)"
+        ], body
+        assert probe(port, "/healthz") == (200, {"status": "live", "components": ["executor"], "reasons": []})
+    finally:
+        proc.kill()
+        proc.wait(10)           # nothing was announced (no broker): nothing to tombstone
 
 
 def test_kill_9_mid_task_never_publishes_a_completed_twice(kafka_bootstrap, executors):

@@ -18,6 +18,7 @@ from streams.services import Worker
 from tests.avro_strategies import records
 from tests.conftest import fresh_group
 from tests.kafka_helpers import collect, free_port, produce
+from tests.probe_helpers import probe, wait_probe
 from topics import registry as T
 from topics.admin import create_topics
 from topics.serde import serde
@@ -61,6 +62,17 @@ def worker(kafka_bootstrap, tmp_path_factory):
     yield w
     w.stop()
     print(f"--- hardening worker (tail) ---\n{w.log_tail(60)}")
+
+
+def test_the_probes_on_the_metrics_port_say_live_and_ready(worker):
+    """What infra/k8s/planner.yaml asks: /healthz (the watchdog's timer runs, so the loop turns)
+    and /readyz (owns partitions of its sources, not rebalancing nor recovering), beside /metrics."""
+    ready = wait_probe(worker.metrics_port, "/readyz", lambda r: r[0] == 200, timeout=60)
+    assert ready == (200, {"status": "ready", "components": ["planner"], "reasons": []}), \
+        (ready, worker.log_tail())
+    assert probe(worker.metrics_port, "/healthz") == (200, {"status": "live", "components": ["planner"],
+                                                            "reasons": []})
+    assert _metric(worker.metrics_port, "chimera_worker_healthy", "") == 1
 
 
 def _planned_at_once(bootstrap: str, worker: Worker, run: str) -> None:

@@ -81,3 +81,23 @@ def test_a_partition_ending_in_a_transaction_marker_is_not_a_stall(kafka_bootstr
     time.sleep(14)                                          # > 3 x stall_s, with the marker last
     log = w.log_path.read_text(errors="replace")
     assert w.restarts == 0 and "unhealthy: " not in log, log[-3000:]
+
+
+def test_the_probes_say_not_ready_with_the_reason_until_the_worker_owns_its_partitions(planner_stack):
+    """The probe server answers before the Faust app starts, and the watchdog's first check
+    comes an interval after it: /readyz is 503 with a reason first, 200 once the worker owns
+    partitions of its sources; /healthz is 200 all along (a starting worker is not restarted)."""
+    from tests.kafka_helpers import free_port
+    from tests.probe_helpers import probe, wait_probe
+
+    port = free_port()
+    w = planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0, CHIMERA_METRICS_PORT=port)
+    code, body = wait_probe(port, "/readyz", lambda r: r[0] is not None, timeout=60)
+    assert code == 503 and body["reasons"][0] in {
+        "planner: no watchdog check yet (starting)", "planner: rebalancing",
+        "planner: recovering its tables from their changelogs",
+        "planner: owns no partition of its source topics"}, (code, body)
+    assert probe(port, "/healthz")[0] == 200
+    code, body = wait_probe(port, "/readyz", lambda r: r[0] == 200, timeout=90)
+    assert code == 200, (body, w.log_tail())
+    assert probe(port, "/healthz")[0] == 200

@@ -116,11 +116,13 @@ def test_store_down_pauses_retries_and_commits_nothing_until_written(kafka_boots
     with F.running(runner):
         F.wait_until(lambda: runner.retries >= 4, what="retries while the store is down")
         assert runner.paused and runner.committed == {}
+        # what the sinks' /readyz says (sinks/service.py): not ready, and why
+        assert runner.not_ready() == "paused, waiting for its store (ConnectionError: store down (test))"
         assert _counts(sink.store, prefix)["events"] == 0
         sink.down = False
         F.wait_until(lambda: _counts(sink.store, prefix)["events"] >= 9, what="rows after the store came back")
         F.wait_until(lambda: not runner.paused, what="the sink to resume")
-        assert runner.committed
+        assert runner.committed and runner.not_ready() is None
     store = reader(tmp_path / "ch")
     counts = _counts(store, prefix)
     store.close()
@@ -136,10 +138,13 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
 
     from sinks import analytics
     from sinks.clickhouse import RemoteReader, reader
+    from tests.kafka_helpers import free_port
+    from tests.probe_helpers import probe, wait_probe
 
     prefix = F.unique("chcli")
     withdraw.append(F.sample_resource(prefix))
-    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap}
+    port = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "CHIMERA_METRICS_PORT": str(port)}
     log = (tmp_path / "sink.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "sink", "clickhouse", "--data-dir",
                              str(tmp_path / "data")], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -147,6 +152,11 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
     try:
         marker = tmp_path / "data" / "clickhouse" / "reader.json"
         F.wait_until(marker.exists, timeout=90, what="the sink's read endpoint")
+        # the probes infra/k8s/sinks.yaml asks, on the /metrics port: ready once the store is set
+        # up and its consumer subscribed
+        ready = wait_probe(port, "/readyz", lambda r: r[0] == 200, timeout=30)
+        assert ready == (200, {"status": "ready", "components": ["sinks"], "reasons": []}), ready
+        assert probe(port, "/healthz")[0] == 200
         for topic, pairs in F.sample_records(prefix).items():
             F.produce_raw(kafka_bootstrap, topic, pairs)
         r = reader(tmp_path / "data" / "clickhouse")
@@ -154,6 +164,7 @@ def test_cli_sink_process_owns_chdb_and_serves_readers(kafka_bootstrap, tmp_path
         F.wait_until(lambda: _counts(r, prefix)["events"] >= 9, what="rows visible to another process")
         rows = analytics.run_dicts(r, "schedule_budget_variance")
         assert {x["plan_id"] for x in rows} >= {f"{prefix}-p1", f"{prefix}-p2"}
+        assert probe(port, "/readyz")[0] == 200
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

@@ -141,3 +141,30 @@ def test_graph_queries_known_answers(neo4j_server):
         assert caps == [(e1, "gpu", 2, 2), (e2, "python", 2, 0), (e1, "python", 1, 0)]  # best first
     finally:
         g.close()
+
+
+def test_a_sink_process_without_its_store_is_live_but_not_ready_with_the_reason(kafka_bootstrap, tmp_path):
+    """`chimera sink neo4j` with NEO4J_URI where nothing listens: its probes (infra/k8s/sinks.yaml)
+    say live (a restart would not bring the store back) and not ready, naming the store's error."""
+    import os
+    import subprocess
+    import sys
+
+    from infra.process import terminate
+    from tests.kafka_helpers import free_port
+    from tests.probe_helpers import probe, wait_probe
+
+    port, nobody = free_port(), free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap, "NEO4J_URI": f"bolt://127.0.0.1:{nobody}",
+           "CHIMERA_METRICS_PORT": str(port)}
+    with (tmp_path / "sink.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "sink", "neo4j", "--data-dir",
+                                 str(tmp_path / "data")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        code, body = wait_probe(port, "/readyz", lambda r: "store not set up yet (" in str(r[1]), timeout=60)
+        assert code == 503 and len(body["reasons"]) == 1, (body, (tmp_path / "sink.log").read_text()[-2000:])
+        assert body["reasons"][0].startswith("sinks: neo4j: store not set up yet (ServiceUnavailable: "), body
+        assert probe(port, "/healthz") == (200, {"status": "live", "components": ["sinks"], "reasons": []})
+    finally:
+        terminate(proc, 20)

@@ -3,6 +3,7 @@
 point at endpoints the app really serves."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -60,15 +61,50 @@ def test_manifest_is_valid_kubernetes(name, doc):
 def test_workers_have_probes_limits_autoscaling_and_budgets():
     docs = [d for _, d in _docs()]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
-    for name in ("planner", "api", "executor"):
+    for name in ("planner", "api", "executor", "sinks"):
         assert ("HorizontalPodAutoscaler", name) in kinds and ("PodDisruptionBudget", name) in kinds
     planner = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "planner")
     c = planner["spec"]["template"]["spec"]["containers"][0]
     assert c["resources"] == {"requests": {"cpu": "250m", "memory": "256Mi"},
                               "limits": {"cpu": "500m", "memory": "512Mi"}}   # the seeds' sizing
+    deployments = {d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"}
+    assert deployments == {"planner", "api", "executor", "sinks"}
     for d in docs:
-        if d["kind"] == "Deployment":
-            assert "livenessProbe" in d["spec"]["template"]["spec"]["containers"][0], d["metadata"]["name"]
+        if d["kind"] == "Deployment":   # both probes, each on a health endpoint (never /metrics)
+            c = d["spec"]["template"]["spec"]["containers"][0]
+            paths = [c[p]["httpGet"]["path"] for p in ("livenessProbe", "readinessProbe")]
+            assert all(p in ("/healthz", "/readyz") or p.startswith("/health/") for p in paths), \
+                (d["metadata"]["name"], paths)
+
+
+def _deployment(name: str) -> dict:
+    return next(d for _, d in _docs() if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize("name", ["planner", "executor", "sinks"])
+def test_worker_probes_ask_the_health_endpoints_on_the_metrics_port(name):
+    """Not /metrics (which answers while a worker is stuck or unassigned): the probe server's
+    /healthz and /readyz (topics/probes.py), on the port CHIMERA_METRICS_PORT opens."""
+    from topics import probes
+    env = next(d for _, d in _docs() if d["kind"] == "ConfigMap")["data"]
+    c = _deployment(name)["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe, path in (("livenessProbe", probes.LIVENESS), ("readinessProbe", probes.READINESS)):
+        get = c[probe]["httpGet"]
+        assert get["path"] == path, (name, probe, get)
+        assert ports[get["port"]] == int(env["CHIMERA_METRICS_PORT"]), (name, probe, get)
+        assert env["CHIMERA_METRICS_ADDR"] == "0.0.0.0"   # the kubelet reaches it from outside the pod
+    assert {c["envFrom"][0]["configMapRef"]["name"]} == {"chimera-env"}
+
+
+def test_the_probe_paths_answer_from_the_checks_not_the_metrics():
+    """The worker probes' paths are the probe server's own (JSON with reasons), not /metrics."""
+    from topics import probes
+    got = {}
+    for path in (probes.LIVENESS, probes.READINESS):
+        body = b"".join(probes.app({"PATH_INFO": path}, lambda status, headers, p=path: got.__setitem__(p, status)))
+        assert set(json.loads(body)) == {"status", "components", "reasons"}
+        assert got[path].split()[0] in ("200", "503")
 
 
 def test_api_probe_paths_are_served():
