@@ -68,6 +68,7 @@ from pathlib import Path
 from prometheus_client import Counter, Histogram
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from executor.deadline import Deadline
 from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
 from processors import ids
@@ -217,8 +218,10 @@ class _Lane:
     group: str
     takes: frozenset                    # the `assigned_to` values it runs (None: unassigned)
     consumer: Consumer
-    tx: Producer
+    tx_config: dict
+    tx: Producer | None = None
     paused: bool = False
+    renew: bool = False                 # its brokers went away: a fresh producer before the next commit
 
 
 @dataclass
@@ -255,9 +258,12 @@ class Executor:
             "isolation.level": "read_committed", "session.timeout.ms": 10_000,
             "queued.max.messages.kbytes": 4096, "fetch.wait.max.ms": 50,
             "max.poll.interval.ms": 300_000}),
-            Producer({**common, "transactional.id": f"chimera-executor-{cfg.executor_id}{suffix}",
-                      "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}{suffix}-tx"}))
+            {**common, "transactional.id": f"chimera-executor-{cfg.executor_id}{suffix}",
+             "transaction.timeout.ms": 60_000, "client.id": f"{cfg.executor_id}{suffix}-tx"})
             for i, (group, takes, suffix) in enumerate(routes)]
+        for lane in self.lanes:
+            lane.tx = self._tx_producer(lane)
+        self.deadline = Deadline()
         # (lane index, topic, partition) -> its unfinished and uncommitted assignments, in offset order
         self.inflight: dict[tuple[int, str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
@@ -450,6 +456,29 @@ class Executor:
         its partitions, and the offsets just past them. Returns how many assignments it covered."""
         return sum(self._commit_lane(lane) for lane in self.lanes)
 
+    def _tx_producer(self, lane: _Lane) -> Producer:
+        def on_error(err: KafkaError, lane: _Lane = lane) -> None:
+            if err.code() == KafkaError._ALL_BROKERS_DOWN:
+                lane.renew = True
+        return Producer({**lane.tx_config, "error_cb": on_error})
+
+    def _renew_tx(self, lane: _Lane) -> bool:
+        """After every broker went away, the transactional producer can keep a stale coordinator
+        and block in send_offsets_to_transaction for ever (librdkafka#5456/#5511): the next
+        commit goes through a fresh producer of the same transactional id (which fences the old
+        one). False while the broker cannot init it yet: the commit waits for the next round."""
+        fresh = self._tx_producer(lane)
+        try:
+            with self.deadline.within("init_transactions", 30):
+                fresh.init_transactions(30)
+        except KafkaException as exc:
+            log.warning("executor %s: transactional producer not renewed yet: %s", self.cfg.executor_id, exc)
+            return False
+        lane.tx, lane.renew = fresh, False
+        log.info("executor %s: transactional producer of group %s renewed after its brokers went away",
+                 self.cfg.executor_id, lane.group)
+        return True
+
     def _commit_lane(self, lane: _Lane) -> int:
         records, offsets, popped = [], [], []
         for (index, topic, part), entries in self.inflight.items():
@@ -468,27 +497,38 @@ class Executor:
                 offsets.append(TopicPartition(topic, part, nxt))
         if not offsets:
             return 0
+        lane.tx.poll(0)                 # its error callback says whether its brokers went away
+        if lane.renew and not self._renew_tx(lane):
+            self._put_back(popped)
+            return 0
         t0 = time.perf_counter()
         try:
             lane.tx.begin_transaction()
             for topic, k, v, headers in records:
                 lane.tx.produce(topic, key=k, value=v, headers=headers)
-            lane.tx.send_offsets_to_transaction(offsets, lane.consumer.consumer_group_metadata(), 30)
-            lane.tx.commit_transaction(30)
+            with self.deadline.within("send_offsets_to_transaction", 30):
+                lane.tx.send_offsets_to_transaction(offsets, lane.consumer.consumer_group_metadata(), 30)
+            with self.deadline.within("commit_transaction", 30):
+                lane.tx.commit_transaction(30)
         except KafkaException as exc:
             err = exc.args[0]
             if isinstance(err, KafkaError) and err.txn_requires_abort():
                 log.warning("transaction aborted, will retry: %s", err)
-                lane.tx.abort_transaction(30)
-                for key, e in reversed(popped):   # put them back, in order, for the next try
-                    if key in self.inflight:
-                        self.inflight[key][e.offset] = e
-                        self.inflight[key].move_to_end(e.offset, last=False)
+                with self.deadline.within("abort_transaction", 30):
+                    lane.tx.abort_transaction(30)
+                self._put_back(popped)
                 return 0
             raise                   # fatal (fenced by a newer instance): exit, the supervisor restarts
         self.commits[0] += 1
         self.commits[1] += time.perf_counter() - t0
         return len(popped)
+
+    def _put_back(self, popped: list) -> None:
+        """Finished entries taken for a transaction that did not commit, back in offset order."""
+        for key, e in reversed(popped):
+            if key in self.inflight:
+                self.inflight[key][e.offset] = e
+                self.inflight[key].move_to_end(e.offset, last=False)
 
     # -- emergency stop --------------------------------------------------------------------
     def _start_control(self) -> None:
@@ -593,7 +633,8 @@ class Executor:
 
     def _run(self, stop: threading.Event) -> None:
         for lane in self.lanes:
-            lane.tx.init_transactions(30)
+            with self.deadline.within("init_transactions", 30):
+                lane.tx.init_transactions(30)
         self._start_control()
         for lane in self.lanes:
             lane.consumer.subscribe([T.TASKS_ASSIGNED.name],
@@ -658,6 +699,7 @@ class Executor:
             if self.control is not None:
                 self.control.close()
             self.sandbox.close()
+            self.deadline.close()
 
 
 def main(argv: list[str] | None = None) -> int:

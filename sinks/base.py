@@ -183,6 +183,7 @@ class SinkRunner:
         self.dlq_topic = dlq_topic
         self.consumer_config = consumer_config or {}
         self.batches: dict[tuple[str, int], SinkBatch] = {}
+        self._lag_at = 0.0
         self.paused = False
         self.retry_at = 0.0
         self.backoff = self.backoff_min
@@ -287,6 +288,7 @@ class SinkRunner:
         if self._inflight is not None:   # a write in flight: come back soon to commit it
             timeout = min(timeout, 0.005)
         msgs = self._consumer.consume(num_messages=self.batch_size, timeout=timeout)
+        self._refresh_lag()
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -549,13 +551,37 @@ class SinkRunner:
         except Exception as exc:  # noqa: BLE001 - written idempotently: a re-delivery is harmless
             log.warning("sink %s: commit of %s/%d@%d failed: %s", self.sink.name, batch.topic, batch.partition,
                         nxt, exc)
+        self._set_lag(batch.topic, batch.partition)
+
+    def _set_lag(self, topic: str, partition: int) -> None:
+        """chimera_sink_lag: the offsets after the committed one, except when what is left are
+        only transaction markers (the executors' feedback ends in them): the consumer's position
+        is past them and nothing of the partition waits to be written, so the sink is caught up."""
+        committed = self.committed.get((topic, partition))
+        if committed is None:
+            return
         try:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(batch.topic, batch.partition),
-                                                           cached=True)
-            if high >= 0:
-                LAG.labels(self.sink.name, batch.topic, str(batch.partition)).set(max(high - nxt, 0))
+            tp = TopicPartition(topic, partition)
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                return
+            lag = max(high - committed, 0)
+            if lag and (topic, partition) not in self.batches and self._inflight is None:
+                position = self._consumer.position([tp])[0].offset
+                if position >= high:
+                    lag = 0
+            LAG.labels(self.sink.name, topic, str(partition)).set(lag)
         except Exception:  # noqa: BLE001 - metrics only
             pass
+
+    def _refresh_lag(self) -> None:
+        """Once a second: a partition's lag also changes when nothing is written (markers read)."""
+        now = time.monotonic()
+        if now - self._lag_at < 1.0:
+            return
+        self._lag_at = now
+        for topic, partition in list(self.committed):
+            self._set_lag(topic, partition)
 
     def _backpressure(self, exc: BaseException) -> None:
         self.last_error = exc

@@ -241,3 +241,35 @@ def test_events_keep_the_trace_id_of_their_traceparent(kafka_bootstrap, tmp_path
                      what="both goals' events")
         rows = dict(sink.store.query(sql, {"k": [traced_key, plain_key]})[1])
     assert len(trace_id) == 32 and rows == {traced_key: trace_id, plain_key: ""}
+
+
+def test_lag_is_zero_when_only_transaction_markers_are_left(kafka_bootstrap, tmp_path):
+    """The executors write feedback in transactions: their partitions end in commit markers, which
+    no consumer receives. Once the sink stored the last record, its lag gauge says 0 (it said 1
+    for ever, an offset it could never read)."""
+    from confluent_kafka import Producer
+    from prometheus_client import REGISTRY
+    from sinks.base import SinkRunner
+    from sinks.clickhouse import ClickHouseSink
+    from topics.admin import create_topics
+    from topics.serde import serde
+
+    asyncio.run(create_topics(kafka_bootstrap))
+    prefix = F.unique("chlag")
+    rec = F.feedback(f"{prefix}-p", "t1", "COMPLETED", 2.0)
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": prefix, "partitioner": "murmur2_random"})
+    where: list = []
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(T.EXECUTION_FEEDBACK.name, key=rec["plan_id"].encode(), value=serde(T.EXECUTION_FEEDBACK.name).encode(rec),
+              on_delivery=lambda err, msg: where.append(msg.partition()))
+    p.commit_transaction(30)
+    assert where, "the transactional record was delivered"
+    sink = ClickHouseSink(tmp_path / "ch")
+    runner = SinkRunner(sink, kafka_bootstrap, group=F.unique("chimera-sink-ch-lag"), batch_age_s=0.1)
+    labels = {"sink": "clickhouse", "topic": T.EXECUTION_FEEDBACK.name, "partition": str(where[0])}
+    with F.running(runner):
+        F.wait_until(lambda: sink.store.query("SELECT count() FROM chimera.feedback FINAL WHERE plan_id = {p:String}",
+                                              {"p": rec["plan_id"]})[1][0][0] == 1, what="the record stored")
+        F.wait_until(lambda: REGISTRY.get_sample_value("chimera_sink_lag", labels) == 0, timeout=20,
+                     what="the sink's lag gauge at 0 on a partition ending in a commit marker")

