@@ -975,6 +975,25 @@ def _stores(svc, sample: list[dict], story: dict | None = None, settle_s: float 
     return lines
 
 
+def _read_history(folder: Path, read):
+    """`read(reader)` on the ClickHouse folder the sink writes (chdb), closed after."""
+    from sinks.clickhouse import reader
+    r = reader(folder)
+    try:
+        return read(r)
+    finally:
+        r.close()
+
+
+def _watch_until_stopped(watcher, interval_s: float) -> None:
+    """A training watch until Ctrl-C or SIGTERM (how `chimera up` stops it)."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        watcher.run(interval_s)
+    except KeyboardInterrupt:
+        console.print("stopping")
+
+
 @train_app.command("estimator")
 def train_estimator(
         synthetic: int = typer.Option(0, help="train on a synthetic history of N goals (known true durations) "
@@ -1000,23 +1019,14 @@ def train_estimator(
     def examples():
         if synthetic:
             return history.synthetic(synthetic, seed=seed)
-        from sinks.clickhouse import reader
-        r = reader(clickhouse)
-        try:
-            return history.from_clickhouse(r)
-        finally:
-            r.close()
+        return _read_history(clickhouse, history.from_clickhouse)
 
     if watch > 0:   # no error ends it: each is logged, counted and tried again (triton_models/watch.py)
         from triton_models.watch import Watch
         console.print(f"training {training.MODEL} every {watch:g} s once {cfg.train_min_new_tasks} new tasks "
                       f"have finished (history: {'synthetic' if synthetic else clickhouse}); Ctrl-C stops")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            Watch(examples, repo, cfg.train_min_new_tasks, url=url if url is not None else cfg.url, epochs=epochs,
-                  lora=lora, seed=seed, log=console.print).run(watch)
-        except KeyboardInterrupt:
-            console.print("stopping")
+        _watch_until_stopped(Watch(examples, repo, cfg.train_min_new_tasks, url=url if url is not None else cfg.url,
+                                   epochs=epochs, lora=lora, seed=seed, log=console.print), watch)
         return
     ex = examples()
     if not ex:
@@ -1054,23 +1064,14 @@ def train_decomposer(
     def history() -> list:
         if synthetic:
             return []
-        from sinks.clickhouse import reader
-        r = reader(clickhouse)
-        try:
-            return H.from_clickhouse(r, log=console.print)
-        finally:
-            r.close()
+        return _read_history(clickhouse, lambda r: H.from_clickhouse(r, log=console.print))
 
     if watch > 0:   # no error ends it: each is logged, counted and tried again (triton_models/watch.py)
         from triton_models.watch import decomposer_watch
         console.print(f"training {D.MODEL} every {watch:g} s once {cfg.decomposer_min_new_plans} new good plans "
                       f"have accumulated (history: {clickhouse}); Ctrl-C stops")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        try:
-            decomposer_watch(history, repo, cfg.decomposer_min_new_plans, want=want, url=url, steps=steps,
-                             held_out=held_out, seed=seed, log=console.print).run(watch)
-        except KeyboardInterrupt:
-            console.print("stopping")
+        _watch_until_stopped(decomposer_watch(history, repo, cfg.decomposer_min_new_plans, want=want, url=url,
+                                              steps=steps, held_out=held_out, seed=seed, log=console.print), watch)
         return
     found = history()
     mixed, extra = (D.synthetic_pairs(synthetic, seed=seed), synthetic) if synthetic else H.mixed(found, want, seed)

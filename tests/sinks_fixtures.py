@@ -214,6 +214,12 @@ def sample_resource(prefix: str) -> str:
     return f"{prefix}-res"
 
 
+def sink_records(pairs) -> list:
+    """(topic, value) pairs as the sink's records (each value checked against its schema), in order."""
+    from sinks.base import SinkRecord
+    return [SinkRecord(t, 0, i, None, check(t, v), None, {}, T0) for i, (t, v) in enumerate(pairs)]
+
+
 def filled_store(folder, records, deliveries: int = 2):
     """A set-up ClickHouse store (chdb on `folder`) holding the rows the sink's own `rows_for`
     makes of `records`, inserted `deliveries` times without dedup tokens (at least once:

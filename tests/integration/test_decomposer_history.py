@@ -42,7 +42,6 @@ def _plan(name, goal, *, status="COMPLETED", cost=5_000.0, estimate=4_000.0, mak
 
 
 def _records():
-    from sinks.base import SinkRecord
     objectives = ("Design the billing API", "Build it")
     g = {n: F.goal(f"g-{n}", title=f"Billing API {n}", objectives=objectives)
          for n in ("good", "over", "overrun", "late", "done-late", "cancelled", "failed", "running", "uncovered")}
@@ -58,7 +57,7 @@ def _records():
             + _plan("running", g["running"], status="ACTIVE", feedback=False)
             + _plan("uncovered", g["uncovered"], tasks=[_task("y", 0, 3, "Gather requirements")])   # validator: no
             + _plan("free", free, cost=1e9, estimate=1e9, makespan=1e6, tasks=replanned))   # no budget, no deadline
-    return [SinkRecord(t, 0, i, None, F.check(t, v), None, {}, F.T0) for i, (t, v) in enumerate(recs)]
+    return F.sink_records(recs)
 
 
 @pytest.fixture(scope="module")

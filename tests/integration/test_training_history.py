@@ -12,7 +12,6 @@ pytestmark = [pytest.mark.integration]
 
 
 def _records():
-    from sinks.base import SinkRecord
     g1, g2 = F.goal("g1"), F.goal("g2", domain="data_ml")
     p1 = F.plan("p1", "g1", tasks=[F.task("t1", 0, 10), F.task("t2", 10, 20, deps=["t1"], caps=("qa", "python")),
                                    F.task("t3", 30, 4, deps=["t2"])])
@@ -30,7 +29,7 @@ def _records():
             (T.EXECUTION_FEEDBACK.name, fb("p1", "t9", "COMPLETED", 1.0, at_ms=F.T0 + 500)),    # v2 task
             (T.EXECUTION_FEEDBACK.name, fb("p2", "a", "FAILED", 3.0, at_ms=F.T0 + 600)),
             (T.EXECUTION_FEEDBACK.name, fb("p2", "b", "COMPLETED", None, at_ms=F.T0 + 700))]  # no hours
-    return [SinkRecord(t, 0, i, None, F.check(t, v), None, {}, F.T0) for i, (t, v) in enumerate(recs)]
+    return F.sink_records(recs)
 
 
 @pytest.fixture(scope="module")
