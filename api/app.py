@@ -240,6 +240,9 @@ def create_app(deps: Deps) -> FastAPI:
         if view.plan is None:
             raise HTTPException(409, {"error": "not_planned", "message": f"{plan_id} has no plan yet"})
         version = body.version or view.version
+        if version < view.version:   # known superseded: the planner would only dead-letter it
+            raise HTTPException(409, {"error": "stale_version",
+                                      "message": f"{plan_id} is at v{view.version}; v{version} is superseded"})
         if version == view.version and view.approval != "PENDING":
             raise HTTPException(409, {"error": "not_pending",
                                       "message": f"{plan_id} v{version} is {view.approval}, not PENDING"})

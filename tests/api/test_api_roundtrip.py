@@ -245,11 +245,15 @@ def test_risks_paginated_mitigated_an_allocation_granted_and_a_stale_approval_re
                      timeout=30)
         assert _moved(before, m, "layer2_resource_allocations_successful_total") > 0
 
-        # an approval of the superseded version: the planner refuses it (stale_version), a planning error
+        # an approval of the superseded version: the API knows it is (409); one that reaches the
+        # topic all the same (another writer) is refused by the planner: stale_version, a planning error
         plan = live.plan(pid, lambda p: p["approval"] == "APPROVED")
         assert plan["approval"] == "APPROVED" and plan["version"] > 1, plan
         r = c.post(f"/api/v1/plans/{pid}/approve", json={"version": plan["version"] - 1}, headers=h(keys.approver))
-        assert r.status_code == 202, r.text
+        assert r.status_code == 409 and r.json()["error"] == "stale_version", r.text
+        produce(bs, T.PLANS_APPROVALS.name, [(pid, {"plan_id": pid, "version": plan["version"] - 1,
+                                                    "decision": "APPROVE", "by": "someone-else", "reason": "",
+                                                    "decided_at_ms": int(time.time() * 1000)})])
         dead = collect(bs, T.PLANS_APPROVALS.dlq, lambda r: r.key == pid, count=1, timeout=30)
         assert dead and dead[0].headers[REASON] == "stale_version", dead
         m = wait_for(live.metrics, lambda m: _moved(before, m, 'layer2_planning_errors_total{reason="stale_version"}') > 0,
