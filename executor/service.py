@@ -291,10 +291,13 @@ class Executor:
         self.side.produce(T.RESOURCES_AVAILABILITY.name, key=rec["resource_id"].encode(),
                           value=self.resources.encode(rec))
 
-    def _side_feedback(self, ref: TaskRef, status: str, pct: float = 0.0) -> None:
+    def _side_feedback(self, ref: TaskRef, status: str, pct: float = 0.0, traceparent: str | None = None) -> None:
+        """STARTED / PROGRESS at once; they continue the assignment's trace as the terminal record does."""
         rec = feedback(ref, status, pct=pct)
+        headers, _ = tracing.outgoing(traceparent, "executor.feedback") if traceparent else ({}, "")
         try:
-            self.side.produce(T.EXECUTION_FEEDBACK.name, key=ref.plan_id.encode(), value=self.fb.encode(rec))
+            self.side.produce(T.EXECUTION_FEEDBACK.name, key=ref.plan_id.encode(), value=self.fb.encode(rec),
+                              headers=list(headers.items()) or None)
         except BufferError:
             log.warning("feedback queue full: %s %s dropped", status, ref.task_id)
 
@@ -378,7 +381,7 @@ class Executor:
 
     def _run_task(self, key, entry: _Entry, ref: TaskRef, limits: Limits) -> None:
         """On a slot thread."""
-        self._side_feedback(ref, "STARTED")
+        self._side_feedback(ref, "STARTED", traceparent=entry.traceparent)
         plugin = module_for(ref)
         if plugin is None:
             self.done_q.put((key, entry, ref, None, f"module_not_found: no module {ref.module!r} "
@@ -397,7 +400,8 @@ class Executor:
             before = files_in(wd)
             out = self.sandbox.run(plugin.wasm(), args, wd, limits=limits, program=plugin.name,
                                    cancel=entry.cancel,
-                                   on_progress=lambda pct: pct < 100 and self._side_feedback(ref, "PROGRESS", pct))
+                                   on_progress=lambda pct: pct < 100 and self._side_feedback(
+                                       ref, "PROGRESS", pct, traceparent=entry.traceparent))
             # the summary is read here, before the folder and its logs are removed
             produced = {"files": sorted(files_in(wd) - before)[:200], "exit_status": out.exit_code}
             self.done_q.put((key, entry, ref, (plugin.name, out, out.last_line(300), produced), None))

@@ -76,9 +76,10 @@ class Simulation:
         await self.consumer.stop()
         await self.producer.stop()
 
-    async def send(self, topic: str, key: str, value: dict | None) -> None:
+    async def send(self, topic: str, key: str, value: dict | None, headers: dict[str, str] | None = None) -> None:
         data = None if value is None else serde(topic).encode(value, strict=True)
-        await (await self.producer.send(topic, key=key.encode(), value=data))
+        await (await self.producer.send(topic, key=key.encode(), value=data,
+                                        headers=[(k, v.encode()) for k, v in (headers or {}).items()] or None))
 
     async def heartbeat_once(self) -> None:
         now = int(time.time() * 1000)

@@ -51,6 +51,7 @@ class Feedback:
                 r = self.s.decode(m.value())
                 if r["plan_id"] in self.plans:
                     r["_ts"] = m.timestamp()[1]
+                    r["_headers"] = {k: (v or b"").decode() for k, v in (m.headers() or [])}
                     self.records.append(r)
 
     def poll_until(self, pred, timeout: float, settle: float = 0.0) -> list[dict]:

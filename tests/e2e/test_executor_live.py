@@ -24,6 +24,7 @@ from streams.simulate import Simulation
 from tests.executor_helpers import Executors, Feedback, ends
 from tests.kafka_helpers import collect
 from topics import registry as T
+from topics.tracing import outgoing, trace_id_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(toolchain_missing() is not None and not os.environ.get("CI"),
@@ -83,10 +84,12 @@ def test_a_goal_runs_on_two_executors_in_the_sandbox_in_dependency_order_to_comp
     _announced(kafka_bootstrap, {ex_a, ex_b})
     fb = Feedback(kafka_bootstrap, ends(kafka_bootstrap, T.EXECUTION_FEEDBACK.name), {pid})
 
+    trace, trace_id = outgoing(None, "test.goal")   # a W3C trace started with the goal
+
     async def go():
         async with Simulation(kafka_bootstrap, [], _silent) as sim:
             await asyncio.sleep(1.5)
-            await sim.send(T.GOALS_CREATED.name, goal["goal_id"], goal)
+            await sim.send(T.GOALS_CREATED.name, goal["goal_id"], goal, headers=trace)
             return await sim.until({pid}, timeout_s=120)
     seen = asyncio.run(go())
     fb.poll_until(lambda rs: False, timeout=3)    # and anything late that must not be there
@@ -122,6 +125,11 @@ def test_a_goal_runs_on_two_executors_in_the_sandbox_in_dependency_order_to_comp
                 (t["task_id"], dep)
     last = seen.updates[pid][-1]
     assert last["trigger"] == "completed" and last["progress_pct"] == pytest.approx(100.0)
+    # one trace from the goal to the plan, its assignments and the executors' feedback
+    for topic, n in ((T.PLANS_CREATED.name, 1), (T.TASKS_ASSIGNED.name, 5)):
+        recs = collect(kafka_bootstrap, topic, lambda r: r.key == pid, count=n, timeout=30)
+        assert len(recs) >= n and {trace_id_of(r.headers.get("traceparent")) for r in recs} == {trace_id}, topic
+    assert {trace_id_of(r["_headers"].get("traceparent")) for r in fb.records} == {trace_id}
 
 
 def test_kill_9_of_an_executor_mid_task_reallocates_after_the_heartbeat_timeout_exactly_once(
