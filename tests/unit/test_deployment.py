@@ -177,3 +177,25 @@ def test_compose_restarts_every_long_running_part_and_checks_its_health_endpoint
                        ("api", "/health/live")):
         assert services[name].get("restart") == "unless-stopped", name
         assert path in " ".join(services[name]["healthcheck"]["test"]), name
+
+
+def test_every_kafka_client_in_compose_takes_its_schema_ids_from_the_same_place():
+    """Schema ids come from the registry when SCHEMA_REGISTRY_URL is set, else from the checked-in
+    manifest (topics/serde.py): a service that differs writes ids the others cannot read (the
+    planner alone had the registry: the API's goals would have been unknown_schema_id)."""
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    clients = {name: (s.get("environment") or {}).get("SCHEMA_REGISTRY_URL") for name, s in services.items()
+               if "KAFKA_BOOTSTRAP" in (s.get("environment") or {})}
+    assert {"topics", "planner", "executor", "sinks", "api"} <= set(clients)
+    assert len(set(clients.values())) == 1, clients
+
+
+def test_prometheus_scrapes_each_replica_of_a_replicated_service():
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    jobs = {j["job_name"]: j for j in yaml.safe_load((REPO / "infra/prometheus/prometheus.yml").read_text())
+            ["scrape_configs"]}
+    replicated = [n for n, s in services.items() if (s.get("deploy") or {}).get("replicas", 1) > 1]
+    assert replicated
+    for name in replicated:
+        job = jobs[f"chimera-{name}"]
+        assert "static_configs" not in job and job["dns_sd_configs"][0]["names"] == [name], job
