@@ -29,7 +29,7 @@ def build(settings: Settings, *, keys: KeyStore | None = None, with_health: bool
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     import uvicorn
-    from streams import logs
+    from topics import logs
     logs.setup("api")
     app = build(settings)
     # uvicorn's access log names method, path and status: never headers, so never a key

@@ -73,7 +73,7 @@ from executor.sandbox import Limits, Outcome, Sandbox, SlotPool
 from executor.tasks import module_for
 from processors import ids
 from processors.execution import TaskRef, task_ref
-from topics import probes, registry as T, security, tracing
+from topics import logs, probes, registry as T, security, tracing
 from topics.dlq import CONSUMER, dlq_headers
 from topics.serde import SerdeError, serde
 
@@ -730,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20)
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.setup("executor", default="text")
     probes.serve_from_env()   # /metrics, /healthz and /readyz, as every worker kind
     caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group, pool=a.pool,

@@ -13,7 +13,8 @@ import faust
 from prometheus_client import Counter
 
 from streams import faust_fixes
-from streams import logs, metrics
+from streams import metrics
+from topics import logs
 from streams.codec import Out, encode_value
 from streams.producer import AsyncProducer
 from topics.dlq import dlq_headers, source_key, source_of

@@ -362,15 +362,13 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
          data_dir: Path = typer.Option(Path(".data"), help="chdb, Chroma and (local) Neo4j data folders"),
          seconds: Optional[float] = typer.Option(None, help="stop after this many seconds (default: Ctrl-C)")) -> None:
     """Run sinks (each its own consumer group) until Ctrl-C. Neo4j: NEO4J_URI, else a local Neo4j is started."""
-    import logging
-
     from sinks import service
     try:
         chosen = service.expand(names)
     except ValueError as exc:
         _fail(str(exc))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    from topics import probes
+    from topics import logs, probes
+    logs.setup("sinks", default="text")
     probes.serve_from_env()   # /metrics, /healthz (every sink thread alive), /readyz (set up, store reachable)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with ExitStack() as stack:

@@ -2,8 +2,10 @@
 
 `log.info("...", extra={"plan_id": ..., "goal_id": ..., "trace_id": ...})` puts them in the
 line. The API logs JSON by default (CHIMERA_LOG_FORMAT=text for plain lines); the planner
-worker logs JSON when CHIMERA_LOG_FORMAT=json (Faust's own format otherwise). Records never
-carry secrets: API keys are not logged anywhere (only their public key id).
+worker, the executor and the sinks log JSON when CHIMERA_LOG_FORMAT=json (the deployments set
+it), plain lines otherwise. Records never carry secrets: API keys are not logged anywhere (only
+their public key id). Here in topics/ because every process kind uses it (the executor may
+import only processors/ and topics/).
 """
 from __future__ import annotations
 
@@ -33,13 +35,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup(service: str, level: str | int | None = None) -> None:
-    """Root logging for one process kind (idempotent)."""
+TEXT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+def setup(service: str, level: str | int | None = None, default: str = "json") -> None:
+    """Root logging for one process kind (idempotent): CHIMERA_LOG_FORMAT, else `default`."""
     root = logging.getLogger()
     root.setLevel(level or os.environ.get("CHIMERA_LOG_LEVEL", "INFO").upper())
     handler = logging.StreamHandler()
-    if os.environ.get("CHIMERA_LOG_FORMAT", "json") == "json":
-        handler.setFormatter(JsonFormatter(service))
+    json_lines = os.environ.get("CHIMERA_LOG_FORMAT", default) == "json"
+    handler.setFormatter(JsonFormatter(service) if json_lines else logging.Formatter(TEXT))
     root.handlers[:] = [handler]
 
 
@@ -47,6 +52,6 @@ def dict_config(service: str, level: str = "INFO") -> dict:
     """A logging.config dict with the JSON formatter (for Faust's `logging_config`, which
     replaces its own colour console set-up)."""
     return {"version": 1, "disable_existing_loggers": False,
-            "formatters": {"json": {"()": "streams.logs.JsonFormatter", "service": service}},
+            "formatters": {"json": {"()": "topics.logs.JsonFormatter", "service": service}},
             "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
             "root": {"level": level, "handlers": ["console"]}}
