@@ -10,11 +10,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+log = logging.getLogger("chimera.api")
 
 ROLES = ("viewer", "planner", "approver", "admin")
 # what each role may do; every role reads its own tenant's plans
@@ -52,23 +55,34 @@ def key_id_of(key: str) -> str | None:
 class KeyStore:
     """The keys of one file (JSON, hashes only); `authenticate` is the one check of a key."""
 
-    def __init__(self, keys: dict[str, ApiKey] | None = None, path: Path | None = None) -> None:
+    def __init__(self, keys: dict[str, ApiKey] | None = None, path: Path | None = None,
+                 reload_s: float = 1.0) -> None:
         self.keys = dict(keys or {})
         self.path = path
+        self.reload_s = reload_s
+        self._stamp = _stamp(path) if path is not None else None
+        self._checked = time.monotonic()
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "KeyStore":
+    def load(cls, path: str | os.PathLike, reload_s: float = 1.0) -> "KeyStore":
         path = Path(path)
-        if not path.exists():
-            return cls({}, path)
-        data = json.loads(path.read_text())
-        keys = {}
-        for k in data.get("keys", []):
-            key = ApiKey(**k)
-            if key.role not in ROLES:
-                raise ValueError(f"{path}: key {key.key_id} has unknown role {key.role!r}")
-            keys[key.key_id] = key
-        return cls(keys, path)
+        return cls(_read(path), path, reload_s)
+
+    def refresh(self) -> None:
+        """Keys added or revoked in the file (`chimera keys`, a k8s Secret updated in place) count
+        in every API replica within `reload_s`, without a restart. A file that cannot be read
+        keeps the keys in force (logged), so a half-written edit locks nobody out."""
+        if self.path is None or time.monotonic() - self._checked < self.reload_s:
+            return
+        self._checked = time.monotonic()
+        stamp = _stamp(self.path)
+        if stamp == self._stamp:
+            return
+        try:
+            self.keys = _read(self.path)
+            self._stamp = stamp
+        except (ValueError, TypeError, OSError) as exc:
+            log.error("API keys file %s not reloaded, the keys in force stay: %s", self.path, exc)
 
     def save(self) -> None:
         assert self.path is not None
@@ -98,9 +112,30 @@ class KeyStore:
         """The key record for a presented key, or None (unknown, malformed or wrong secret)."""
         if not presented:
             return None
+        self.refresh()
         kid = key_id_of(presented)
         record = self.keys.get(kid) if kid else None
         if record is None:
             hmac.compare_digest(digest(presented), "0" * 64)   # same work for unknown ids
             return None
         return record if hmac.compare_digest(digest(presented), record.sha256) else None
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+    except FileNotFoundError:
+        return None
+
+
+def _read(path: Path) -> dict[str, ApiKey]:
+    if not path.exists():
+        return {}
+    keys = {}
+    for k in json.loads(path.read_text()).get("keys", []):
+        key = ApiKey(**k)
+        if key.role not in ROLES:
+            raise ValueError(f"{path}: key {key.key_id} has unknown role {key.role!r}")
+        keys[key.key_id] = key
+    return keys

@@ -35,6 +35,33 @@ def test_a_right_key_id_with_a_wrong_secret_is_refused(tmp_path):
     assert store.authenticate(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
 
 
+def test_a_key_revoked_or_added_in_the_file_counts_without_a_restart(tmp_path):
+    """Another process (`chimera keys`, a Secret updated in place) edits the file; a running
+    API's store follows it at its next check."""
+    path = tmp_path / "keys.json"
+    admin = KeyStore.load(path)
+    old_key, old = admin.add("acme", "approver")
+    admin.save()
+    serving = KeyStore.load(path, reload_s=0.0)
+    assert serving.authenticate(old_key) is not None
+    admin.revoke(old.key_id)
+    new_key, _ = admin.add("acme", "viewer")
+    admin.save()
+    assert serving.authenticate(old_key) is None
+    assert serving.authenticate(new_key).role == "viewer"
+
+
+def test_a_file_that_cannot_be_read_keeps_the_keys_in_force(tmp_path, caplog):
+    path = tmp_path / "keys.json"
+    admin = KeyStore.load(path)
+    key, _ = admin.add("acme", "viewer")
+    admin.save()
+    serving = KeyStore.load(path, reload_s=0.0)
+    path.write_text('{"keys": [{"half-written')
+    assert serving.authenticate(key) is not None
+    assert "not reloaded" in caplog.text
+
+
 def test_roles_grant_what_they_name():
     store = KeyStore()
     grants = {role: store.add("t", role)[1] for role in ("viewer", "planner", "approver", "admin")}
