@@ -377,7 +377,7 @@ def on_release(state: LedgerState | None, resource: Resource | None, key: Key, o
     if booking is not None and outcome == "SUCCESS":
         breaker = breaker.on_success()
     elif booking is not None and outcome == "FAILURE":
-        breaker = breaker.on_failure(now_ms, config.breaker_failure_threshold, cooldown)
+        breaker = breaker.on_failure(now_ms, config.breaker_failure_threshold, cooldown, task=tuple(key[:2]))
     ledger, decisions = ledger.release(*key, now_ms, heartbeat_timeout_ms(config))
     for d in decisions:
         if isinstance(d, Granted):

@@ -87,12 +87,18 @@ class BreakerState(str, Enum):
 class Breaker:
     """A per-resource circuit breaker. CLOSED -> OPEN after `threshold` consecutive
     failures; OPEN -> HALF_OPEN once `cooldown_ms` has passed since it opened; HALF_OPEN
-    -> CLOSED on a success, back to OPEN (cool-down restarts) on a failure."""
+    -> CLOSED on a success, back to OPEN (cool-down restarts) on a failure.
+
+    A failure names its task when it can: then only failures of *different* tasks count. One
+    task that fails on every attempt is the task's fault (its retries and attempt limit deal
+    with it); counting it opened the breakers of every resource it was retried on, and every
+    other plan's work waited out the cool-down."""
 
     state: BreakerState = BreakerState.CLOSED
-    failures: int = 0              # consecutive failures
+    failures: int = 0              # consecutive failures (of different tasks, where named)
     opened_at_ms: int | None = None
     trial_in_flight: bool = False  # HALF_OPEN: the one trial assignment is out
+    failed: tuple[tuple[str, str], ...] = ()   # the tasks of those failures (bounded by the threshold)
 
     def current(self, now_ms: int, cooldown_ms: int) -> "Breaker":
         """The breaker as of `now_ms`: an OPEN one whose cool-down passed is HALF_OPEN."""
@@ -116,14 +122,18 @@ class Breaker:
     def on_success(self) -> "Breaker":
         return Breaker()
 
-    def on_failure(self, now_ms: int, threshold: int, cooldown_ms: int) -> "Breaker":
-        """A failed or timed-out attempt on this resource."""
+    def on_failure(self, now_ms: int, threshold: int, cooldown_ms: int,
+                   task: tuple[str, str] | None = None) -> "Breaker":
+        """A failed or timed-out attempt on this resource; `task` = (plan id, task id)."""
         b = self.current(now_ms, cooldown_ms)
+        if task is not None and task in b.failed:   # the same task again: says nothing new of the resource
+            return dataclasses.replace(b, trial_in_flight=False) if b.state is BreakerState.HALF_OPEN else b
+        failed = (b.failed + (task,))[-threshold:] if task is not None else b.failed
         failures = b.failures + 1
         if b.state is BreakerState.HALF_OPEN or (b.state is BreakerState.CLOSED and failures >= threshold):
-            return Breaker(BreakerState.OPEN, failures, now_ms)
+            return Breaker(BreakerState.OPEN, failures, now_ms, failed=failed)
         # CLOSED below the threshold, or OPEN (a late failure of work sent before it opened)
-        return dataclasses.replace(b, failures=failures)
+        return dataclasses.replace(b, failures=failures, failed=failed)
 
 
 def breaker_cooldown_ms(config: PlanningConfig) -> int:

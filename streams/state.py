@@ -231,7 +231,7 @@ def encode_ledger(s) -> bytes:
     b = s.breaker
     rest = orjson.dumps({
         "w": [_request(q) for q in s.ledger.waiting],
-        "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight],
+        "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight, [list(t) for t in b.failed]],
     })
     data = b'{"b":' + _bookings_json(s.ledger.resource.resource_id, s.ledger.bookings) + b"," + rest[1:]
     _remember(_ledgers, data, s, _LEDGER_CACHE_SIZE)
@@ -254,6 +254,7 @@ def decode_ledger(data: bytes, resource):
     br = d["br"]
     state = LedgerState(ResourceLedger(resource, MappingProxyType(bookings),
                                        tuple(_request_back(rid, x) for x in d["w"])),
-                        Breaker(BreakerState(br[0]), br[1], br[2], br[3]))
+                        Breaker(BreakerState(br[0]), br[1], br[2], br[3],
+                                tuple(tuple(t) for t in br[4]) if len(br) > 4 else ()))   # 4 items: stored before
     _remember(_ledgers, data, state, _LEDGER_CACHE_SIZE)
     return state

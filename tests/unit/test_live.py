@@ -304,11 +304,23 @@ def test_ledger_bytes_are_what_orjson_writes_and_bookings_are_encoded_once():
         b = st.breaker
         want = orjson.dumps({"b": [[state_codec._request(k.request), k.booked_at_ms] for k in st.ledger.bookings.values()],
                              "w": [state_codec._request(q) for q in st.ledger.waiting],
-                             "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight]})
+                             "br": [b.state.value, b.failures, b.opened_at_ms, b.trial_in_flight,
+                                    [list(t) for t in b.failed]]})
         assert state_codec.encode_ledger(st) == want
     data = state_codec.encode_ledger(s)
     state_codec.forget()
     assert state_codec.decode_ledger(data, big) == s
+    failing, _ = A.on_request(None, big, _req("p", "f"), T0, CFG)
+    failing, _ = A.on_release(failing, big, ("p", "f", 1), "FAILURE", T0 + 1, CFG)
+    assert failing.breaker.failed == (("p", "f"),)
+    data = state_codec.encode_ledger(failing)
+    state_codec.forget()
+    assert state_codec.decode_ledger(data, big) == failing
+    # a ledger stored before the breaker named its tasks (4 items) still reads
+    old = orjson.loads(data)
+    old["br"] = old["br"][:4]
+    state_codec.forget()
+    assert state_codec.decode_ledger(orjson.dumps(old), big).breaker.failed == ()
 
 
 def test_decision_records_carry_what_was_booked_and_go_back_to_the_plan():

@@ -62,3 +62,29 @@ def test_a_success_resets_the_consecutive_count():
 def test_late_failure_while_open_keeps_the_cool_down():
     b = Breaker(BreakerState.OPEN, 3, T).on_failure(T + 10, 3, 60_000)
     assert b.state is BreakerState.OPEN and b.opened_at_ms == T and b.failures == 4
+
+
+def test_one_task_failing_on_every_attempt_does_not_open_the_breaker():
+    """A poison task retried on a resource says nothing of the resource: it took every healthy
+    resource out for the cool-down, and every other plan's work with it."""
+    cool = 60_000
+    b = Breaker()
+    for attempt in range(6):
+        b = b.on_failure(T + attempt, 3, cool, task=("p-bad", "x"))
+    assert b.state is BreakerState.CLOSED and b.failures == 1 and b.allows(T + 6, cool)
+    b = b.on_failure(T + 7, 3, cool, task=("p-flaky", "f")).on_failure(T + 8, 3, cool, task=("p-bad", "x"))
+    assert b.state is BreakerState.CLOSED and b.failures == 2
+    b = b.on_failure(T + 9, 3, cool, task=("p-other", "y"))       # a third task: the resource is suspect
+    assert b.state is BreakerState.OPEN and b.opened_at_ms == T + 9
+
+
+def test_the_same_task_failing_its_half_open_trial_frees_the_trial_without_reopening():
+    cool = 60_000
+    b = Breaker(BreakerState.OPEN, 3, T, failed=(("p", "a"), ("p", "b"), ("p", "c")))
+    trial = b.on_assigned(T + cool, cool)
+    assert not trial.allows(T + cool, cool)
+    again = trial.on_failure(T + cool + 1, 3, cool, task=("p", "c"))
+    assert again.state is BreakerState.HALF_OPEN and again.allows(T + cool + 1, cool)
+    other = trial.on_failure(T + cool + 1, 3, cool, task=("q", "z"))
+    assert other.state is BreakerState.OPEN and other.opened_at_ms == T + cool + 1
+    assert len(other.failed) == 3 and other.failed[-1] == ("q", "z")
