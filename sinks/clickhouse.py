@@ -422,6 +422,10 @@ def reader(data_dir: Path | str | None = None):
             return RemoteReader(info["url"])
     store = ClickHouseStore(path)
     store.client = get_client(path)
+    # nobody writes it now: bring a folder an older sink wrote up to this schema first (every
+    # statement is CREATE / ADD COLUMN IF NOT EXISTS), or queries of new columns fail on it
+    for stmt in schema_statements():
+        store.client.command(stmt)
     return store
 
 
