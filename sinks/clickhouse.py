@@ -423,9 +423,11 @@ def reader(data_dir: Path | str | None = None):
     store = ClickHouseStore(path)
     store.client = get_client(path)
     # nobody writes it now: bring a folder an older sink wrote up to this schema first (every
-    # statement is CREATE / ADD COLUMN IF NOT EXISTS), or queries of new columns fail on it
-    for stmt in schema_statements():
-        store.client.command(stmt)
+    # statement is CREATE / ADD COLUMN IF NOT EXISTS), or queries of new columns fail on it; a
+    # folder no sink ever wrote stays as it is (a reader creates no store)
+    if store.client.command("EXISTS TABLE chimera.plans") in (1, "1"):
+        for stmt in schema_statements():
+            store.client.command(stmt)
     return store
 
 
