@@ -294,10 +294,9 @@ class Executor:
     def _side_feedback(self, ref: TaskRef, status: str, pct: float = 0.0, traceparent: str | None = None) -> None:
         """STARTED / PROGRESS at once; they continue the assignment's trace as the terminal record does."""
         rec = feedback(ref, status, pct=pct)
-        headers, _ = tracing.outgoing(traceparent, "executor.feedback") if traceparent else ({}, "")
         try:
             self.side.produce(T.EXECUTION_FEEDBACK.name, key=ref.plan_id.encode(), value=self.fb.encode(rec),
-                              headers=list(headers.items()) or None)
+                              headers=tracing.kafka_headers("executor.feedback", traceparent) or None)
         except BufferError:
             log.warning("feedback queue full: %s %s dropped", status, ref.task_id)
 
@@ -435,9 +434,8 @@ class Executor:
         TASKS.labels(rec["status"]).inc()
         if result is not None:
             SANDBOX_SECONDS.observe(result[1].wall_s)
-        headers, _ = tracing.outgoing(entry.traceparent, "executor.feedback") if entry.traceparent else ({}, "")
         entry.records.append((T.EXECUTION_FEEDBACK.name, ref.plan_id.encode(), self.fb.encode(rec),
-                              list(headers.items())))
+                              tracing.kafka_headers("executor.feedback", entry.traceparent)))
         entry.done = True
         self._recent[(ref.plan_id, ref.task_id, ref.attempt)] = None
         while len(self._recent) > self.cfg.recent_tasks:
