@@ -217,11 +217,15 @@ class ClickHouseStore:
         self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
         self.engine = None   # chdb's own connection to the engine the client is on (the fast path's)
 
+    def apply_schema(self) -> None:
+        """infra/clickhouse/schema.sql: every statement CREATE / ADD COLUMN IF NOT EXISTS."""
+        for stmt in schema_statements():
+            self.client.command(stmt)
+
     def setup(self) -> None:
         if self.client is None:
             self.client = get_client(self.data_dir)
-        for stmt in schema_statements():
-            self.client.command(stmt)
+        self.apply_schema()
         self.types = {}
         if self.engine is None and type(self.client).__name__ == "ChdbClient":
             # another handle on the same engine (chdb allows many): its query() runs an
@@ -426,8 +430,7 @@ def reader(data_dir: Path | str | None = None):
     # statement is CREATE / ADD COLUMN IF NOT EXISTS), or queries of new columns fail on it; a
     # folder no sink ever wrote stays as it is (a reader creates no store)
     if store.client.command("EXISTS TABLE chimera.plans") in (1, "1"):
-        for stmt in schema_statements():
-            store.client.command(stmt)
+        store.apply_schema()
     return store
 
 
