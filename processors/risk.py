@@ -151,9 +151,14 @@ def _timeline(c: _Ctx) -> list[Risk]:
 
 
 def _resource(c: _Ctx) -> list[Risk]:
+    """`c.capacities` is what the plan may use, the safety buffer already held back
+    (resources.effective_capacities); the capacity itself is that / (1 - buffer). Demand
+    beyond the capacity itself is over-allocation; demand within it that eats into the
+    held-back buffer is the buffer risk (the buffer is applied once, not again on top)."""
     out: list[Risk] = []
     caps = c.capacities
     buffer = c.config.resource_buffer_percentage
+    keep = 1.0 - buffer
     open_tasks = c.open_tasks()
     peak, when, _ = c.usage
     for kind in RESOURCE_KINDS:
@@ -161,9 +166,10 @@ def _resource(c: _Ctx) -> list[Risk]:
         need = peak.get(kind, 0.0)
         if cap is None or need <= EPS:
             continue
-        too_big = [st.task.task_id for st in open_tasks if st.task.resources.get(kind, 0.0) > cap + EPS]
+        whole = cap / keep if keep > EPS else cap
+        too_big = [st.task.task_id for st in open_tasks if st.task.resources.get(kind, 0.0) > whole + EPS]
         users = [st.task.task_id for st in open_tasks if st.task.resources.get(kind, 0.0) > 0]
-        if too_big or need > cap + EPS:
+        if too_big or need > whole + EPS:
             out.append(make_risk(
                 RiskCategory.RESOURCE, f"{kind}-overallocated", f"{kind} demand exceeds capacity",
                 1.0 if too_big else 0.9, 0.8,
@@ -171,17 +177,17 @@ def _resource(c: _Ctx) -> list[Risk]:
                              f"Level the schedule: delay non-critical tasks that use {kind}",
                              f"Split tasks that need more {kind} than is available"],
                 task_ids=too_big or users,
-                description=f"peak {need:g} {kind} at {when.get(kind, 0.0):.1f} h vs capacity {cap:g}"))
-        elif cap > 0 and need > cap * (1.0 - buffer) + EPS:
-            used = need / cap
-            p = 0.4 + 0.4 * _clamp((used - (1.0 - buffer)) / max(buffer, EPS))
+                description=f"peak {need:g} {kind} at {when.get(kind, 0.0):.1f} h vs capacity {whole:g}"))
+        elif whole > 0 and need > cap + EPS:
+            used = need / whole
+            p = 0.4 + 0.4 * _clamp((used - keep) / max(buffer, EPS))
             out.append(make_risk(
                 RiskCategory.RESOURCE, f"{kind}-buffer", f"{kind} usage leaves less than the "
                 f"{buffer:.0%} safety buffer", p, 0.5,
                 mitigations=[f"Reserve {kind} capacity ahead of the peak",
                              f"Keep {buffer:.0%} of {kind} free by shifting non-critical work"],
                 task_ids=users,
-                description=f"peak {need:g} of {cap:g} {kind} ({used:.0%})"))
+                description=f"peak {need:g} of {whole:g} {kind} ({used:.0%})"))
     gpu_tasks = [st for st in open_tasks if st.task.resources.get("gpu", 0.0) > 0]
     if gpu_tasks and not any(r.risk_id.startswith("resource-gpu") for r in out):
         on_crit = sum(1 for st in gpu_tasks if st.critical)

@@ -111,8 +111,14 @@ def test_resource_overallocation_and_buffer():
     assert r is not None and r.severity == Severity.CRITICAL
     too_big = run(Goal("g", "t", 0), [task("x", 1, 2, 3, gpu=8)], caps={"gpu": 4.0})
     assert find(too_big, "resource-gpu-overallocated").task_ids == ("x",)
-    near = run(Goal("g", "t", 0), [task("x", 1, 2, 3, cpu=30)], caps={"cpu": 32.0})
-    assert find(near, "resource-cpu-buffer") is not None
+    # caps are what the plan may use, the buffer already held back (CFG keeps 10%: 32 of 35.6)
+    assert CFG.resource_buffer_percentage == 0.1
+    near = run(Goal("g", "t", 0), [task("x", 1, 2, 3, cpu=34)], caps={"cpu": 32.0})
+    assert find(near, "resource-cpu-buffer") is not None and find(near, "resource-cpu-overallocated") is None
+    within = run(Goal("g", "t", 0), [task("x", 1, 2, 3, cpu=30)], caps={"cpu": 32.0})
+    assert not [r for r in within if r.category == RiskCategory.RESOURCE], "the buffer is not held back twice"
+    over = run(Goal("g", "t", 0), [task("x", 1, 2, 3, cpu=36)], caps={"cpu": 32.0})
+    assert find(over, "resource-cpu-overallocated").task_ids == ("x",)
     roomy = run(Goal("g", "t", 0), [task("x", 1, 2, 3, cpu=4)], caps={"cpu": 32.0})
     assert not [r for r in roomy if r.category == RiskCategory.RESOURCE]
 
