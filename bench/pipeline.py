@@ -95,6 +95,33 @@ def parse_proc_stat(text: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of stat(5)
 
 
+class Workers:
+    """The worker processes of one phase (`--workers`): alive while all are, CPU summed."""
+
+    def __init__(self, workers: Sequence[Worker]) -> None:
+        self.workers = list(workers)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers]
+
+    def poll(self) -> int | None:
+        for w in self.workers:
+            if w.proc.poll() is not None:
+                return w.proc.returncode
+        return None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
+
+    def rss_bytes(self) -> int:
+        return sum(rss_bytes(pid) for pid in self.pids)
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         return parse_proc_stat(fh.read())
@@ -199,7 +226,7 @@ class Reader:
         """Start a new window: forget keys and counts."""
         self.first, self.stamp, self.totals, self.dups = {}, {}, Counter(), 0
 
-    async def wait_for(self, keys: Iterable[str], timeout: float, proc: subprocess.Popen) -> float:
+    async def wait_for(self, keys: Iterable[str], timeout: float, proc: "Workers") -> float:
         """The receive time of the last of keys on the timed topic."""
         keys = list(keys)
         self._missing = {k for k in keys if k not in self.first}
@@ -238,7 +265,7 @@ class Reader:
         await self.consumer.stop()
 
 
-async def wait_committed(bootstrap: str, group: str, topics: Sequence[str], proc: subprocess.Popen,
+async def wait_committed(bootstrap: str, group: str, topics: Sequence[str], proc: "Workers",
                          timeout: float = 60) -> float:
     """Wait until `group` has committed every partition of topics at (or past) its current end;
     returns the seconds waited. Under exactly_once (CHIMERA_PROCESSING_GUARANTEE) a transaction's
@@ -320,19 +347,42 @@ class Phase:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+async def wait_settled(logs: Sequence[Path], proc: "Workers", quiet_s: float = 3.0, timeout: float = 120) -> float:
+    """Several workers of one group: wait until each says it is ready and no partition has
+    been assigned for `quiet_s` (the group's rebalances are over before anything is timed)."""
+    started = time.monotonic()
+    marks = ("[^Worker]: Ready", "Setting newly assigned partitions")
+    last, seen = time.monotonic(), None
+    while True:
+        texts = [log.read_text(errors="replace") if log.exists() else "" for log in logs]
+        counts = tuple(t.count(marks[1]) for t in texts)
+        if counts != seen:
+            seen, last = counts, time.monotonic()
+        if all(marks[0] in t for t in texts) and time.monotonic() - last >= quiet_s:
+            return time.monotonic() - started
+        if proc.poll() is not None:
+            raise RuntimeError(f"a worker exited with {proc.returncode}: see its log")
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the workers' group did not settle in {timeout:.0f} s")
+        await asyncio.sleep(0.25)
+
+
 async def run_phase(bs: str, broker_pid: int, ph: Phase, timed: list[tuple[str, bytes]],
                     paced: list[tuple[str, bytes]], rate: float, warmup: int, logdir: Path,
-                    rss_goals: int = 0, rss_limit_mb: float = 0, say=print) -> dict:
+                    rss_goals: int = 0, rss_limit_mb: float = 0, workers: int = 1, say=print) -> dict:
     app_id = f"bench-{ph.tag}-{time.time_ns()}"
     await client.commit_at_end(bs, app_id, [t.name for t in T.TOPICS] + [OUT])
-    worker = Worker(bs, env=ph.env, log_path=logdir / f"{ph.tag}.log", app_id=app_id, module=ph.module).start()
-    proc, res = worker.proc, {"log": str(logdir / f"{ph.tag}.log")}
+    logs = [logdir / (f"{ph.tag}.log" if workers == 1 else f"{ph.tag}-{i}.log") for i in range(workers)]
+    proc = Workers([Worker(bs, env=ph.env, log_path=log, app_id=app_id, module=ph.module).start() for log in logs])
+    res = {"log": ", ".join(map(str, logs)), "workers": workers}
     reader = producer = None
     try:
         reader = await Reader(bs, ph.out_topic, ph.other_outputs).start()
         producer = AIOKafkaProducer(bootstrap_servers=bs, acks="all", enable_idempotence=True)
         await producer.start()
 
+        if workers > 1:
+            res["settle_s"] = round(await wait_settled(logs, proc), 1)
         # warm-up, then wait for the worker to commit past it
         warm = encode_goals(samples.sample_goals(warmup, int(time.time() * 1000), prefix=f"warm-{ph.tag}"))
         t0 = time.perf_counter()
@@ -346,12 +396,12 @@ async def run_phase(bs: str, broker_pid: int, ph: Phase, timed: list[tuple[str, 
         # throughput: the timed batch, as fast as the producer goes
         say(f"  {ph.tag}: {len(timed)} goals ...")
         gc.collect()
-        cpu0, bcpu0 = cpu_seconds(proc.pid), cpu_seconds(broker_pid)
+        cpu0, bcpu0 = proc.cpu_seconds(), cpu_seconds(broker_pid)
         t0 = time.perf_counter()
         await send_all(producer, timed)
         produced = time.perf_counter() - t0
         t_last = await reader.wait_for([ph.out_key(k) for k, _ in timed], max(120.0, len(timed) / 5), proc)
-        cpu1, bcpu1 = cpu_seconds(proc.pid), cpu_seconds(broker_pid)
+        cpu1, bcpu1 = proc.cpu_seconds(), cpu_seconds(broker_pid)
         seconds = t_last - t0
         await reader.drain()
         wanted = {ph.out_key(k) for k, _ in timed}
@@ -370,11 +420,11 @@ async def run_phase(bs: str, broker_pid: int, ph: Phase, timed: list[tuple[str, 
         # latency at a fixed offered rate
         if paced:
             say(f"  {ph.tag}: {len(paced)} goals at {rate:g}/s ...")
-            cpu0 = cpu_seconds(proc.pid)
+            cpu0 = proc.cpu_seconds()
             wall: dict[str, float] = {}
             sent = await send_paced(producer, paced, rate, wall)
             await reader.wait_for([ph.out_key(k) for k in sent], 120, proc)
-            cpu1 = cpu_seconds(proc.pid)
+            cpu1 = proc.cpu_seconds()
             await reader.drain()
             received = {k: reader.first[ph.out_key(k)] for k in sent}
             # the output record's timestamp is when the worker produced it (ms, its wall clock):
@@ -394,14 +444,15 @@ async def run_phase(bs: str, broker_pid: int, ph: Phase, timed: list[tuple[str, 
             await producer.stop()
         if reader is not None:
             await reader.stop()
-        worker.stop()
+        for w in proc.workers:
+            w.stop()
 
 
-async def rss_run(producer, reader: Reader, ph: Phase, proc: subprocess.Popen, n: int, limit_mb: float,
+async def rss_run(producer, reader: Reader, ph: Phase, proc: "Workers", n: int, limit_mb: float,
                   say=print, chunk: int = 2000) -> dict:
     """Feed n goals at full speed (at most two chunks ahead of the worker) and sample its RSS
     about 40 times; stops early past limit_mb."""
-    samples_mb: list[tuple[int, float]] = [(0, rss_bytes(proc.pid) / 2**20)]
+    samples_mb: list[tuple[int, float]] = [(0, proc.rss_bytes() / 2**20)]
     every = max(chunk, n // 40)
     say(f"  {ph.tag}: RSS over {n} goals (limit {limit_mb:g} MB) ...")
     sent, started, aborted = 0, time.perf_counter(), False
@@ -424,17 +475,17 @@ async def rss_run(producer, reader: Reader, ph: Phase, proc: subprocess.Popen, n
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {proc.returncode}: see its log")
         await asyncio.sleep(0.5)
-    samples_mb.append((len(reader.first), rss_bytes(proc.pid) / 2**20))
+    samples_mb.append((len(reader.first), proc.rss_bytes() / 2**20))
     first, last = samples_mb[0][1], samples_mb[-1][1]
     return {"goals": sent, "seconds": round(time.perf_counter() - started, 1), "aborted_over_limit": aborted,
             "first_mb": round(first, 1), "last_mb": round(last, 1), "max_mb": round(max(m for _, m in samples_mb), 1),
             "last_over_first": round(last / first, 3), "samples": [(g, round(m, 1)) for g, m in samples_mb]}
 
 
-async def _sample(samples_mb: list, reader: Reader, proc: subprocess.Popen, every: int) -> None:
+async def _sample(samples_mb: list, reader: Reader, proc: "Workers", every: int) -> None:
     done = len(reader.first)
     if done - samples_mb[-1][0] >= every:
-        samples_mb.append((done, rss_bytes(proc.pid) / 2**20))
+        samples_mb.append((done, proc.rss_bytes() / 2**20))
 
 
 # ----------------------------------------------------------------------------- main
@@ -443,7 +494,7 @@ def run(args: argparse.Namespace, say=print) -> dict:
     logdir = Path(tempfile.mkdtemp(prefix="chimera-bench-"))
     config = settings.load_planning(env={**os.environ, "PLANNING_REFINE_BUDGET_SECONDS": str(args.refine)})
     now = int(time.time() * 1000)
-    result: dict = {"goals": args.goals, "latency_goals": args.latency_goals, "rate": args.rate,
+    result: dict = {"workers": args.workers, "goals": args.goals, "latency_goals": args.latency_goals, "rate": args.rate,
                     "refine_budget_s": args.refine, "logs": str(logdir)}
     with KafkaBroker() as broker:
         bs, broker_pid = broker.bootstrap, broker.proc.pid
@@ -462,7 +513,8 @@ def run(args: argparse.Namespace, say=print) -> dict:
         say("passthrough ...")
         result["passthrough"] = asyncio.run(run_phase(
             bs, broker_pid, passthrough, goals("bench-passthrough", args.goals),
-            goals("lat-passthrough", args.latency_goals), args.rate, args.warmup, logdir, say=say))
+            goals("lat-passthrough", args.latency_goals), args.rate, args.warmup, logdir, workers=args.workers,
+            say=say))
 
         timed = goals("bench-planner", args.goals)
         say("ceiling (in-process planner) ...")
@@ -471,7 +523,8 @@ def run(args: argparse.Namespace, say=print) -> dict:
         say("planner ...")
         result["planner"] = asyncio.run(run_phase(
             bs, broker_pid, planner, timed, goals("lat-planner", args.latency_goals), args.rate, args.warmup,
-            logdir, rss_goals=args.rss_goals if args.rss else 0, rss_limit_mb=args.rss_limit_mb, say=say))
+            logdir, rss_goals=args.rss_goals if args.rss else 0, rss_limit_mb=args.rss_limit_mb, workers=args.workers,
+            say=say))
 
     pl, pt, ce = result["planner"], result["passthrough"], result["ceiling"]
     result["ratios"] = {"pipeline_over_ceiling": ratio(pl["per_s"], ce["goals_per_s"]),
@@ -485,7 +538,8 @@ def run(args: argparse.Namespace, say=print) -> dict:
 def report(r: dict) -> str:
     pl, pt, ce, ra = r["planner"], r["passthrough"], r["ceiling"], r["ratios"]
     lines = [
-        f"pipeline (goals.created -> plans.created, refine {r['refine_budget_s']:g} s, {pl['goals']} goals): "
+        f"pipeline (goals.created -> plans.created, refine {r['refine_budget_s']:g} s, {pl['goals']} goals, "
+        f"{r.get('workers', 1)} worker{'s' if r.get('workers', 1) > 1 else ''}): "
         f"{pl['per_s']:8.1f} goals/s",
         f"ceiling (the planner in-process, same goals):  {ce['goals_per_s']:8.1f} goals/s"
         f"   pipeline / ceiling     {ra['pipeline_over_ceiling']:.3f}",
@@ -531,6 +585,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rss", action="store_true", help="then feed the planner --rss-goals goals and sample its RSS")
     ap.add_argument("--rss-goals", type=int, default=100_000)
     ap.add_argument("--rss-limit-mb", type=float, default=4000, help="stop the RSS run past this RSS")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker processes per phase, one consumer group (default 1; CPU and RSS are summed)")
     ap.add_argument("--json", action="store_true", help="print one JSON object with every figure")
     args = ap.parse_args(argv)
     say = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
