@@ -708,7 +708,10 @@ def _summary(result: dict) -> None:
     console.print(table)
 
     played = "real executors" if result.get("executors") else "simulated executors"
-    live = Table(title=f"Live plans ({result['seconds']:.0f} s of {played})")
+    live = Table(title=f"Live plans ({result['seconds']:.0f} s of {played})",
+                 caption="Tasks planned in hours ran in milliseconds and report the time they really took: "
+                         "little was planned by now (PV) and little spent (AC) for all the work done (EV), "
+                         "so SPI and CPI far above 1 are what compressed time gives" if result.get("executors") else None)
     for col in ("plan", "status", "progress", "SPI", "CPI", "AC", "cost est.", "versions", "attempts", "retries",
                 "reallocated", "replans (trigger)"):
         live.add_column(col)
@@ -722,8 +725,8 @@ def _summary(result: dict) -> None:
         moved = sum(1 for rids in on.values() if len(set(rids)) > 1)
         replans = [u["trigger"] for u in run.updates.get(pid, []) if u["trigger"] in REPLAN_TRIGGERS]
         live.add_row(pid[:13], run.status.get(pid, "ACTIVE"), f"{up.get('progress_pct', 0.0):.0f}%",
-                     f"{up.get('spi', 1.0):.2f}", f"{up.get('cpi', 1.0):.2f}", f"{up.get('actual_cost', 0.0):,.0f}",
-                     f"{up.get('cost_estimate', 0.0):,.0f}", str(len(run.updates.get(pid, [])) + 1), str(len(mine)),
+                     f"{up.get('spi', 1.0):.2f}", f"{up.get('cpi', 1.0):.2f}", f"{up.get('actual_cost', 0.0):,.4g}",
+                     f"{up.get('cost_estimate', 0.0):,.4g}", str(len(run.updates.get(pid, [])) + 1), str(len(mine)),
                      str(retries), str(moved), f"{len(replans)}" + (f" ({', '.join(sorted(set(replans)))})" if replans else ""))
     console.print(live)
     if result.get("executors"):
