@@ -107,6 +107,10 @@ class ExecutorConfig:
     # a duplicate past that runs again and repeats the same event ids. Before: 100,000 (~33 MB,
     # still growing after 10,000 tasks).
     recent_tasks: int = 4096
+    # A Kafka call blocked past its timeout (executor/deadline.py): the service ends its process
+    # for the supervisor to replace (main() sets this); an executor embedded in another process
+    # (a test, a notebook) only says so and reports itself stuck, never ending its host.
+    exit_when_stuck: bool = False
 
     @property
     def consumer_group(self) -> str:
@@ -263,7 +267,8 @@ class Executor:
             for i, (group, takes, suffix) in enumerate(routes)]
         for lane in self.lanes:
             lane.tx = self._tx_producer(lane)
-        self.deadline = Deadline()
+        self.stuck: str | None = None       # the Kafka call found blocked past its timeout, if any
+        self.deadline = Deadline(on_stuck=None if cfg.exit_when_stuck else self._stuck)
         # (lane index, topic, partition) -> its unfinished and uncommitted assignments, in offset order
         self.inflight: dict[tuple[int, str, int], OrderedDict[int, _Entry]] = {}
         self.done_q: queue.Queue = queue.Queue()
@@ -613,7 +618,14 @@ class Executor:
                     lane.paused = True
 
     # -- probes (topics/probes.py; read from the probe server's thread) ------------------------
+    def _stuck(self, what: str) -> None:  # the deadline's thread
+        self.stuck = what
+        log.critical("%s is blocked past its timeout (librdkafka#5456): this embedded executor is stuck "
+                     "(a service would exit for its supervisor to replace it)", what)
+
     def liveness(self) -> str | None:
+        if self.stuck is not None:
+            return f"{self.stuck} is blocked past its timeout"
         idle = time.monotonic() - self.beat
         return None if idle <= LIVE_WITHIN_S else f"its loop has not turned for {idle:.0f} s"
 
@@ -704,7 +716,8 @@ class Executor:
             self.deadline.close()
 
 
-def main(argv: list[str] | None = None) -> int:
+def config_from_args(argv: list[str] | None = None) -> ExecutorConfig:
+    """The service's configuration from its command line (and EXECUTOR_* variables)."""
     ap = argparse.ArgumentParser(prog="chimera executor", description=__doc__.split("\n")[0])
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--id", dest="executor_id", default=os.environ.get("EXECUTOR_ID"))
@@ -728,16 +741,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory-mb", type=int, default=Limits.memory_bytes >> 20)
     ap.add_argument("--fuel", type=int, default=Limits.fuel)
     a = ap.parse_args(argv)
-    logs.setup("executor", default="text")
-    probes.serve_from_env()   # /metrics, /healthz and /readyz, as every worker kind
     caps = {k: float(v) for k, v in (c.split("=", 1) for c in a.capacity)}
     cfg = ExecutorConfig(bootstrap=a.bootstrap, slots=a.slots, hourly_rate=a.hourly_rate, group=a.group, pool=a.pool,
                          heartbeat_s=a.heartbeat_s, work_root=a.work_root, capacities=caps,
                          unassigned=a.unassigned, max_timeout_s=a.max_timeout_s, control=not a.no_control,
                          capabilities=tuple(a.capability or ("wasm",)),
-                         limits=Limits(fuel=a.fuel, memory_bytes=a.memory_mb << 20, timeout_s=a.timeout_s))
+                         limits=Limits(fuel=a.fuel, memory_bytes=a.memory_mb << 20, timeout_s=a.timeout_s),
+                         exit_when_stuck=True)
     if a.executor_id:
         cfg.executor_id = a.executor_id
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = config_from_args(argv)
+    logs.setup("executor", default="text")
+    probes.serve_from_env()   # /metrics, /healthz and /readyz, as every worker kind
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
