@@ -83,18 +83,26 @@ def planner_stack(kafka_bootstrap, tmp_path):
     workers: list[Worker] = []
     started: set[str] = set()
 
-    def start(group: str = "", **env) -> Worker:
-        """A worker; workers with another `group` have their own consumer group and state. A new
-        group starts at the end of what the planner consumes (resources excepted: they are the
-        global view), so earlier tests' records neither slow it down nor reach its outputs."""
+    def reserve(group: str = "") -> None:
+        """Fix where a group starts: the end of what the planner consumes now (a worker started
+        later for that group reads everything produced from here on)."""
         if app_id + group not in started:
             started.add(app_id + group)
             asyncio.run(fresh_group(kafka_bootstrap, app_id + group))
+
+    def start(group: str = "", **env) -> Worker:
+        """A worker; workers with another `group` have their own consumer group and state. A new
+        group starts at the end of what the planner consumes (resources excepted: they are the
+        global view), so earlier tests' records neither slow it down nor reach its outputs:
+        records produced before the group's first worker starts are not read, unless the test
+        called `reserve(group)` before producing them."""
+        reserve(group)
         w = Worker(kafka_bootstrap, env={k: str(v) for k, v in env.items()}, app_id=app_id + group,
                    log_path=tmp_path / f"worker-{len(workers)}.log")
         workers.append(w.start())
         return w
 
+    start.reserve = reserve
     yield start
     for w in workers:
         w.stop()

@@ -106,15 +106,20 @@ def test_replay_yields_identical_records(kafka_bootstrap, planner_stack):
     run = uuid.uuid4().hex[:8]
     goals = _goals(f"replay-{run}", 2)
     wanted = {plan_id(g["goal_id"]) for g in goals}
-    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
+    planner_stack.reserve("-replay")   # the second worker's group starts before the goals too
     first = planner_stack(PLANNING_REFINE_BUDGET_SECONDS=0)
+    produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
     plans = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted, count=2)
+    assert {r.value["plan_id"] for r in plans} == wanted, "the first worker plans both goals"
     first.stop()
     second = planner_stack("-replay", PLANNING_REFINE_BUDGET_SECONDS=0)
-    again = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted, count=4)
+    again = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value["plan_id"] in wanted, count=4,
+                    settle=2)
     assert second.alive()
+    assert len(again) == 4, f"each worker publishes each plan once: {len(again)} records"
     raw = {}
     for r in again:
         raw.setdefault(r.value["plan_id"], set()).add(r.raw)
+    assert set(raw) == wanted
     assert all(len(v) == 1 for v in raw.values()), "a replay must not change a single byte"
     assert {r.raw for r in plans} == {next(iter(v)) for v in raw.values()}
