@@ -68,8 +68,9 @@ def test_all_three_sinks_hold_exactly_the_planned_records_across_a_sink_restart(
     def plan_goals(goals):
         produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
         want = {plan_id(g["goal_id"]) for g in goals}
-        collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value and r.value["plan_id"] in want,
-                count=len(want), timeout=120)
+        got = collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value and r.value["plan_id"] in want,
+                      count=len(want), timeout=120)
+        assert {r.value["plan_id"] for r in got} == want, "every goal planned (the expected counts come from the topics)"
         return want
 
     with containers.neo4j(data_dir=tmp_path / "neo4j") as neo:

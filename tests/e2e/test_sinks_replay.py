@@ -26,8 +26,8 @@ def test_replay_reproduces_recorded_plans_and_compare_shows_a_changed_planner(ka
     goals = samples.sample_goals(4, since, prefix=prefix)
     produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in goals])
     wanted = {plan_id(g["goal_id"]) for g in goals}
-    collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value and r.value["plan_id"] in wanted,
-            count=len(wanted), timeout=120)
+    assert len(collect(kafka_bootstrap, T.PLANS_CREATED.name, lambda r: r.value and r.value["plan_id"] in wanted,
+                       count=len(wanted), timeout=120)) == len(wanted), "every goal planned"
     until = int(time.time() * 1000) + 1
 
     same = dataclasses.replace(load_planning(), refine_budget_seconds=0)

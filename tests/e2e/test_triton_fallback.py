@@ -44,6 +44,7 @@ def test_plans_keep_flowing_when_triton_is_killed_mid_stream(kafka_bootstrap, pl
         before = samples.sample_goals(3, int(time.time() * 1000), prefix=f"tri-a-{run}")
         produce(kafka_bootstrap, T.GOALS_CREATED.name, [(g["goal_id"], g) for g in before])
         plans = _plans(kafka_bootstrap, before)
+        assert len(plans) == 3, worker.log_tail()
         assert {p["estimates_source"] for p in plans.values()} == {"estimator/1"}, worker.log_tail()
         assert _metric(port, "layer2_plans_estimates_total", 'source="learned"') == 3
 
