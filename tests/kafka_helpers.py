@@ -27,6 +27,36 @@ def collect(bootstrap: str, topic: str, match, *, count: int, timeout: float = 9
     return asyncio.run(go())
 
 
+def held(bootstrap: str, topic: str, match, *, settle: float = 1.0) -> list:
+    """The records of `topic` for which match(record) holds, read up to the ends the topic has
+    `settle` seconds from now (what it holds, not a wait for what may come: no timeout)."""
+    from confluent_kafka import Consumer, TopicPartition
+    from topics.serde import serde
+    time.sleep(settle)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests-held", "enable.auto.commit": False,
+                  "isolation.level": "read_committed"})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+        c.assign([TopicPartition(topic, p, 0) for p in parts if ends[p] > 0])
+        found, deadline = [], time.monotonic() + 60
+        while True:
+            pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+            if all(ends[p] == 0 or pos[p] >= ends[p] for p in parts):
+                return found
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its ends in 60 s: at {pos}, ends {ends}")
+            for m in c.consume(500, timeout=0.5):
+                if m.error() is not None or m.value() is None:
+                    continue
+                rec = client.Received(topic, m.partition(), m.offset(), m.key().decode() if m.key() else None,
+                                      serde(topic).decode(m.value()), m.value(), {})
+                if _matches(match, rec):
+                    found.append(rec)
+    finally:
+        c.close()
+
+
 def _matches(match, rec) -> bool:
     """A record the predicate cannot read (garbage or a tombstone that another test of the
     session put on a shared topic: value None) is not a match."""

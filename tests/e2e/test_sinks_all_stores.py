@@ -12,7 +12,7 @@ import pytest
 from processors.ids import plan_id
 from streams import samples
 from tests import sinks_fixtures as F
-from tests.kafka_helpers import collect, produce
+from tests.kafka_helpers import collect, held, produce
 from topics import registry as T
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -23,9 +23,9 @@ WAVES = 3      # goals produced at 0, 10 and 20 s into the outage: each wave is 
 def _expected(bootstrap: str, plans: set[str]) -> dict:
     """What the topics hold for these plans: plan versions and event ids per topic."""
     versions, events = set(), {}
-    for topic in (T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name, T.RISKS_ALERTS.name):
-        recs = collect(bootstrap, topic, lambda r: r.value is not None and r.key in plans, count=10 ** 9,
-                       timeout=6)
+    for i, topic in enumerate((T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name,
+                               T.RISKS_ALERTS.name)):
+        recs = held(bootstrap, topic, lambda r: r.key in plans, settle=2.0 if i == 0 else 0.0)
         events[topic] = {r.value["event_id"] for r in recs}
         for r in recs:
             p = r.value.get("plan") or r.value
