@@ -35,7 +35,11 @@ def test_replay_reproduces_recorded_plans_and_compare_shows_a_changed_planner(ka
     res = R.replay(kafka_bootstrap, since, until, namespace=ns, config=same, refine=False)
     assert wanted <= res.plans and res.outputs[T.PLANS_CREATED.name] >= len(wanted)
     diffs = {d.plan_id: d for d in R.compare(kafka_bootstrap, ns) if d.plan_id in wanted}
-    assert set(diffs) == wanted
+    # seen once in ~10 runs: one replayed plan missing here although the replay planned it (the
+    # message says what the replay published and what the namespace topics held then)
+    assert set(diffs) == wanted, (res.outputs, res.skipped, sorted(wanted - set(diffs)),
+                                  {t: R.latest_plans(kafka_bootstrap, (R.ns_topic(ns, t), R.ns_topic(ns, t)),
+                                                     (t, t)).keys() for t in (T.PLANS_CREATED.name,)})
     assert all(d.recorded is not None and d.changes == {} for d in diffs.values()), \
         {p: d.changes for p, d in diffs.items()}
     # event ids are deterministic: the replayed plans carry the recorded ones
