@@ -101,11 +101,15 @@ def opens_json(head: str) -> bool:
 
 
 @torch.inference_mode()
-def generate(tok, model, goals: list[dict], max_new_tokens: int = 200) -> list[str]:
+def generate(tok, model, goals: list[dict], max_new_tokens: int = 200, chunk: int = 0) -> list[str]:
     """Greedy answers for a batch of goals (left-padded, one forward pass per token); an answer that
-    does not open like JSON is cut short (NotJson)."""
+    can no longer be JSON is cut short (NotJson). `chunk` > 0: that many goals at a time, so one
+    long answer keeps only its own chunk generating."""
     if not goals:
         return []
+    if 0 < chunk < len(goals):
+        return [a for i in range(0, len(goals), chunk)
+                for a in generate(tok, model, goals[i:i + chunk], max_new_tokens)]
     from transformers import StoppingCriteriaList
     enc = tok([prompt(tok, g) for g in goals], return_tensors="pt", padding=True, add_special_tokens=False)
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
