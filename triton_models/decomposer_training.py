@@ -107,10 +107,12 @@ def fit(pairs, *, steps: int = 40, batch: int = 8, lr: float = 1e-3, r: int = 8,
 
 
 def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40, held_out: int = 20,
-                     seed: int = 0, synthetic: int = 0, log=print) -> dict:
+                     seed: int = 0, synthetic: int = 0, batch: int = 8, max_new_tokens: int = 200,
+                     log=print) -> dict:
     """The whole loop on `pairs` (the last `synthetic` of them synthetic); returns the evaluation
     record (also appended to evaluations.jsonl). A better version Triton did not load is still
-    written and recorded (`load_error`), as the estimator's."""
+    written and recorded (`load_error`), as the estimator's. `max_new_tokens` bounds each held-out
+    answer (both models alike): the planner's own plans need more than the default's 200."""
     from triton_models.decomposer_history import split
     repo = Path(repo)
     repository.prepare(repo, (MODEL,))
@@ -122,18 +124,19 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
     goals = [g for g, _ in held]
     serving_version = max(repository.versions(repo, MODEL))
     tok, base = net.load(repo / MODEL / str(serving_version) / "adapter")
-    serving_rate, serving_why = valid_rate(net.generate(tok, base, goals), goals)
+    serving_rate, serving_why = valid_rate(net.generate(tok, base, goals, max_new_tokens, chunk=4), goals)
     del base
     log(f"serving {MODEL} v{serving_version}: {serving_rate:.0%} of {len(goals)} held-out answers validate "
         f"({serving_why})")
     t0 = time.monotonic()
-    tok, model = fit(train, steps=steps, seed=seed, log=log)
+    tok, model = fit(train, steps=steps, batch=batch, seed=seed, log=log)
     train_s = time.monotonic() - t0
-    cand_rate, cand_why = valid_rate(net.generate(tok, model, goals), goals)
+    cand_rate, cand_why = valid_rate(net.generate(tok, model, goals, max_new_tokens, chunk=4), goals)
     log(f"candidate: {cand_rate:.0%} validate ({cand_why}); trained {train_s:.0f} s")
     record = {"at_ms": int(time.time() * 1000), "serving_version": serving_version, "serving_valid": serving_rate,
               "candidate_valid": cand_rate, "candidate_rejections": cand_why, "serving_rejections": serving_why,
-              "accepted": cand_rate > serving_rate, "train_seconds": round(train_s, 1), "steps": steps,
+              "accepted": cand_rate > serving_rate, "train_seconds": round(train_s, 1), "steps": steps, "batch": batch,
+              "max_new_tokens": max_new_tokens,
               "pairs": len(pairs), "history_pairs": len(pairs) - synthetic, "synthetic_pairs": synthetic,
               "held_out": len(held)}
     if record["accepted"]:
