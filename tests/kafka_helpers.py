@@ -37,24 +37,35 @@ def held(bootstrap: str, topic: str, match, *, settle: float = 1.0) -> list:
                   "isolation.level": "read_committed"})
     try:
         parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-        c.assign([TopicPartition(topic, p, 0) for p in parts if ends[p] > 0])
-        found, deadline = [], time.monotonic() + 60
-        while True:
-            pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
-            if all(ends[p] == 0 or pos[p] >= ends[p] for p in parts):
-                return found
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} not read to its ends in 60 s: at {pos}, ends {ends}")
-            for m in c.consume(500, timeout=0.5):
-                if m.error() is not None or m.value() is None:
-                    continue
-                rec = client.Received(topic, m.partition(), m.offset(), m.key().decode() if m.key() else None,
-                                      serde(topic).decode(m.value()), m.value(), {})
-                if _matches(match, rec):
-                    found.append(rec)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        found = []
+        for m in _to_ends(c, topic, parts, within_s=60):
+            if m.value() is None:
+                continue
+            rec = client.Received(topic, m.partition(), m.offset(), m.key().decode() if m.key() else None,
+                                  serde(topic).decode(m.value()), m.value(), {})
+            if _matches(match, rec):
+                found.append(rec)
+        return found
     finally:
         c.close()
+
+
+def _to_ends(c, topic: str, parts, *, within_s: float):
+    """The messages of `topic`'s partitions `parts` (assigned to consumer `c`) from its position up
+    to the ends they have now; a partial read raises (a partial view would mislead its caller)."""
+    from confluent_kafka import TopicPartition
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    deadline = time.monotonic() + within_s
+    while True:
+        pos = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+        if all(end == 0 or pos[p] >= end for p, end in ends.items()):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic} not read to its ends in {within_s:g} s: at {pos}, ends {ends}")
+        for m in c.consume(500, timeout=0.5):
+            if m.error() is None:
+                yield m
 
 
 def _matches(match, rec) -> bool:
@@ -105,23 +116,14 @@ class ResourceLedger:
         if new:
             self._assigned |= new
             self.c.assign([self._tp(self.topic, p, 0) for p in sorted(self._assigned)])   # OFFSET_BEGINNING
-        ends = {p: self.c.get_watermark_offsets(self._tp(self.topic, p), timeout=10)[1] for p in self._assigned}
-        deadline = time.monotonic() + 15
-        while True:
-            positions = {tp.partition: tp.offset for tp in self.c.position(
-                [self._tp(self.topic, p) for p in self._assigned])}
-            if all(positions[p] >= end or end == 0 for p, end in ends.items()):
-                break
-            if time.monotonic() > deadline:   # a partial view would pass or fail the guard wrongly
-                raise TimeoutError(f"{self.topic} not read to its ends in 15 s: at {positions}, ends {ends}")
-            for m in self.c.consume(500, timeout=0.5):
-                if m.error() is not None or m.key() is None:
-                    continue
-                key = m.key().decode(errors="replace")
-                if m.value() is None:
-                    self.live.discard(key)
-                elif self._valid(m.key(), m.value()):   # as the planner's view: invalid ones are skipped
-                    self.live.add(key)
+        for m in _to_ends(self.c, self.topic, sorted(self._assigned), within_s=15):
+            if m.key() is None:
+                continue
+            key = m.key().decode(errors="replace")
+            if m.value() is None:
+                self.live.discard(key)
+            elif self._valid(m.key(), m.value()):   # as the planner's view: invalid ones are skipped
+                self.live.add(key)
         return set(self.live)
 
     def _valid(self, key: bytes, value: bytes) -> bool:
