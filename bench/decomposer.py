@@ -268,17 +268,9 @@ def main(argv=None) -> int:
         result["variety"] = v = variety(train, held)
         say(f"variety: {v}")
         if not a.no_train:
-            mnt = a.max_new_tokens
-            if not mnt:   # room for answers as long as the ones learned (net.generate's default is 200)
-                from transformers import AutoTokenizer
-                tok = AutoTokenizer.from_pretrained(net.BASE) if net.BASE else \
-                    AutoTokenizer.from_pretrained(net.folder(), gguf_file=net.GGUF)
-                longest = max(len(tok(ans, add_special_tokens=False)["input_ids"]) for _, ans in found)
-                mnt = int(longest * 1.25) + 8
-                say(f"answers up to {longest} tokens; evaluation allows {mnt} new tokens")
             rec = DT.train_decomposer(found, Path(tmp) / "repo", steps=a.steps, held_out=a.held_out, seed=a.seed,
-                                      synthetic=0, batch=a.batch, max_new_tokens=mnt, log=say)
-            result.update(max_new_tokens=mnt, held_out=rec["held_out"], base_valid=rec["serving_valid"],
+                                      synthetic=0, batch=a.batch, max_new_tokens=a.max_new_tokens, log=say)
+            result.update(max_new_tokens=rec["max_new_tokens"], held_out=rec["held_out"], base_valid=rec["serving_valid"],
                           base_rejections=rec["serving_rejections"], lora_valid=rec["candidate_valid"],
                           lora_rejections=rec["candidate_rejections"], train_seconds=rec["train_seconds"],
                           steps=a.steps, batch=a.batch, goal_met=rec["candidate_valid"] >= 0.95)

@@ -107,12 +107,13 @@ def fit(pairs, *, steps: int = 40, batch: int = 8, lr: float = 1e-3, r: int = 8,
 
 
 def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40, held_out: int = 20,
-                     seed: int = 0, synthetic: int = 0, batch: int = 8, max_new_tokens: int = 200,
+                     seed: int = 0, synthetic: int = 0, batch: int = 8, max_new_tokens: int = 0,
                      log=print) -> dict:
     """The whole loop on `pairs` (the last `synthetic` of them synthetic); returns the evaluation
     record (also appended to evaluations.jsonl). A better version Triton did not load is still
     written and recorded (`load_error`), as the estimator's. `max_new_tokens` bounds each held-out
-    answer (both models alike): the planner's own plans need more than the default's 200."""
+    answer (both models alike; 0: net.answer_budget of the pairs' answers, as the planner's own
+    plans need far more than the base model's 200); a new version is served with it (meta.json)."""
     from triton_models.decomposer_history import split
     repo = Path(repo)
     repository.prepare(repo, (MODEL,))
@@ -124,6 +125,9 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
     goals = [g for g, _ in held]
     serving_version = max(repository.versions(repo, MODEL))
     tok, base = net.load(repo / MODEL / str(serving_version) / "adapter")
+    if not max_new_tokens:
+        max_new_tokens = net.answer_budget(tok, [a for _, a in pairs])
+        log(f"answers up to {max_new_tokens} new tokens (the longest answer + 25%)")
     serving_rate, serving_why = valid_rate(net.generate(tok, base, goals, max_new_tokens, chunk=4), goals)
     del base
     log(f"serving {MODEL} v{serving_version}: {serving_rate:.0%} of {len(goals)} held-out answers validate "

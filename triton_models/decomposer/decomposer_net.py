@@ -47,6 +47,26 @@ def load(adapter: Path | None = None, merge: bool = True):
     return tok, model.eval()
 
 
+DEFAULT_NEW_TOKENS = 200   # the base model's answer budget (a version without meta.json)
+
+
+def answer_budget(tok, answers: list[str]) -> int:
+    """New tokens to allow an answer: the longest of `answers` (what the adapter learned to
+    write) plus a quarter, never below the default. The planner's own plans run to ~1,200
+    tokens (13-30 tasks): cut at the default, every one of them would fail to parse."""
+    longest = max((len(tok(a, add_special_tokens=False)["input_ids"]) for a in answers), default=0)
+    return max(DEFAULT_NEW_TOKENS, int(longest * 1.25) + 8)
+
+
+def served_budget(version: Path) -> int:
+    """The answer budget a version was evaluated with (its meta.json, written by training), so
+    Triton serves it with the room its answers were judged with."""
+    try:
+        return int(json.loads((Path(version) / "meta.json").read_text())["max_new_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_NEW_TOKENS
+
+
 def goal_text(goal: dict) -> str:
     objectives = "; ".join(goal.get("objectives", [])) or "(none)"
     return f"Goal: {goal.get('title', '')}\nDomain: {goal.get('domain', 'software')}\nObjectives: {objectives}"
@@ -101,7 +121,7 @@ def opens_json(head: str) -> bool:
 
 
 @torch.inference_mode()
-def generate(tok, model, goals: list[dict], max_new_tokens: int = 200, chunk: int = 0) -> list[str]:
+def generate(tok, model, goals: list[dict], max_new_tokens: int = DEFAULT_NEW_TOKENS, chunk: int = 0) -> list[str]:
     """Greedy answers for a batch of goals (left-padded, one forward pass per token); an answer that
     can no longer be JSON is cut short (NotJson). `chunk` > 0: that many goals at a time, so one
     long answer keeps only its own chunk generating."""

