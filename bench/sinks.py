@@ -1,6 +1,6 @@
 """Sink throughput against raw store writes measured in the same run.
 
-    python -m bench.sinks [--events 50000] [--tasks 10000] [--only clickhouse|neo4j|memory]
+    python -m bench.sinks [--events 200000] [--tasks 10000] [--only clickhouse|neo4j|memory]
 
 ClickHouse: N execution.feedback records go through a real broker and the ClickHouse sink
 (consume; the fast path: the Avro bodies framed undecoded, ClickHouse decodes them and its
@@ -10,7 +10,10 @@ same rows (built beforehand by rows_for) with clickhouse-connect into the same t
 chdb engine, same batch size), row- and column-oriented, after an untimed warm-up round,
 before the sink runs. Then, for reference, the same records through the sink's Python path
 alone (fastavro decode, rows_for, clickhouse-connect inserts). Printed: events/s of each
-and the ratios against the raw inserts (goal >= 0.70).
+and the ratios against the raw inserts (goal >= 0.70). The goal is a *sustained* rate, so the
+default volume is 40 batches: with a few batches the run is mostly the wait for the age flush
+(batch_age_s, 0.5 s) of each of the 4 partitions' last partial batch (30,000 events: ~0.5 s
+of a ~0.8 s run), which measures the age setting rather than the sink.
 
 Neo4j: a synthetic history of plans with --tasks tasks in all (chains of 10 with a failure
 in some) written with the sink's UNWIND-batched MERGE; printed: graph upserts/s (nodes +
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 import tempfile
@@ -46,11 +50,11 @@ def _feedback(i: int) -> dict:
             "message": "", "reported_at_ms": T0 + i}
 
 
-def bench_clickhouse(bootstrap: str, n: int, batch: int = 5000) -> float:
+def bench_clickhouse(bootstrap: str, n: int, batch: int = 5000, rounds: int = 3) -> float:
     from confluent_kafka import Producer
 
-    from sinks.base import SinkRecord, SinkRunner, run_in_thread
-    from sinks.clickhouse import COLUMNS, ClickHouseSink, ClickHouseStore, rows_for
+    from sinks.base import SinkRecord
+    from sinks.clickhouse import COLUMNS, ClickHouseStore, rows_for
     from topics.admin import create_topics
     from topics.serde import serde
 
@@ -73,7 +77,15 @@ def bench_clickhouse(bootstrap: str, n: int, batch: int = 5000) -> float:
     for r in recs:
         for t, rows in rows_for(r).items():
             tables[t].extend(rows)
+
+    # the rows live until the end: out of the collector's sight, as the sink runner freezes what it
+    # holds at start (else the raw inserts' first round pays for scanning them and the sink's does not)
+    gc.collect()
+    gc.freeze()
+
     def raw(column_oriented: bool) -> float:
+        for t in COLUMNS:
+            store.client.command(f"TRUNCATE TABLE chimera.{t}")
         t0 = time.perf_counter()
         for t, rows in tables.items():
             for i in range(0, len(rows), batch):
@@ -83,45 +95,43 @@ def bench_clickhouse(bootstrap: str, n: int, batch: int = 5000) -> float:
                                         column_oriented=True)
                 else:
                     store.client.insert(f"chimera.{t}", part, column_names=COLUMNS[t])
-        took = time.perf_counter() - t0
-        for t in COLUMNS:
-            store.client.command(f"TRUNCATE TABLE chimera.{t}")
-        return took
+        return time.perf_counter() - t0
 
     raw(True)  # warm-up: first inserts into fresh tables
-    raw_rows_s, raw_s = raw(False), raw(True)
-
-    sink = ClickHouseSink(store=store)
-    sink.close = lambda: None   # the store stays open: rows counted, then the Python path's run
-    runner = SinkRunner(sink, bootstrap, group=f"bench-ch-{os.getpid()}", batch_size=batch, batch_age_s=0.5)
-    runner.sink.topics = (T.EXECUTION_FEEDBACK.name,)
-    runner.sink.raw_topics = ()
-    thread, stop = run_in_thread(runner)
-    runner.ready.wait(60)
-    while runner.written < n and thread.is_alive():
-        time.sleep(0.002)
-    sink_s = time.monotonic() - runner.first_record_at  # from the first record consumed (group join excluded)
-    stop.set()
-    thread.join(30)
-    assert runner.reprepared == 0, "the fast path refused a batch of ordinary records"
-    stored = store.count("feedback", final=False), store.count("events", final=False)
-    assert stored == (n, n), f"stored {stored}, expected {n} feedback and events rows"
+    # Rounds interleave the three (the machine's load and ClickHouse's background merges drift):
+    # each round's ratio pairs the sink with the faster raw way of that round; the median counts.
+    best = {"rows": float("inf"), "columns": float("inf"), "sink": float("inf")}
+    ratios = []
+    for r in range(rounds):
+        took = {"rows": raw(False), "columns": raw(True),
+                "sink": _sink_seconds(bootstrap, store, n, batch, fast=True, group=f"r{r}")}
+        stored = store.count("feedback", final=False), store.count("events", final=False)
+        assert stored == (n, n), f"stored {stored}, expected {n} feedback and events rows"
+        ratios.append(min(took["rows"], took["columns"]) / took["sink"])
+        print(f"clickhouse: round {r + 1}: raw rows {n / took['rows']:,.0f}/s, raw columns "
+              f"{n / took['columns']:,.0f}/s, sink {n / took['sink']:,.0f}/s: {ratios[-1]:.2f}x the faster raw way")
+        best = {k: min(best[k], took[k]) for k in best}
     python_s = _sink_seconds(bootstrap, store, n, batch, fast=False)
-    raw_rate, rows_rate, sink_rate = n / raw_s, n / raw_rows_s, n / sink_s
-    print(f"clickhouse: raw clickhouse-connect inserts of the same rows: {rows_rate:,.0f} events/s row-oriented, "
-          f"{raw_rate:,.0f} events/s column-oriented (2 rows per event, 2 tables, batches of {batch})")
-    print(f"clickhouse: sink {sink_rate:,.0f} events/s (broker -> Avro framed undecoded -> ClickHouse decodes, "
-          f"views write both tables, dedup token -> commit): {sink_rate / rows_rate:.2f}x raw row-oriented inserts, "
-          f"{sink_rate / raw_rate:.2f}x raw column-oriented inserts (goal >= 0.70)")
+    raw_rate, rows_rate, sink_rate = n / best["columns"], n / best["rows"], n / best["sink"]
+    median = sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else \
+        sum(sorted(ratios)[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
+    print(f"clickhouse: {n:,} events, best of {rounds} rounds each: raw clickhouse-connect inserts of the same rows "
+          f"{rows_rate:,.0f} events/s row-oriented, {raw_rate:,.0f} events/s column-oriented (2 rows per event, "
+          f"2 tables, batches of {batch}); sink {sink_rate:,.0f} events/s (broker -> Avro framed undecoded -> "
+          f"ClickHouse decodes, views write both tables, dedup token -> commit): "
+          f"{sink_rate / max(rows_rate, raw_rate):.2f}x the best raw round")
+    print(f"clickhouse: sink / raw inserts, paired by round: median {median:.2f}x (rounds {min(ratios):.2f}x-"
+          f"{max(ratios):.2f}x; goal >= 0.70)")
     print(f"clickhouse: for reference, the sink's Python path alone (fastavro, rows_for, clickhouse-connect): "
-          f"{n / python_s:,.0f} events/s = {n / python_s / rows_rate:.2f}x raw row-oriented inserts")
+          f"{n / python_s:,.0f} events/s = {n / python_s / max(rows_rate, raw_rate):.2f}x the best raw round")
     store.close()
-    return sink_rate / raw_rate
+    return median
 
 
-def _sink_seconds(bootstrap: str, store, n: int, batch: int, fast: bool) -> float:
+def _sink_seconds(bootstrap: str, store, n: int, batch: int, fast: bool, group: str = "") -> float:
     """Seconds from the first record consumed until n records are written, by a ClickHouse
-    sink in a new consumer group over the same topic, into emptied tables."""
+    sink in a new consumer group over the same topic, into emptied tables (checked: nothing
+    refused to the Python path on the fast path)."""
     from sinks.base import SinkRunner, run_in_thread
     from sinks.clickhouse import COLUMNS, ClickHouseSink
 
@@ -129,16 +139,17 @@ def _sink_seconds(bootstrap: str, store, n: int, batch: int, fast: bool) -> floa
         store.client.command(f"TRUNCATE TABLE chimera.{t}")
     sink = ClickHouseSink(store=store, fast=fast)
     sink.close = lambda: None   # the store stays open for the caller
-    runner = SinkRunner(sink, bootstrap, group=f"bench-ch-{'fast' if fast else 'py'}-{os.getpid()}",
+    runner = SinkRunner(sink, bootstrap, group=f"bench-ch-{'fast' if fast else 'py'}{group}-{os.getpid()}",
                         batch_size=batch, batch_age_s=0.5)
     runner.sink.topics, runner.sink.raw_topics = (T.EXECUTION_FEEDBACK.name,), ()
     thread, stop = run_in_thread(runner)
     runner.ready.wait(60)
     while runner.written < n and thread.is_alive():
         time.sleep(0.002)
-    took = time.monotonic() - runner.first_record_at
+    took = time.monotonic() - runner.first_record_at   # group join excluded
     stop.set()
     thread.join(30)
+    assert not fast or runner.reprepared == 0, "the fast path refused a batch of ordinary records"
     return took
 
 
@@ -322,7 +333,8 @@ def bench_memory(history_per_kind: int = 6, repeats: int = 3, seed: int = 7) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=50_000)
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--rounds", type=int, default=3, help="ClickHouse: raw rows, raw columns and the sink take turns")
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--plans-per-tx", type=int, default=250, help="Neo4j: plans (10 tasks each) per transaction")
     ap.add_argument("--only", choices=["clickhouse", "neo4j", "memory"])
@@ -331,7 +343,7 @@ def main() -> None:
 
     if a.only in (None, "clickhouse"):
         with broker() as bootstrap:
-            bench_clickhouse(bootstrap, a.events)
+            bench_clickhouse(bootstrap, a.events, rounds=a.rounds)
     if a.only in (None, "neo4j"):
         bench_neo4j(a.tasks, a.plans_per_tx)
     if a.only in (None, "memory"):
