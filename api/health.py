@@ -3,7 +3,7 @@
 A component is judged by what it leaves in Kafka: its consumer group's lag on the topics it
 reads (over `[api] lag_threshold`: unhealthy; no committed offsets: unhealthy, nothing of it
 ever ran), after the broker itself answers. Stores and Triton are probed where an address is
-configured (CLICKHOUSE_URL, NEO4J_URI, CHROMA_URL, TRITON_URL); without one they are
+configured ([stores] and [triton] url: CLICKHOUSE_URL, NEO4J_URI, CHROMA_URL, TRITON_URL); without one they are
 `disabled`, which is not a failure. Answers 200 when healthy, 503 with reasons otherwise.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ TOPICS = {
     "sinks": (T.PLANS_CREATED.name, T.PLANS_UPDATED.name, T.TASKS_ASSIGNED.name, T.EXECUTION_FEEDBACK.name),
 }
 MARKERS_READ = 100   # offsets behind that a lag check reads to leave out transaction markers
-STORES = {"clickhouse": "CLICKHOUSE_URL", "neo4j": "NEO4J_URI", "chroma": "CHROMA_URL"}
+STORES = {"clickhouse": "clickhouse_url", "neo4j": "neo4j_uri", "chroma": "chroma_url"}   # [stores] fields
 
 
 @dataclass
@@ -167,9 +167,10 @@ class Checks:
             if name == "executor":
                 return self._groups_lag(name, self.groups("chimera-executor"))
             result = self._groups_lag(name, self.groups("chimera-sink-"))
-            for store, var in STORES.items():
-                if self.env.get(var):
-                    down = _tcp(self.env[var])
+            for store, key in STORES.items():
+                url = getattr(self.settings.stores, key)
+                if url:
+                    down = _tcp(url)
                     result.details[store] = down or "up"
                     if down:
                         result.reasons.append(f"store {store} down: {down}")
@@ -182,8 +183,8 @@ class Checks:
                                         f"request within {self.timeout:g} s"], {})
 
     def triton(self) -> Result:
-        """TRITON_URL means what it means for the planner: the server's gRPC host:port."""
-        url = self.env.get("TRITON_URL", "")
+        """[triton] url (TRITON_URL) means what it means for the planner: the server's gRPC host:port."""
+        url = self.settings.triton.url
         if not url:
             return Result("disabled", [], {"reason": "TRITON_URL not set: inference uses the fallbacks"})
         address = url.split("://", 1)[-1].rstrip("/")

@@ -16,7 +16,6 @@ PersistentClient over a data folder locally; HttpClient when CHROMA_URL is set.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +29,13 @@ from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
 from topics import registry as T
 
-DEFAULT_DIR = Path(os.environ.get("CHIMERA_DATA_DIR", ".data")) / "chroma"
+
+
+def default_dir() -> Path:
+    """The Chroma folder when none is given: [stores] dir/chroma (streams/settings.py), the
+    folder the planner's memory look-up reads too."""
+    from streams.settings import load_stores
+    return load_stores().chroma_dir
 EPISODES = "episodes"
 FEEDBACK = "episode_feedback"
 _model_lock = threading.Lock()
@@ -82,11 +87,12 @@ def get_client(data_dir: Path | str | None = None):
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False)
-    url = os.environ.get("CHROMA_URL")
+    from streams.settings import load_stores
+    url = load_stores().chroma_url
     if url:
         u = urlparse(url)
         return chromadb.HttpClient(host=u.hostname, port=u.port or 8000, ssl=u.scheme == "https", settings=settings)
-    path = Path(data_dir or DEFAULT_DIR).resolve()
+    path = Path(data_dir or default_dir()).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(path=str(path), settings=settings)
 
@@ -263,7 +269,7 @@ MARKER = "memory.json"
 
 def serve_recall(memory: Memory, folder: Path | str | None = None) -> LoopbackServer:
     """Serve the planner's memory look-ups from this process (sinks/loopback.py)."""
-    return _recall_server(memory, Path(folder or memory.data_dir or DEFAULT_DIR).resolve()).start()
+    return _recall_server(memory, Path(folder or memory.data_dir or default_dir()).resolve()).start()
 
 
 def _action(p: dict) -> dict:

@@ -40,7 +40,21 @@ from topics.serde import serde
 log = logging.getLogger(__name__)
 
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "infra" / "clickhouse" / "schema.sql"
-DEFAULT_DIR = Path(os.environ.get("CHIMERA_DATA_DIR", ".data")) / "clickhouse"
+
+
+def _stores():
+    from streams.settings import load_stores
+    return load_stores()
+
+
+def default_dir() -> Path:
+    """The chdb folder when none is given: [stores] dir/clickhouse (streams/settings.py)."""
+    return _stores().clickhouse_dir
+
+
+def server_url() -> str:
+    """A ClickHouse server to use instead of chdb ([stores] clickhouse_url, CLICKHOUSE_URL), or ""."""
+    return _stores().clickhouse_url
 
 COLUMNS = {
     "events": ["topic", "partition", "offset", "event_id", "key", "ts", "payload", "trace_id"],
@@ -98,10 +112,10 @@ def get_client(data_dir: Path | str | None = None):
     """clickhouse-connect on CLICKHOUSE_URL when set, else on chdb over `data_dir`."""
     import clickhouse_connect
 
-    url = os.environ.get("CLICKHOUSE_URL")
+    url = server_url()
     if url:
         return clickhouse_connect.get_client(dsn=url)
-    path = Path(data_dir or DEFAULT_DIR).resolve()
+    path = Path(data_dir or default_dir()).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return clickhouse_connect.get_client(dsn=f"chdb://{path}")
 
@@ -211,7 +225,7 @@ class ClickHouseStore:
     """The tables, created once; batched inserts with deduplication tokens; queries."""
 
     def __init__(self, data_dir: Path | str | None = None, client=None) -> None:
-        self.data_dir = Path(data_dir or DEFAULT_DIR).resolve()
+        self.data_dir = Path(data_dir or default_dir()).resolve()
         self.client = client
         self.lock = threading.Lock()
         self.types: dict[str, list] = {}   # table -> its COLUMNS' ClickHouse types, read once
@@ -340,7 +354,7 @@ class ClickHouseSink(Sink):
                     log.warning("clickhouse: no fast path for %s (%s); records take the Python path", topic, exc)
                     continue
                 self._fast[topic] = fast
-        if self.serve and self._server is None and not os.environ.get("CLICKHOUSE_URL"):
+        if self.serve and self._server is None and not server_url():
             self._server = serve_reads(self.store)
 
     def prepare(self, record: SinkRecord) -> dict[str, list[tuple]]:
@@ -412,11 +426,11 @@ class RemoteReader:
 
 def reader(data_dir: Path | str | None = None):
     """A read-only way into the analytics data that never disturbs the writer (see the module docstring)."""
-    if os.environ.get("CLICKHOUSE_URL"):
+    if server_url():
         store = ClickHouseStore(data_dir)
         store.client = get_client()
         return store
-    path = Path(data_dir or DEFAULT_DIR).resolve()
+    path = Path(data_dir or default_dir()).resolve()
     marker = path / "reader.json"
     if marker.exists():
         info = json.loads(marker.read_text())

@@ -14,13 +14,15 @@ Community; `NEO4J_URI` (+ NEO4J_USER / NEO4J_PASSWORD) points at another server.
 """
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import neo4j
 
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
+from streams.settings import load_stores
 from topics import registry as T
+
+LOCAL_URI = "bolt://127.0.0.1:7687"   # Neo4j's own default, when [stores] names no server
 
 LABELS = ("Goal", "Plan", "Task", "Resource", "Executor", "Risk", "Feedback")
 MAX_ID_BYTES = 4000  # a range index key must stay under ~8 KB
@@ -166,10 +168,9 @@ class Neo4jSink(Sink):
     tombstone_topics = (T.RESOURCES_AVAILABILITY.name,)   # a deleted resource stays in the graph, marked removed
 
     def __init__(self, uri: str | None = None, auth: tuple[str, str] | None = None) -> None:
-        self.uri = uri or os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
-        if auth is None and os.environ.get("NEO4J_USER"):
-            auth = (os.environ["NEO4J_USER"], os.environ.get("NEO4J_PASSWORD", ""))
-        self.auth = auth
+        stores = load_stores()
+        self.uri = uri or stores.neo4j_uri or LOCAL_URI
+        self.auth = auth if auth is not None else stores.neo4j_auth
         self.driver: neo4j.Driver | None = None
 
     def setup(self) -> None:
@@ -226,8 +227,10 @@ class Graph:
     """The graph queries (root cause, decision impact, capability discovery) and counts."""
 
     def __init__(self, uri: str | None = None, auth=None) -> None:
-        self.driver = neo4j.GraphDatabase.driver(uri or os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"),
-                                                 auth=auth, notifications_min_severity="OFF")
+        stores = load_stores()
+        self.driver = neo4j.GraphDatabase.driver(uri or stores.neo4j_uri or LOCAL_URI,
+                                                 auth=auth if auth is not None else stores.neo4j_auth,
+                                                 notifications_min_severity="OFF")
 
     def _read(self, cypher: str, **params) -> list[dict]:
         records, _, _ = self.driver.execute_query(cypher, params, routing_=neo4j.RoutingControl.READ)

@@ -2,7 +2,7 @@
 
 `chimera sink clickhouse|neo4j|chroma|all` uses this; so can `chimera up`:
 
-    with sinks.service.running(["all"], bootstrap, data_dir=".data", neo4j_uri=uri) as svc:
+    with sinks.service.running(["all"], bootstrap, neo4j_uri=uri) as svc:   # data: [stores] dir
         ...            # svc.runners: name -> SinkRunner (lag, retries, dead letters)
 
 The ClickHouse sink's process owns the chdb folder and serves reads for other processes
@@ -44,8 +44,11 @@ def make_sink(name: str, data_dir: Path, neo4j_uri: str | None = None):
 
 
 class SinkService:
-    def __init__(self, names, bootstrap: str, *, data_dir: Path | str = ".data", neo4j_uri: str | None = None,
+    def __init__(self, names, bootstrap: str, *, data_dir: Path | str | None = None, neo4j_uri: str | None = None,
                  group_prefix: str = "chimera-sink-", **runner_kwargs) -> None:
+        if data_dir is None:   # [stores] dir (streams/settings.py), where the planner's memory looks too
+            from streams.settings import load_stores
+            data_dir = load_stores().dir
         self.data_dir = Path(data_dir)
         self.runners = {n: SinkRunner(make_sink(n, self.data_dir, neo4j_uri), bootstrap, group=group_prefix + n,
                                       **runner_kwargs) for n in expand(names)}

@@ -39,6 +39,12 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
 
+def _store_settings():
+    """[stores] of the settings (streams/settings.py): where the sinks' data lives."""
+    from streams import settings as S
+    return S.load_stores()
+
+
 def _bootstrap() -> str:
     return os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 
@@ -269,7 +275,8 @@ def keys_revoke(key_id: str) -> None:
 @app.command()
 def report(since: str = typer.Option("24h", help="how far back: 30m, 6h, 7d, or an ISO time"),
            out: Path = typer.Option(Path("report"), help="folder for index.html and the PNG charts"),
-           data_dir: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder (default .data/clickhouse)"),
+           data_dir: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder (default: [stores] "
+                                                              "dir/clickhouse)"),
            interval: int = typer.Option(300, help="seconds per time bucket")) -> None:
     """The Grafana dashboards' panels rendered to PNG charts and one HTML page (ClickHouse as the sinks fill it)."""
     from api.report import render
@@ -304,18 +311,20 @@ def executor(ctx: typer.Context) -> None:
 
 @app.command()
 def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here across runs"),
-       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in .data/)"),
+       sinks: bool = typer.Option(True, help="also run the ClickHouse, Neo4j and Chroma sinks (data in [stores] dir)"),
        api: bool = typer.Option(True, help="also serve the REST API ([api] host and port)")) -> None:
     """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker, the sinks and the API;
     Ctrl-C stops all."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
+    stores = _store_settings()
+    folder = Path(stores.dir)
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w), ExitStack() as stack:
         if sinks:
-            _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, Path(".data"))
+            _start_sinks(stack, ["clickhouse", "neo4j", "chroma"], bootstrap, folder)
         if api:
-            stack.enter_context(services.api_process(bootstrap, Path(".data") / "api.log"))
-            console.print("API: see .data/api.log; keys: chimera api keys add --tenant T --role R")
-        _auto_train(stack, Path(".data") / "clickhouse", Path(".data") / "train.log")
+            stack.enter_context(services.api_process(bootstrap, folder / "api.log"))
+            console.print(f"API: see {folder / 'api.log'}; keys: chimera api keys add --tenant T --role R")
+        _auto_train(stack, stores.clickhouse_dir, folder / "train.log")
         console.print(f"[green]up[/]: KAFKA_BOOTSTRAP={bootstrap}  worker log: {w.log_path}")
         console.print(f"in another shell: export KAFKA_BOOTSTRAP={bootstrap}; chimera tail plans.created")
         console.print("the worker is supervised: if it dies or stalls it is restarted")
@@ -347,9 +356,10 @@ def _auto_train(stack, clickhouse: Path, log_path: Path, env: dict[str, str] | N
 
 
 def _start_sinks(stack, names: list[str], bootstrap: str, data_dir: Path):
-    """The sinks (each its own consumer group) inside `stack`; a local Neo4j unless NEO4J_URI."""
+    """The sinks (each its own consumer group) inside `stack`; a local Neo4j unless [stores]
+    neo4j_uri (NEO4J_URI)."""
     from sinks import service
-    uri = os.environ.get("NEO4J_URI")
+    uri = _store_settings().neo4j_uri
     if "neo4j" in names and not uri:
         from infra.neo4j import Neo4jServer
         uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
@@ -359,7 +369,8 @@ def _start_sinks(stack, names: list[str], bootstrap: str, data_dir: Path):
 
 @app.command()
 def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma or all"),
-         data_dir: Path = typer.Option(Path(".data"), help="chdb, Chroma and (local) Neo4j data folders"),
+         data_dir: Optional[Path] = typer.Option(None, help="chdb, Chroma and (local) Neo4j data folders "
+                                                            "(default: [stores] dir)"),
          seconds: Optional[float] = typer.Option(None, help="stop after this many seconds (default: Ctrl-C)")) -> None:
     """Run sinks (each its own consumer group) until Ctrl-C. Neo4j: NEO4J_URI, else a local Neo4j is started."""
     from sinks import service
@@ -371,6 +382,7 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
     logs.setup("sinks", default="text")
     probes.serve_from_env()   # /metrics, /healthz (every sink thread alive), /readyz (set up, store reachable)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    data_dir = data_dir or Path(_store_settings().dir)
     with ExitStack() as stack:
         svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)
         console.print(f"[green]sinks running[/]: {', '.join(chosen)} (data in {data_dir}); Ctrl-C stops")
@@ -999,7 +1011,8 @@ def _watch_until_stopped(watcher, interval_s: float) -> None:
 def train_estimator(
         synthetic: int = typer.Option(0, help="train on a synthetic history of N goals (known true durations) "
                                               "instead of ClickHouse"),
-        clickhouse: Path = typer.Option(Path(".data/clickhouse"), help="the ClickHouse sink's chdb folder"),
+        clickhouse: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder "
+                                                                   "(default: [stores] dir/clickhouse)"),
         repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
         url: Optional[str] = typer.Option(None, help="Triton gRPC host:port to load the new version into "
                                                      "(default: [triton] url / TRITON_URL; none: just write it)"),
@@ -1014,8 +1027,10 @@ def train_estimator(
     (also appended to <repository>/estimator/evaluations.jsonl)."""
     from streams import settings as S
     from triton_models import history, training
-    cfg = S.load().triton
+    settings = S.load()
+    cfg = settings.triton
     repo = repository or Path(cfg.repository)
+    clickhouse = clickhouse or settings.stores.clickhouse_dir
 
     def examples():
         if synthetic:
@@ -1043,7 +1058,8 @@ def train_estimator(
 @train_app.command("decomposer")
 def train_decomposer(
         synthetic: int = typer.Option(0, help="train on N synthetic pairs only, instead of the ClickHouse history"),
-        clickhouse: Path = typer.Option(Path(".data/clickhouse"), help="the ClickHouse sink's chdb folder"),
+        clickhouse: Optional[Path] = typer.Option(None, help="the ClickHouse sink's chdb folder "
+                                                                   "(default: [stores] dir/clickhouse)"),
         pairs: Optional[int] = typer.Option(None, help="top the history's pairs up with synthetic ones to this many "
                                                        "while it is short (default [triton] decomposer_pairs)"),
         repository: Optional[Path] = typer.Option(None, help="the serving repository ([triton] repository)"),
@@ -1058,8 +1074,10 @@ def train_decomposer(
     from streams import settings as S
     from triton_models import decomposer_history as H
     from triton_models import decomposer_training as D
-    cfg = S.load().triton
+    settings = S.load()
+    cfg = settings.triton
     repo, url = repository or Path(cfg.repository), url if url is not None else cfg.url
+    clickhouse = clickhouse or settings.stores.clickhouse_dir
     want = pairs if pairs is not None else cfg.decomposer_pairs
 
     def history() -> list:

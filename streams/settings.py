@@ -68,7 +68,10 @@ class MemorySettings:
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "MemorySettings":
         kinds, values = _section(cls, d, env, "MEMORY_", "memory")
-        return cls(**_typed("memory", kinds, values))
+        out = cls(**_typed("memory", kinds, values))
+        if not Path(out.dir).is_absolute():   # from the repository, as [stores] dir
+            out = cls(**{**out.__dict__, "dir": str(REPO / out.dir)})
+        return out
 
 
 def _typed(name: str, kinds: dict, values: dict) -> dict:
@@ -152,6 +155,48 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """`[stores]`: where the sinks keep what they store. Locally, chdb's and Chroma's folders under
+    `dir` (`clickhouse_dir`, `chroma_dir`) and a Neo4j the project starts; a URL points the same
+    code at a server instead. Environment: CHIMERA_STORES_DIR, and the names the stores' own
+    tools use (ENV). Relative folders are taken from the repository, as `.data` is everywhere."""
+
+    dir: str = str(REPO / ".data")
+    clickhouse_url: str = ""       # http://user:pass@host:8123/ : a ClickHouse server, not chdb
+    chroma_url: str = ""           # http://host:8000 : a Chroma server, not a folder
+    neo4j_uri: str = ""            # bolt://host:7687 : a Neo4j the project does not start
+    neo4j_user: str = ""
+    neo4j_password: str = ""
+
+    ENV = {"dir": "CHIMERA_STORES_DIR", "clickhouse_url": "CLICKHOUSE_URL", "chroma_url": "CHROMA_URL",
+           "neo4j_uri": "NEO4J_URI", "neo4j_user": "NEO4J_USER", "neo4j_password": "NEO4J_PASSWORD"}
+
+    @property
+    def clickhouse_dir(self) -> Path:
+        return Path(self.dir) / "clickhouse"
+
+    @property
+    def chroma_dir(self) -> Path:
+        return Path(self.dir) / "chroma"
+
+    @property
+    def neo4j_auth(self) -> tuple[str, str] | None:
+        return (self.neo4j_user, self.neo4j_password) if self.neo4j_user else None
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], env: Mapping[str, str]) -> "StoreSettings":
+        values = dict(d)
+        for key in values:
+            if key not in cls.ENV:
+                raise ValueError(f"unknown stores setting: {key!r}")
+        values.update({key: env[var] for key, var in cls.ENV.items() if env.get(var)})
+        out = cls(**{k: str(v) for k, v in values.items()})
+        if not Path(out.dir).is_absolute():
+            out = cls(**{**out.__dict__, "dir": str(REPO / out.dir)})
+        return out
+
+
+@dataclass(frozen=True)
 class Settings:
     bootstrap: str
     planning: PlanningConfig
@@ -160,8 +205,9 @@ class Settings:
     memory: MemorySettings = field(default_factory=MemorySettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    stores: StoreSettings = field(default_factory=StoreSettings)
     app_id: str = "chimera-planner"
-    data_dir: str = str(REPO / ".data" / "faust")
+    data_dir: str = str(REPO / ".data" / "faust")   # the worker's Faust tables (CHIMERA_DATA_DIR)
 
 
 def _tables(path: str | os.PathLike | None, env: Mapping[str, str]) -> dict:
@@ -182,14 +228,25 @@ def load_planning(path: str | os.PathLike | None = None, env=os.environ) -> Plan
     return with_env(PlanningConfig.from_mapping(_tables(path, env).get("planning", {})), env)
 
 
+def load_stores(env=os.environ, path: str | os.PathLike | None = None) -> StoreSettings:
+    """[stores] of CHIMERA_CONFIG, then its environment variables (read where a store is opened,
+    so a process sees the environment it runs with)."""
+    return StoreSettings.from_mapping(_tables(path, env).get("stores", {}), env)
+
+
 def load(env=os.environ, path: str | os.PathLike | None = None) -> Settings:
     tables = _tables(path, env)
+    stores = StoreSettings.from_mapping(tables.get("stores", {}), env)
+    memory = dict(tables.get("memory", {}))
+    if "dir" not in memory:   # the planner's memory is the Chroma sink's folder unless told otherwise
+        memory["dir"] = str(stores.chroma_dir)
     return Settings(bootstrap=env.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
                     planning=with_env(PlanningConfig.from_mapping(tables.get("planning", {})), env),
                     limits=Limits.from_mapping(tables.get("limits", {}), env),
                     worker=WorkerSettings.from_mapping(tables.get("worker", {}), env),
-                    memory=MemorySettings.from_mapping(tables.get("memory", {}), env),
+                    memory=MemorySettings.from_mapping(memory, env),
                     triton=TritonSettings.from_mapping(tables.get("triton", {}), env),
                     api=ApiSettings.from_mapping(tables.get("api", {}), env),
+                    stores=stores,
                     app_id=env.get("CHIMERA_APP_ID", "chimera-planner"),
                     data_dir=env.get("CHIMERA_DATA_DIR") or str(REPO / ".data" / "faust"))

@@ -141,9 +141,9 @@ def pipe(tmp_path_factory):
                                                         }.items()},
                         app_id=app_id, log_path=tmp / "worker.log").start().supervise()   # as `chimera up` runs it
         chroma_port, triton_port = free_port(), free_port()
-        settings = settings_mod.load(env={"KAFKA_BOOTSTRAP": bs, "CHIMERA_APP_ID": app_id, "API_LAG_THRESHOLD": "2",
-                                          "API_HEALTH_COMPONENTS": ",".join(PARTS)})
         env = {"CHROMA_URL": f"http://127.0.0.1:{chroma_port}", "TRITON_URL": f"127.0.0.1:{triton_port}"}
+        settings = settings_mod.load(env={"KAFKA_BOOTSTRAP": bs, "CHIMERA_APP_ID": app_id, "API_LAG_THRESHOLD": "2",
+                                          "API_HEALTH_COMPONENTS": ",".join(PARTS), **env})
         keys = Keys()
         with api_client(bs, keys, health=lambda view: Checks(settings, view, env=env)) as c:
             pipe = Pipe(tmp, broker, worker, c, keys, executor_id, chroma_port, triton_port)

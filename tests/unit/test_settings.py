@@ -76,3 +76,41 @@ def test_auto_train_is_off_by_default_and_set_by_the_file_or_env(tmp_path):
     s = load(env={"CHIMERA_CONFIG": str(cfg)}).triton
     assert s.auto_train is True and s.train_interval_s == 60.0
     assert load(env={"CHIMERA_CONFIG": str(cfg), "TRITON_AUTO_TRAIN": "off"}).triton.auto_train is False
+
+
+def test_stores_from_the_file_and_the_stores_own_environment_names(tmp_path):
+    """[stores]: one place for where the sinks' data lives and which servers replace the local
+    stores; the environment uses the names the stores' tools know (CLICKHOUSE_URL, NEO4J_URI...)."""
+    from streams.settings import REPO, StoreSettings, load, load_stores
+
+    d = load_stores(env={})
+    assert d.dir == str(REPO / ".data") and d.clickhouse_dir == REPO / ".data" / "clickhouse"
+    assert (d.clickhouse_url, d.chroma_url, d.neo4j_uri, d.neo4j_auth) == ("", "", "", None)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[stores]\ndir = "elsewhere"\nneo4j_uri = "bolt://db:7687"\n')
+    s = load_stores(env={"CHIMERA_CONFIG": str(cfg), "CLICKHOUSE_URL": "http://ch:8123", "NEO4J_USER": "neo4j",
+                         "NEO4J_PASSWORD": "pw"})
+    assert s.dir == str(REPO / "elsewhere")   # relative: from the repository, not the working directory
+    assert (s.clickhouse_url, s.neo4j_uri, s.neo4j_auth) == ("http://ch:8123", "bolt://db:7687", ("neo4j", "pw"))
+    s = load_stores(env={"CHIMERA_CONFIG": str(cfg), "CHIMERA_STORES_DIR": str(tmp_path), "NEO4J_URI": "bolt://x:1"})
+    assert (s.chroma_dir, s.neo4j_uri) == (tmp_path / "chroma", "bolt://x:1")
+    with pytest.raises(ValueError, match="unknown stores setting"):
+        StoreSettings.from_mapping({"clickhouse": "x"}, {})
+    # the planner's memory reads the Chroma sink's folder, wherever [stores] puts it, unless told otherwise
+    assert load(env={"CHIMERA_STORES_DIR": str(tmp_path)}).memory.dir == str(tmp_path / "chroma")
+    assert load(env={"CHIMERA_STORES_DIR": str(tmp_path), "MEMORY_DIR": "/m"}).memory.dir == "/m"
+
+
+def test_the_sinks_open_their_stores_where_the_settings_say(tmp_path, monkeypatch):
+    """No second meaning of CHIMERA_DATA_DIR (the worker's Faust folder) and no folder relative to
+    wherever a sink was started: the sinks' default folders are [stores] dir's."""
+    from sinks import chroma, clickhouse
+
+    monkeypatch.setenv("CHIMERA_DATA_DIR", str(tmp_path / "faust"))
+    monkeypatch.setenv("CHIMERA_STORES_DIR", str(tmp_path / "stores"))
+    monkeypatch.chdir(tmp_path)
+    assert clickhouse.default_dir() == tmp_path / "stores" / "clickhouse"
+    assert chroma.default_dir() == tmp_path / "stores" / "chroma"
+    assert clickhouse.server_url() == ""
+    monkeypatch.setenv("CLICKHOUSE_URL", "http://ch:8123")
+    assert clickhouse.server_url() == "http://ch:8123"
