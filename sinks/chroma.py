@@ -27,15 +27,16 @@ from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
+from streams.settings import load_stores
 from topics import registry as T
-
 
 
 def default_dir() -> Path:
     """The Chroma folder when none is given: [stores] dir/chroma (streams/settings.py), the
     folder the planner's memory look-up reads too."""
-    from streams.settings import load_stores
     return load_stores().chroma_dir
+
+
 EPISODES = "episodes"
 FEEDBACK = "episode_feedback"
 _model_lock = threading.Lock()
@@ -87,7 +88,6 @@ def get_client(data_dir: Path | str | None = None):
     from chromadb.config import Settings
 
     settings = Settings(anonymized_telemetry=False)
-    from streams.settings import load_stores
     url = load_stores().chroma_url
     if url:
         u = urlparse(url)

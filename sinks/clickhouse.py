@@ -34,6 +34,7 @@ import orjson
 from sinks import clickhouse_avro as avro
 from sinks.base import PoisonRecord, Sink, SinkBatch, SinkRecord
 from sinks.loopback import LoopbackServer
+from streams.settings import load_stores
 from topics import registry as T, tracing
 from topics.serde import serde
 
@@ -42,19 +43,14 @@ log = logging.getLogger(__name__)
 SCHEMA_SQL = Path(__file__).resolve().parent.parent / "infra" / "clickhouse" / "schema.sql"
 
 
-def _stores():
-    from streams.settings import load_stores
-    return load_stores()
-
-
 def default_dir() -> Path:
     """The chdb folder when none is given: [stores] dir/clickhouse (streams/settings.py)."""
-    return _stores().clickhouse_dir
+    return load_stores().clickhouse_dir
 
 
 def server_url() -> str:
     """A ClickHouse server to use instead of chdb ([stores] clickhouse_url, CLICKHOUSE_URL), or ""."""
-    return _stores().clickhouse_url
+    return load_stores().clickhouse_url
 
 COLUMNS = {
     "events": ["topic", "partition", "offset", "event_id", "key", "ts", "payload", "trace_id"],

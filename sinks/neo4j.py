@@ -24,6 +24,12 @@ from topics import registry as T
 
 LOCAL_URI = "bolt://127.0.0.1:7687"   # Neo4j's own default, when [stores] names no server
 
+
+def _target(uri: str | None, auth) -> tuple[str, tuple[str, str] | None]:
+    """(uri, auth): the ones given, else [stores] neo4j_uri / neo4j_user+password, else LOCAL_URI."""
+    stores = load_stores()
+    return uri or stores.neo4j_uri or LOCAL_URI, auth if auth is not None else stores.neo4j_auth
+
 LABELS = ("Goal", "Plan", "Task", "Resource", "Executor", "Risk", "Feedback")
 MAX_ID_BYTES = 4000  # a range index key must stay under ~8 KB
 
@@ -168,9 +174,7 @@ class Neo4jSink(Sink):
     tombstone_topics = (T.RESOURCES_AVAILABILITY.name,)   # a deleted resource stays in the graph, marked removed
 
     def __init__(self, uri: str | None = None, auth: tuple[str, str] | None = None) -> None:
-        stores = load_stores()
-        self.uri = uri or stores.neo4j_uri or LOCAL_URI
-        self.auth = auth if auth is not None else stores.neo4j_auth
+        self.uri, self.auth = _target(uri, auth)
         self.driver: neo4j.Driver | None = None
 
     def setup(self) -> None:
@@ -227,10 +231,8 @@ class Graph:
     """The graph queries (root cause, decision impact, capability discovery) and counts."""
 
     def __init__(self, uri: str | None = None, auth=None) -> None:
-        stores = load_stores()
-        self.driver = neo4j.GraphDatabase.driver(uri or stores.neo4j_uri or LOCAL_URI,
-                                                 auth=auth if auth is not None else stores.neo4j_auth,
-                                                 notifications_min_severity="OFF")
+        uri, auth = _target(uri, auth)
+        self.driver = neo4j.GraphDatabase.driver(uri, auth=auth, notifications_min_severity="OFF")
 
     def _read(self, cypher: str, **params) -> list[dict]:
         records, _, _ = self.driver.execute_query(cypher, params, routing_=neo4j.RoutingControl.READ)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from sinks.base import SinkRunner, run_in_thread
+from streams.settings import load_stores
 from topics import probes
 
 NAMES = ("clickhouse", "neo4j", "chroma")
@@ -47,7 +48,6 @@ class SinkService:
     def __init__(self, names, bootstrap: str, *, data_dir: Path | str | None = None, neo4j_uri: str | None = None,
                  group_prefix: str = "chimera-sink-", **runner_kwargs) -> None:
         if data_dir is None:   # [stores] dir (streams/settings.py), where the planner's memory looks too
-            from streams.settings import load_stores
             data_dir = load_stores().dir
         self.data_dir = Path(data_dir)
         self.runners = {n: SinkRunner(make_sink(n, self.data_dir, neo4j_uri), bootstrap, group=group_prefix + n,

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from processors.ids import plan_id as derive_plan_id
 from streams import client, codec, samples, services
+from streams.settings import load_stores
 from topics import registry as T
 from topics.admin import BrokerUnreachable, create_topics, list_topics
 from topics.serde import SerdeError
@@ -37,12 +38,6 @@ train_app = typer.Typer(help="Train the learned models (LoRA with peft, on the C
 app.add_typer(train_app, name="train")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
-
-
-def _store_settings():
-    """[stores] of the settings (streams/settings.py): where the sinks' data lives."""
-    from streams import settings as S
-    return S.load_stores()
 
 
 def _bootstrap() -> str:
@@ -316,7 +311,7 @@ def up(data_dir: Optional[Path] = typer.Option(None, help="keep broker data here
     """Start a local broker (unless KAFKA_BOOTSTRAP is set), the topics, a worker, the sinks and the API;
     Ctrl-C stops all."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` stops everything like Ctrl-C
-    stores = _store_settings()
+    stores = load_stores()
     folder = Path(stores.dir)
     with services.stack(data_dir=str(data_dir) if data_dir else None) as (bootstrap, w), ExitStack() as stack:
         if sinks:
@@ -359,7 +354,7 @@ def _start_sinks(stack, names: list[str], bootstrap: str, data_dir: Path):
     """The sinks (each its own consumer group) inside `stack`; a local Neo4j unless [stores]
     neo4j_uri (NEO4J_URI)."""
     from sinks import service
-    uri = _store_settings().neo4j_uri
+    uri = load_stores().neo4j_uri
     if "neo4j" in names and not uri:
         from infra.neo4j import Neo4jServer
         uri = stack.enter_context(Neo4jServer(data_dir=data_dir / "neo4j")).uri
@@ -382,7 +377,7 @@ def sink(names: list[str] = typer.Argument(..., help="clickhouse, neo4j, chroma 
     logs.setup("sinks", default="text")
     probes.serve_from_env()   # /metrics, /healthz (every sink thread alive), /readyz (set up, store reachable)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    data_dir = data_dir or Path(_store_settings().dir)
+    data_dir = data_dir or Path(load_stores().dir)
     with ExitStack() as stack:
         svc = _start_sinks(stack, chosen, _bootstrap(), data_dir)
         console.print(f"[green]sinks running[/]: {', '.join(chosen)} (data in {data_dir}); Ctrl-C stops")
