@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import gc
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -113,8 +114,7 @@ def bench_clickhouse(bootstrap: str, n: int, batch: int = 5000, rounds: int = 3)
         best = {k: min(best[k], took[k]) for k in best}
     python_s = _sink_seconds(bootstrap, store, n, batch, fast=False)
     raw_rate, rows_rate, sink_rate = n / best["columns"], n / best["rows"], n / best["sink"]
-    median = sorted(ratios)[len(ratios) // 2] if len(ratios) % 2 else \
-        sum(sorted(ratios)[len(ratios) // 2 - 1:len(ratios) // 2 + 1]) / 2
+    median = statistics.median(ratios)
     print(f"clickhouse: {n:,} events, best of {rounds} rounds each: raw clickhouse-connect inserts of the same rows "
           f"{rows_rate:,.0f} events/s row-oriented, {raw_rate:,.0f} events/s column-oriented (2 rows per event, "
           f"2 tables, batches of {batch}); sink {sink_rate:,.0f} events/s (broker -> Avro framed undecoded -> "
