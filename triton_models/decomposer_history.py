@@ -75,7 +75,8 @@ def answer(tasks: list[tuple[str, str, list[str], float]]) -> list[dict]:
 
 def pairs(rows, log=print) -> list[tuple[dict, str]]:
     """(goal, answer JSON) per good plan, one per goal (its newest plan id wins a tie: the last);
-    an answer the planner's validator rejects (llm_plan.parse) is left out and counted."""
+    an answer the planner's validator rejects (llm_plan.parse), or that structured decoding could
+    not write (net.writable), is left out and counted."""
     from processors import llm_plan
     from processors.model import Goal
     from triton_models.decomposer import decomposer_net as net
@@ -89,6 +90,9 @@ def pairs(rows, log=print) -> list[tuple[dict, str]]:
                                       objectives=tuple(g["objectives"])))
         except llm_plan.Rejected as exc:
             rejected[exc.reason] = rejected.get(exc.reason, 0) + 1
+            continue
+        if not net.writable(text):   # e.g. a quote in a name: structured decoding could never write it
+            rejected["not_writable"] = rejected.get("not_writable", 0) + 1
             continue
         per_goal[g["goal_id"]] = (g, text)
     if rejected:

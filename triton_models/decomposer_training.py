@@ -69,11 +69,13 @@ def valid_rate(answers: list[str], goals: list[dict]) -> tuple[float, dict[str, 
 
 
 def _batch(tok, pairs):
-    """Input ids with labels only on the answer (and the end-of-turn token)."""
+    """Input ids with labels only on the answer (and the end-of-turn token); the answer tokenised
+    as structured decoding writes it (net.answer_ids), so the adapter learns the choices it is offered."""
     ids, labels = [], []
+    end = tok("<|im_end|>", add_special_tokens=False)["input_ids"]
     for goal, answer in pairs:
         p = tok(net.prompt(tok, goal), add_special_tokens=False)["input_ids"]
-        a = tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        a = net.answer_ids(tok, answer) + end
         ids.append(p + a)
         labels.append([-100] * len(p) + a)
     width = max(len(x) for x in ids)

